@@ -4,7 +4,12 @@
 //! The two backends share one schema shape, kept in `migrations/sqlite` and
 //! `migrations/postgres`; the SQL differs where the dialects differ. Nothing
 //! above this module decides which backend it talks to except through
-//! [`Backend`].
+//! [`Backend`] and the small dialect layer in `sql`.
+//!
+//! SQLite gets two pools: one connection that does every write (so writers
+//! queue in-process instead of spinning on `SQLITE_BUSY`, and commit order is
+//! the order of the event log), and a few read-only connections that WAL lets
+//! read while the writer writes.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,7 +21,7 @@ use sqlx::sqlite::{
 };
 
 /// Which storage engine a [`Db`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     Sqlite,
     Postgres,
@@ -31,11 +36,21 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// A migrated connection pool on one of the two backends.
 #[derive(Debug, Clone)]
-pub enum Db {
-    Sqlite(SqlitePool),
+pub(crate) enum Pools {
+    Sqlite {
+        /// Exactly one connection: every write goes through it.
+        write: SqlitePool,
+        /// Read-only connections for lists and details.
+        read: SqlitePool,
+    },
     Postgres(PgPool),
+}
+
+/// A migrated database on one of the two backends. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub(crate) pools: Pools,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,12 +72,34 @@ pub enum DbError {
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
+/// Options for [`Db::open_with`].
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Postgres pool size (SQLite always has one writer).
+    pub max_connections: u32,
+    /// SQLite read-only connections.
+    pub sqlite_readers: u32,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            max_connections: 16,
+            sqlite_readers: 4,
+        }
+    }
+}
+
 impl Db {
     /// Opens (creating if needed) and migrates the database at `url`.
     ///
     /// `sqlite:` URLs name a file; its parent folder is created when missing.
     /// `postgres://` / `postgresql://` URLs name an existing database.
     pub async fn open(url: &str) -> Result<Db, DbError> {
+        Db::open_with(url, DbOptions::default()).await
+    }
+
+    pub async fn open_with(url: &str, opts: DbOptions) -> Result<Db, DbError> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -71,7 +108,9 @@ impl Db {
                 // only an OS crash can lose the last transactions.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .pragma("temp_store", "memory")
+                .pragma("cache_size", "-65536");
             if let Some(parent) = Path::new(options.get_filename()).parent() {
                 if !parent.as_os_str().is_empty() && !parent.exists() {
                     std::fs::create_dir_all(parent).map_err(|source| DbError::CreateDir {
@@ -80,56 +119,74 @@ impl Db {
                     })?;
                 }
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(8)
-                .connect_with(options)
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options.clone())
                 .await?;
-            SQLITE_MIGRATIONS.run(&pool).await?;
-            Ok(Db::Sqlite(pool))
+            SQLITE_MIGRATIONS.run(&write).await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(opts.sqlite_readers.max(1))
+                .connect_with(options.read_only(true))
+                .await?;
+            Ok(Db {
+                pools: Pools::Sqlite { write, read },
+            })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                .max_connections(opts.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options)
                 .await?;
             POSTGRES_MIGRATIONS.run(&pool).await?;
-            Ok(Db::Postgres(pool))
+            Ok(Db {
+                pools: Pools::Postgres(pool),
+            })
         } else {
             Err(DbError::UnsupportedUrl(url.to_string()))
         }
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Db::Sqlite(_) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres(_) => Backend::Postgres,
         }
     }
 
     /// Round-trips a trivial query: the database is reachable and answering.
     pub async fn ping(&self) -> Result<(), DbError> {
-        match self {
-            Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await?,
-            Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await?,
-        };
+        match &self.pools {
+            Pools::Sqlite { read, .. } => {
+                sqlx::query("SELECT 1").execute(read).await?;
+            }
+            Pools::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
         Ok(())
     }
 
     /// The names of the migrations applied so far, in order.
     pub async fn applied_migrations(&self) -> Result<Vec<String>, DbError> {
         let sql = "SELECT description FROM _sqlx_migrations WHERE success ORDER BY version";
-        let rows: Vec<(String,)> = match self {
-            Db::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
-            Db::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+        let rows: Vec<(String,)> = match &self.pools {
+            Pools::Sqlite { read, .. } => sqlx::query_as(sql).fetch_all(read).await?,
+            Pools::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
         };
         Ok(rows.into_iter().map(|(d,)| d).collect())
     }
 
     /// Closes every connection; pending queries finish first.
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite(pool) => pool.close().await,
-            Db::Postgres(pool) => pool.close().await,
+        match &self.pools {
+            Pools::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pools::Postgres(pool) => pool.close().await,
         }
     }
 }

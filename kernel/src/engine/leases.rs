@@ -1,0 +1,992 @@
+//! The lease protocol: claim, heartbeat, complete, fail, release, and the
+//! sweep that recovers lapsed leases.
+//!
+//! A lease is the active attempt of a task: `(attempt id, token, epoch)` plus
+//! an expiry. The epoch is the task's counter of leases; every re-lease gets
+//! a higher one, so a worker holding an old pair can never act on the task
+//! again (fencing). Every report is checked against the attempt row, locked
+//! for the transaction, before anything is applied; a stale report is
+//! recorded as a `lease.fenced` event and refused with `stale_lease`.
+//!
+//! This is the hot path of the product: claims and completions work on
+//! batches with a fixed number of set-based statements, whatever the batch
+//! size. It must never execute tasks or know what a kind means.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::db::Backend;
+use crate::error::{KernelError, Result};
+use crate::model::{
+    event_type, AttemptState, ClaimRequest, Completion, FailOutcome, HeartbeatOutcome, Lease,
+    LeaseProof, NodeStatus, QuotaScope, TaskFailure, TaskState,
+};
+use crate::sql::{args, Row};
+
+use super::dag::JobGraph;
+use super::{error_fingerprint, Kernel, Work};
+
+/// Most tasks one claim may lease.
+pub const MAX_CLAIM: i64 = 1_000;
+/// Longest long-poll.
+pub const MAX_WAIT_MS: i64 = 60_000;
+
+/// The attempt columns a report is checked against.
+const ATTEMPT_CHECK: &str =
+    "SELECT id, task_id, job_id, tenant, state, lease_token, epoch, node_id \
+                             FROM attempts WHERE id @in($1) @lock";
+
+struct AttemptCheck {
+    id: i64,
+    task_id: i64,
+    job_id: i64,
+    tenant: String,
+    state: AttemptState,
+    token: String,
+    epoch: i64,
+    node_id: Option<i64>,
+}
+
+impl AttemptCheck {
+    fn from_row(r: &Row) -> Result<AttemptCheck> {
+        Ok(AttemptCheck {
+            id: r.i64("id")?,
+            task_id: r.i64("task_id")?,
+            job_id: r.i64("job_id")?,
+            tenant: r.text("tenant")?,
+            state: r.parse("state")?,
+            token: r.text("lease_token")?,
+            epoch: r.i64("epoch")?,
+            node_id: r.opt_i64("node_id")?,
+        })
+    }
+
+    /// Whether `proof` may act on this attempt now. A wrong pair, or a right
+    /// pair whose lease has already ended (expired, superseded), is stale.
+    fn verify(&self, proof: &LeaseProof) -> Result<()> {
+        if proof.lease_token != self.token || proof.epoch != self.epoch {
+            return Err(KernelError::StaleLease {
+                attempt_id: self.id,
+                reason: "the lease token or epoch does not match".into(),
+            });
+        }
+        match self.state {
+            AttemptState::Active => Ok(()),
+            AttemptState::Cancelled => Err(KernelError::TaskCancelled {
+                attempt_id: self.id,
+            }),
+            other => Err(KernelError::StaleLease {
+                attempt_id: self.id,
+                reason: format!("the attempt is already {other}"),
+            }),
+        }
+    }
+}
+
+/// Candidate ready tasks, best first (priority, then age). The caller adds
+/// the limit parameter and, on Postgres, the row locks.
+const READY_CANDIDATES: &str = "SELECT id, tenant, queue FROM tasks \
+     WHERE state = 'ready' AND not_before <= $1 AND kind @in($2) \
+       AND queue NOT IN (SELECT name FROM queues WHERE paused)";
+
+impl Kernel {
+    /// Leases up to `req.max` ready tasks of `req.kinds` to node `req.node_id`,
+    /// waiting up to `req.wait_ms` for work when none is ready. Returns an
+    /// empty list when the wait ends without work, or at once when the node
+    /// is draining (after the wait, so a draining worker does not spin).
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<Vec<Lease>> {
+        if req.kinds.is_empty() {
+            return Err(KernelError::validation(
+                "a claim must name at least one task kind",
+            ));
+        }
+        let max = req.max.clamp(1, MAX_CLAIM);
+        let wait = Duration::from_millis(req.wait_ms.clamp(0, MAX_WAIT_MS) as u64);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so work that arrives
+            // between the look and the wait is not missed.
+            let notified = self.inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let leases = self.claim_once(req.node_id, &req.kinds, max).await?;
+            let now = tokio::time::Instant::now();
+            if !leases.is_empty() || now >= deadline {
+                return Ok(leases);
+            }
+            let nap = (deadline - now).min(self.config().claim_poll_every);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn claim_once(&self, node_id: i64, kinds: &[String], max: i64) -> Result<Vec<Lease>> {
+        let mut w = self.begin().await?;
+        let now = w.now;
+        // Claiming is a sign of life: an offline node comes back online.
+        let node =
+            w.tx.fetch_optional(
+                "UPDATE nodes SET last_heartbeat_at = $1 WHERE id = $2 RETURNING status",
+                args![now, node_id],
+            )
+            .await?
+            .ok_or_else(|| KernelError::not_found("node", node_id))?;
+        match node.parse::<NodeStatus>("status")? {
+            NodeStatus::Draining => {
+                self.finish(w).await?;
+                return Ok(Vec::new());
+            }
+            NodeStatus::Offline => {
+                w.tx.execute(
+                    "UPDATE nodes SET status = 'online' WHERE id = $1 AND status = 'offline'",
+                    args![node_id],
+                )
+                .await?;
+                w.event(event_type::NODE_ONLINE, None)
+                    .node(Some(node_id))
+                    .data(json!({ "from": "offline" }));
+            }
+            NodeStatus::Online => {}
+        }
+
+        // Quotas are rare; when there are none the claim is one statement.
+        // On Postgres the rows are locked so claims that must count usage
+        // take turns (two claimers cannot both see the last free slot).
+        let quotas = w
+            .tx
+            .fetch_all(
+                "SELECT scope, name, max_concurrent, max_starts_per_minute FROM quotas ORDER BY scope, name @lock",
+                args![],
+            )
+            .await?;
+        let kinds: Vec<String> = kinds.to_vec();
+        let leased = if quotas.is_empty() {
+            let pick =
+                format!("{READY_CANDIDATES} ORDER BY priority DESC, id LIMIT $3 @skip_locked");
+            self.lease_tasks(&mut w, node_id, &pick, args![now, kinds, max])
+                .await?
+        } else {
+            let chosen = self
+                .pick_within_quotas(&mut w, &quotas, &kinds, max)
+                .await?;
+            if chosen.is_empty() {
+                Vec::new()
+            } else {
+                self.lease_tasks(
+                    &mut w,
+                    node_id,
+                    "SELECT id FROM tasks WHERE id @in($2)",
+                    args![now, chosen],
+                )
+                .await?
+            }
+        };
+        self.finish(w).await?;
+        Ok(leased)
+    }
+
+    /// Chooses up to `max` ready tasks whose tenant and queue quotas have room.
+    async fn pick_within_quotas(
+        &self,
+        w: &mut Work,
+        quotas: &[Row],
+        kinds: &[String],
+        max: i64,
+    ) -> Result<Vec<i64>> {
+        let now = w.now;
+        // Remaining room per (scope, name); None = unlimited.
+        let mut room: HashMap<(QuotaScope, String), i64> = HashMap::new();
+        for q in quotas {
+            let scope: QuotaScope = q.parse("scope")?;
+            let name = q.text("name")?;
+            let column = match scope {
+                QuotaScope::Tenant => "tenant",
+                QuotaScope::Queue => "queue",
+            };
+            let mut left = i64::MAX;
+            if let Some(limit) = q.opt_i64("max_concurrent")? {
+                let used = w
+                    .tx
+                    .fetch_one(
+                        &format!("SELECT COUNT(*) AS n FROM attempts WHERE state = 'active' AND {column} = $1"),
+                        args![name.as_str()],
+                    )
+                    .await?
+                    .i64("n")?;
+                left = left.min(limit - used);
+            }
+            if let Some(limit) = q.opt_i64("max_starts_per_minute")? {
+                let used = w
+                    .tx
+                    .fetch_one(
+                        &format!("SELECT COUNT(*) AS n FROM attempts WHERE {column} = $1 AND started_at > $2"),
+                        args![name.as_str(), now - 60_000],
+                    )
+                    .await?
+                    .i64("n")?;
+                left = left.min(limit - used);
+            }
+            room.insert((scope, name), left.max(0));
+        }
+        let full_tenants: Vec<String> = room
+            .iter()
+            .filter(|((s, _), left)| *s == QuotaScope::Tenant && **left == 0)
+            .map(|((_, n), _)| n.clone())
+            .collect();
+        let full_queues: Vec<String> = room
+            .iter()
+            .filter(|((s, _), left)| *s == QuotaScope::Queue && **left == 0)
+            .map(|((_, n), _)| n.clone())
+            .collect();
+        let sql = format!(
+            "{READY_CANDIDATES} AND NOT (tenant @in($3)) AND NOT (queue @in($4)) \
+             ORDER BY priority DESC, id LIMIT $5 @skip_locked"
+        );
+        let candidates =
+            w.tx.fetch_all(
+                &sql,
+                args![now, kinds.to_vec(), full_tenants, full_queues, max * 4],
+            )
+            .await?;
+        let mut chosen = Vec::new();
+        for c in candidates {
+            if chosen.len() as i64 >= max {
+                break;
+            }
+            let tenant = (QuotaScope::Tenant, c.text("tenant")?);
+            let queue = (QuotaScope::Queue, c.text("queue")?);
+            let fits = |k: &(QuotaScope, String)| room.get(k).map(|l| *l > 0).unwrap_or(true);
+            if fits(&tenant) && fits(&queue) {
+                for k in [tenant, queue] {
+                    if let Some(l) = room.get_mut(&k) {
+                        *l -= 1;
+                    }
+                }
+                chosen.push(c.i64("id")?);
+            }
+        }
+        Ok(chosen)
+    }
+
+    /// Leases the ready tasks that `pick` (a `SELECT id …` with `args`, whose
+    /// `$1` is the unit's time) selects: tasks → leased with a new epoch, one active attempt each,
+    /// jobs → running, events.
+    async fn lease_tasks(
+        &self,
+        w: &mut Work,
+        node_id: i64,
+        pick: &str,
+        args: Vec<crate::sql::Arg>,
+    ) -> Result<Vec<Lease>> {
+        let now = w.now;
+        let expires = now + self.config().lease_ms;
+        let backend = w.tx.backend();
+        debug_assert!(matches!(args.first(), Some(crate::sql::Arg::I64(t)) if *t == now));
+        let tasks = match backend {
+            // Postgres: the CTE takes the row locks once, before the update.
+            Backend::Postgres => {
+                w.tx.fetch_all(
+                    &format!(
+                        "WITH picked AS MATERIALIZED ({pick}) \
+                         UPDATE tasks t SET state = 'leased', epoch = t.epoch + 1, \
+                             attempts_used = t.attempts_used + 1, updated_at = $1 \
+                         FROM picked WHERE t.id = picked.id AND t.state = 'ready' \
+                         RETURNING t.id, t.job_id, t.kind, t.payload, t.epoch, t.attempts_used, t.max_attempts, \
+                                   t.timeout_s, t.tenant, t.queue"
+                    ),
+                    args,
+                )
+                .await?
+            }
+            Backend::Sqlite => {
+                w.tx.fetch_all(
+                    &format!(
+                        "UPDATE tasks SET state = 'leased', epoch = epoch + 1, \
+                             attempts_used = attempts_used + 1, updated_at = $1 \
+                         WHERE id IN (SELECT id FROM ({pick})) AND state = 'ready' \
+                         RETURNING id, job_id, kind, payload, epoch, attempts_used, max_attempts, \
+                                   timeout_s, tenant, queue"
+                    ),
+                    args,
+                )
+                .await?
+            }
+        };
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let task_ids: Vec<i64> = tasks
+            .iter()
+            .map(|r| r.i64("id"))
+            .collect::<Result<_, _>>()?;
+        // The epoch is the task's lease counter, so it is also the attempt's
+        // number in the task's history.
+        let attempts = w
+            .tx
+            .fetch_all(
+                "INSERT INTO attempts (task_id, job_id, tenant, queue, number, state, node_id, lease_token, \
+                                       epoch, lease_expires_at, started_at) \
+                 SELECT id, job_id, tenant, queue, epoch, 'active', $1, @token, epoch, $2, $3 \
+                 FROM tasks WHERE id @in($4) \
+                 RETURNING id, task_id, lease_token",
+                args![node_id, expires, now, task_ids],
+            )
+            .await?;
+        let mut by_task: HashMap<i64, (i64, String)> = HashMap::with_capacity(attempts.len());
+        for a in &attempts {
+            by_task.insert(a.i64("task_id")?, (a.i64("id")?, a.text("lease_token")?));
+        }
+        let mut leases = Vec::with_capacity(tasks.len());
+        let mut job_ids = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            let task_id = t.i64("id")?;
+            let (attempt_id, token) = by_task
+                .remove(&task_id)
+                .ok_or_else(|| KernelError::conflict("a leased task has no attempt"))?;
+            let lease = Lease {
+                attempt_id,
+                task_id,
+                job_id: t.i64("job_id")?,
+                kind: t.text("kind")?,
+                payload: t.json("payload")?,
+                lease_token: token,
+                epoch: t.i64("epoch")?,
+                lease_expires_at: expires,
+                attempt_number: t.i64("attempts_used")?,
+                max_attempts: t.i64("max_attempts")?,
+                timeout_s: t.opt_i64("timeout_s")?,
+                tenant: t.text("tenant")?,
+                queue: t.text("queue")?,
+            };
+            w.event(event_type::LEASE_GRANTED, Some(&lease.tenant))
+                .job(lease.job_id)
+                .task(task_id)
+                .attempt(attempt_id)
+                .node(Some(node_id))
+                .data(json!({
+                    "epoch": lease.epoch,
+                    "lease_expires_at": expires,
+                    "kind": lease.kind,
+                    "task_state": {"from": "ready", "to": "leased"},
+                }));
+            job_ids.push(lease.job_id);
+            leases.push(lease);
+        }
+        job_ids.sort_unstable();
+        job_ids.dedup();
+        // First lease of a job: queued (or blocked, after a replay moved a
+        // task to an open queue) → running.
+        for from in ["queued", "blocked"] {
+            let started = w
+                .tx
+                .fetch_all(
+                    "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, $1), updated_at = $1 \
+                     WHERE id @in($2) AND state = $3 RETURNING id, tenant",
+                    args![now, job_ids.clone(), from],
+                )
+                .await?;
+            for j in started {
+                let tenant = j.text("tenant")?;
+                w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
+                    .job(j.i64("id")?)
+                    .data(json!({ "from": from, "to": "running" }));
+            }
+        }
+        Ok(leases)
+    }
+
+    /// Extends a lease by `lease_ms` from now. `cancelled: true` means the
+    /// job was cancelled: stop the task.
+    pub async fn heartbeat(&self, attempt_id: i64, proof: &LeaseProof) -> Result<HeartbeatOutcome> {
+        self.heartbeat_many(&[(attempt_id, proof.clone())])
+            .await?
+            .pop()
+            .expect("one answer per heartbeat")
+    }
+
+    /// Heartbeats many leases in one transaction; one answer per lease.
+    pub async fn heartbeat_many(
+        &self,
+        leases: &[(i64, LeaseProof)],
+    ) -> Result<Vec<Result<HeartbeatOutcome>>> {
+        let mut w = self.begin().await?;
+        let now = w.now;
+        let expires = now + self.config().lease_ms;
+        let ids: Vec<i64> = leases.iter().map(|(id, _)| *id).collect();
+        let checks = self.load_checks(&mut w, &ids).await?;
+        let mut answers = Vec::with_capacity(leases.len());
+        let mut renewed = Vec::new();
+        let mut nodes = BTreeSet::new();
+        for (id, proof) in leases {
+            let answer = match checks.get(id) {
+                None => Err(KernelError::not_found("attempt", id)),
+                Some(a) => match a.verify(proof) {
+                    Ok(()) => {
+                        renewed.push(*id);
+                        nodes.extend(a.node_id);
+                        w.event(event_type::LEASE_RENEWED, Some(&a.tenant))
+                            .job(a.job_id)
+                            .task(a.task_id)
+                            .attempt(a.id)
+                            .node(a.node_id)
+                            .data(json!({ "epoch": a.epoch, "lease_expires_at": expires }));
+                        Ok(HeartbeatOutcome {
+                            lease_expires_at: expires,
+                            cancelled: false,
+                        })
+                    }
+                    Err(KernelError::TaskCancelled { .. }) => Ok(HeartbeatOutcome {
+                        lease_expires_at: now,
+                        cancelled: true,
+                    }),
+                    Err(e) => {
+                        record_fenced(&mut w, a, proof, "heartbeat");
+                        Err(e)
+                    }
+                },
+            };
+            answers.push(answer);
+        }
+        if !renewed.is_empty() {
+            w.tx.execute(
+                "UPDATE attempts SET lease_expires_at = $1, heartbeat_at = $2 WHERE id @in($3) AND state = 'active'",
+                args![expires, now, renewed],
+            )
+            .await?;
+            w.tx.execute(
+                "UPDATE nodes SET last_heartbeat_at = $1 WHERE id @in($2)",
+                args![now, nodes.into_iter().collect::<Vec<_>>()],
+            )
+            .await?;
+        }
+        self.finish(w).await?;
+        Ok(answers)
+    }
+
+    async fn load_checks(&self, w: &mut Work, ids: &[i64]) -> Result<HashMap<i64, AttemptCheck>> {
+        let rows = w.tx.fetch_all(ATTEMPT_CHECK, args![ids.to_vec()]).await?;
+        let mut out = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let a = AttemptCheck::from_row(r)?;
+            out.insert(a.id, a);
+        }
+        Ok(out)
+    }
+
+    /// Records a task's success. Downstream tasks whose dependencies are now
+    /// all done become ready; the job is re-derived.
+    pub async fn complete(
+        &self,
+        attempt_id: i64,
+        proof: &LeaseProof,
+        output: Option<Value>,
+    ) -> Result<()> {
+        self.complete_many(vec![Completion {
+            attempt_id,
+            proof: proof.clone(),
+            output,
+        }])
+        .await?
+        .pop()
+        .expect("one answer per completion")
+    }
+
+    /// Completes many leases in one transaction; one answer per completion.
+    /// Stale ones are refused (and recorded) without affecting the others.
+    pub async fn complete_many(&self, items: Vec<Completion>) -> Result<Vec<Result<()>>> {
+        let mut w = self.begin().await?;
+        let now = w.now;
+        let ids: Vec<i64> = items.iter().map(|c| c.attempt_id).collect();
+        let checks = self.load_checks(&mut w, &ids).await?;
+        let mut answers = Vec::with_capacity(items.len());
+        let mut done_attempts = Vec::new();
+        let mut done_tasks = Vec::new();
+        let mut outputs = Vec::new();
+        let mut job_ids = Vec::new();
+        let mut seen = BTreeSet::new();
+        for c in &items {
+            let answer = match checks.get(&c.attempt_id) {
+                None => Err(KernelError::not_found("attempt", c.attempt_id)),
+                Some(a) => match a.verify(&c.proof) {
+                    Ok(()) if !seen.insert(a.id) => Err(KernelError::StaleLease {
+                        attempt_id: a.id,
+                        reason: "completed twice in one batch".into(),
+                    }),
+                    Ok(()) => {
+                        done_attempts.push(a.id);
+                        done_tasks.push(a.task_id);
+                        job_ids.push(a.job_id);
+                        if let Some(out) = &c.output {
+                            outputs.push((a.task_id, out.to_string()));
+                        }
+                        w.event(event_type::TASK_STATE_CHANGED, Some(&a.tenant))
+                            .job(a.job_id)
+                            .task(a.task_id)
+                            .attempt(a.id)
+                            .node(a.node_id)
+                            .data(json!({ "from": "leased", "to": "succeeded", "attempt_state": "succeeded" }));
+                        Ok(())
+                    }
+                    Err(e @ KernelError::TaskCancelled { .. }) => Err(e),
+                    Err(e) => {
+                        record_fenced(&mut w, a, &c.proof, "complete");
+                        Err(e)
+                    }
+                },
+            };
+            answers.push(answer);
+        }
+        if !done_attempts.is_empty() {
+            w.tx.execute(
+                "UPDATE attempts SET state = 'succeeded', finished_at = $1 WHERE id @in($2) AND state = 'active'",
+                args![now, done_attempts],
+            )
+            .await?;
+            let n =
+                w.tx.execute(
+                    "UPDATE tasks SET state = 'succeeded', finished_at = $1, updated_at = $1 \
+                     WHERE id @in($2) AND state = 'leased'",
+                    args![now, done_tasks.clone()],
+                )
+                .await?;
+            if n as usize != done_tasks.len() {
+                return Err(KernelError::conflict(
+                    "a completed task was not leased; nothing was applied",
+                ));
+            }
+            for (task_id, output) in outputs {
+                w.tx.execute(
+                    "UPDATE tasks SET output = $1 WHERE id = $2",
+                    args![output, task_id],
+                )
+                .await?;
+            }
+            self.release_downstream(&mut w, &done_tasks).await?;
+            self.derive_jobs(&mut w, &job_ids).await?;
+        }
+        self.finish(w).await?;
+        Ok(answers)
+    }
+
+    /// Counts the success of `succeeded` tasks toward their dependents;
+    /// dependents with nothing left to wait for become ready.
+    async fn release_downstream(&self, w: &mut Work, succeeded: &[i64]) -> Result<()> {
+        let touched = w
+            .tx
+            .execute(
+                "UPDATE tasks SET deps_remaining = deps_remaining - \
+                     (SELECT COUNT(*) FROM task_deps d WHERE d.task_id = tasks.id AND d.depends_on @in($1)) \
+                 WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on @in($1)) AND state = 'pending'",
+                args![succeeded.to_vec()],
+            )
+            .await?;
+        if touched == 0 {
+            return Ok(());
+        }
+        let ready =
+            w.tx.fetch_all(
+                "UPDATE tasks SET state = 'ready', updated_at = $1 \
+                 WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on @in($2)) \
+                   AND state = 'pending' AND deps_remaining <= 0 \
+                 RETURNING id, job_id, tenant",
+                args![w.now, succeeded.to_vec()],
+            )
+            .await?;
+        for r in &ready {
+            let tenant = r.text("tenant")?;
+            w.event(event_type::TASK_STATE_CHANGED, Some(&tenant))
+                .job(r.i64("job_id")?)
+                .task(r.i64("id")?)
+                .data(json!({ "from": "pending", "to": "ready" }));
+        }
+        if !ready.is_empty() {
+            w.wake_claimers = true;
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt. The task is retried after a backoff while
+    /// its budget lasts and the error is retryable; otherwise it is
+    /// dead-lettered and its downstream tasks are skipped.
+    pub async fn fail(
+        &self,
+        attempt_id: i64,
+        proof: &LeaseProof,
+        failure: &TaskFailure,
+    ) -> Result<FailOutcome> {
+        let mut w = self.begin().await?;
+        let checks = self.load_checks(&mut w, &[attempt_id]).await?;
+        let a = checks
+            .get(&attempt_id)
+            .ok_or_else(|| KernelError::not_found("attempt", attempt_id))?;
+        if let Err(e) = a.verify(proof) {
+            if matches!(e, KernelError::StaleLease { .. }) {
+                record_fenced(&mut w, a, proof, "fail");
+                self.finish(w).await?;
+            }
+            return Err(e);
+        }
+        let message = truncate(&failure.message, 8_000);
+        w.tx.execute(
+            "UPDATE attempts SET state = 'failed', finished_at = $1, error = $2 WHERE id = $3 AND state = 'active'",
+            args![w.now, message.as_str(), attempt_id],
+        )
+        .await?;
+        let outcome = self
+            .settle_lost_attempt(
+                &mut w,
+                a.task_id,
+                a.id,
+                a.node_id,
+                &message,
+                failure.retryable,
+            )
+            .await?;
+        self.finish(w).await?;
+        Ok(outcome)
+    }
+
+    /// Gives a lease back without spending an attempt (a worker shutting
+    /// down): the attempt is cancelled, the task is ready again at once.
+    pub async fn release(&self, attempt_id: i64, proof: &LeaseProof) -> Result<()> {
+        let mut w = self.begin().await?;
+        let checks = self.load_checks(&mut w, &[attempt_id]).await?;
+        let a = checks
+            .get(&attempt_id)
+            .ok_or_else(|| KernelError::not_found("attempt", attempt_id))?;
+        match a.verify(proof) {
+            Ok(()) => {}
+            // Already cancelled with its job: nothing to give back.
+            Err(KernelError::TaskCancelled { .. }) => return Ok(()),
+            Err(e) => {
+                record_fenced(&mut w, a, proof, "release");
+                self.finish(w).await?;
+                return Err(e);
+            }
+        }
+        w.tx.execute(
+            "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'released by the worker' \
+             WHERE id = $2 AND state = 'active'",
+            args![w.now, attempt_id],
+        )
+        .await?;
+        let n = w
+            .tx
+            .execute(
+                "UPDATE tasks SET state = 'ready', attempts_used = attempts_used - 1, not_before = 0, updated_at = $1 \
+                 WHERE id = $2 AND state = 'leased'",
+                args![w.now, a.task_id],
+            )
+            .await?;
+        if n != 1 {
+            return Err(KernelError::conflict(
+                "the task of this lease is not leased",
+            ));
+        }
+        let tenant = a.tenant.clone();
+        w.event(event_type::LEASE_RELEASED, Some(&tenant))
+            .job(a.job_id)
+            .task(a.task_id)
+            .attempt(a.id)
+            .node(a.node_id)
+            .data(json!({ "epoch": a.epoch, "task_state": {"from": "leased", "to": "ready"} }));
+        w.wake_claimers = true;
+        let job_id = a.job_id;
+        self.derive_jobs(&mut w, &[job_id]).await?;
+        self.finish(w).await?;
+        Ok(())
+    }
+
+    /// The task of an attempt that failed or expired: back to ready after a
+    /// backoff, or dead-lettered (with its downstream skipped).
+    async fn settle_lost_attempt(
+        &self,
+        w: &mut Work,
+        task_id: i64,
+        attempt_id: i64,
+        node_id: Option<i64>,
+        message: &str,
+        retryable: bool,
+    ) -> Result<FailOutcome> {
+        let now = w.now;
+        let t = w
+            .tx
+            .fetch_one(
+                "SELECT t.job_id, t.tenant, t.queue, t.attempts_used, t.max_attempts, t.key, t.kind, t.payload, j.name \
+                 FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
+                args![task_id],
+            )
+            .await?;
+        let job_id = t.i64("job_id")?;
+        let tenant = t.text("tenant")?;
+        let used = t.i64("attempts_used")?;
+        let max = t.i64("max_attempts")?;
+        if retryable && used < max {
+            let retry_at = now + self.backoff_ms(used);
+            let n = w
+                .tx
+                .execute(
+                    "UPDATE tasks SET state = 'ready', not_before = $1, last_error = $2, updated_at = $3 \
+                     WHERE id = $4 AND state = 'leased'",
+                    args![retry_at, message, now, task_id],
+                )
+                .await?;
+            if n != 1 {
+                return Err(KernelError::conflict("the task is no longer leased"));
+            }
+            w.event(event_type::TASK_STATE_CHANGED, Some(&tenant))
+                .job(job_id)
+                .task(task_id)
+                .attempt(attempt_id)
+                .node(node_id)
+                .data(json!({
+                    "from": "leased", "to": "ready", "retry_at": retry_at,
+                    "attempts_used": used, "max_attempts": max, "error": message,
+                }));
+            w.wake_claimers = true;
+            self.derive_jobs(w, &[job_id]).await?;
+            return Ok(FailOutcome {
+                task_state: TaskState::Ready,
+                retry_at: Some(retry_at),
+                dead_letter_id: None,
+            });
+        }
+
+        let n = w
+            .tx
+            .execute(
+                "UPDATE tasks SET state = 'failed', last_error = $1, finished_at = $2, updated_at = $2 \
+                 WHERE id = $3 AND state = 'leased'",
+                args![message, now, task_id],
+            )
+            .await?;
+        if n != 1 {
+            return Err(KernelError::conflict("the task is no longer leased"));
+        }
+        w.event(event_type::TASK_STATE_CHANGED, Some(&tenant))
+            .job(job_id)
+            .task(task_id)
+            .attempt(attempt_id)
+            .node(node_id)
+            .data(json!({
+                "from": "leased", "to": "failed", "error": message,
+                "attempts_used": used, "max_attempts": max, "retryable": retryable,
+            }));
+        // The attempts of the spent budget, oldest first.
+        let history = self.attempts_of(&mut w.tx, &[task_id]).await?;
+        let first_of_budget = history.last().map(|a| a.number - used + 1).unwrap_or(1);
+        let history: Vec<_> = history
+            .into_iter()
+            .filter(|a| a.number >= first_of_budget)
+            .collect();
+        let queue = t.text("queue")?;
+        let dl = w
+            .tx
+            .fetch_one(
+                "INSERT INTO dead_letters (job_id, task_id, job_name, task_key, kind, tenant, queue, error, \
+                                           fingerprint, payload, attempts, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $12) RETURNING id",
+                args![
+                    job_id,
+                    task_id,
+                    t.text("name")?,
+                    t.text("key")?,
+                    t.text("kind")?,
+                    tenant.as_str(),
+                    queue.as_str(),
+                    message,
+                    error_fingerprint(message),
+                    t.text("payload")?,
+                    serde_json::to_string(&history).expect("attempts serialise"),
+                    now
+                ],
+            )
+            .await?
+            .i64("id")?;
+        w.event(event_type::DLQ_ADDED, Some(&tenant))
+            .job(job_id)
+            .task(task_id)
+            .attempt(attempt_id)
+            .dead_letter(dl)
+            .queue(&queue)
+            .data(json!({ "error": message, "fingerprint": error_fingerprint(message) }));
+        self.skip_downstream(w, job_id, &[task_id]).await?;
+        self.derive_jobs(w, &[job_id]).await?;
+        Ok(FailOutcome {
+            task_state: TaskState::Failed,
+            retry_at: None,
+            dead_letter_id: Some(dl),
+        })
+    }
+
+    /// Marks every pending task downstream of `roots` skipped.
+    pub(crate) async fn skip_downstream(
+        &self,
+        w: &mut Work,
+        job_id: i64,
+        roots: &[i64],
+    ) -> Result<()> {
+        let graph = self.load_graph(w, job_id).await?;
+        let downstream: Vec<i64> = graph
+            .downstream_of(roots)
+            .into_iter()
+            .filter(|t| graph.state.get(t) == Some(&TaskState::Pending))
+            .collect();
+        if downstream.is_empty() {
+            return Ok(());
+        }
+        let skipped =
+            w.tx.fetch_all(
+                "UPDATE tasks SET state = 'skipped', finished_at = $1, updated_at = $1 \
+                 WHERE id @in($2) AND state = 'pending' RETURNING id, tenant",
+                args![w.now, downstream],
+            )
+            .await?;
+        for r in skipped {
+            let tenant = r.text("tenant")?;
+            w.event(event_type::TASK_STATE_CHANGED, Some(&tenant))
+                .job(job_id)
+                .task(r.i64("id")?)
+                .data(json!({ "from": "pending", "to": "skipped", "because_of": roots }));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn load_graph(&self, w: &mut Work, job_id: i64) -> Result<JobGraph> {
+        let mut g = JobGraph::default();
+        for r in
+            w.tx.fetch_all(
+                "SELECT id, state FROM tasks WHERE job_id = $1",
+                args![job_id],
+            )
+            .await?
+        {
+            g.state.insert(r.i64("id")?, r.parse("state")?);
+        }
+        for r in w
+            .tx
+            .fetch_all(
+                "SELECT d.task_id, d.depends_on FROM task_deps d JOIN tasks t ON t.id = d.task_id WHERE t.job_id = $1",
+                args![job_id],
+            )
+            .await?
+        {
+            g.add_edge(r.i64("task_id")?, r.i64("depends_on")?);
+        }
+        Ok(g)
+    }
+
+    /// Recovers lapsed leases and marks silent nodes offline. Run by the
+    /// background duty every `sweep_every`; safe on every replica at once
+    /// (each recovery is a guarded update). Returns how many leases expired.
+    pub async fn sweep(&self) -> Result<usize> {
+        let mut expired = 0;
+        loop {
+            let n = self.sweep_leases_once(200).await?;
+            expired += n;
+            if n < 200 {
+                break;
+            }
+        }
+        self.sweep_nodes().await?;
+        Ok(expired)
+    }
+
+    async fn sweep_leases_once(&self, batch: i64) -> Result<usize> {
+        let mut w = self.begin().await?;
+        let now = w.now;
+        let lapsed = w
+            .tx
+            .fetch_all(
+                "SELECT id, task_id, job_id, tenant, node_id, epoch, lease_expires_at FROM attempts \
+                 WHERE state = 'active' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 @skip_locked",
+                args![now, batch],
+            )
+            .await?;
+        let mut count = 0;
+        for a in &lapsed {
+            let id = a.i64("id")?;
+            // Guarded: a heartbeat that got in first wins.
+            let n = w
+                .tx
+                .execute(
+                    "UPDATE attempts SET state = 'expired', finished_at = $1, error = 'lease expired' \
+                     WHERE id = $2 AND state = 'active' AND lease_expires_at < $1",
+                    args![now, id],
+                )
+                .await?;
+            if n == 0 {
+                continue;
+            }
+            count += 1;
+            let task_id = a.i64("task_id")?;
+            let node_id = a.opt_i64("node_id")?;
+            let tenant = a.text("tenant")?;
+            let expired_at = a.i64("lease_expires_at")?;
+            w.event(event_type::LEASE_EXPIRED, Some(&tenant))
+                .job(a.i64("job_id")?)
+                .task(task_id)
+                .attempt(id)
+                .node(node_id)
+                .data(json!({ "epoch": a.i64("epoch")?, "lease_expires_at": expired_at }));
+            let message = format!(
+                "lease expired: no heartbeat from node {} before {expired_at}",
+                node_id.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+            );
+            self.settle_lost_attempt(&mut w, task_id, id, node_id, &message, true)
+                .await?;
+        }
+        self.finish(w).await?;
+        Ok(count)
+    }
+
+    async fn sweep_nodes(&self) -> Result<()> {
+        let mut w = self.begin().await?;
+        let cutoff = w.now - self.config().node_offline_after_ms;
+        let gone = w
+            .tx
+            .fetch_all(
+                "UPDATE nodes SET status = 'offline' WHERE status <> 'offline' AND last_heartbeat_at < $1 \
+                 RETURNING id, last_heartbeat_at",
+                args![cutoff],
+            )
+            .await?;
+        for n in gone {
+            w.event(event_type::NODE_OFFLINE, None)
+                .node(Some(n.i64("id")?))
+                .data(json!({ "last_heartbeat_at": n.i64("last_heartbeat_at")? }));
+        }
+        self.finish(w).await
+    }
+}
+
+/// Records the refusal of a stale report (SPEC §2: "rejected and recorded").
+fn record_fenced(w: &mut Work, a: &AttemptCheck, proof: &LeaseProof, action: &str) {
+    w.event(event_type::LEASE_FENCED, Some(&a.tenant))
+        .job(a.job_id)
+        .task(a.task_id)
+        .attempt(a.id)
+        .node(a.node_id)
+        .data(json!({
+            "action": action,
+            "presented_epoch": proof.epoch,
+            "lease_epoch": a.epoch,
+            "attempt_state": a.state,
+        }));
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

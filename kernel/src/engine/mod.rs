@@ -1,0 +1,500 @@
+//! The JobEngine: every operation on jobs, tasks, attempts, leases,
+//! dead-letter entries, queues, nodes and quotas, on either backend.
+//!
+//! Each public operation is one database transaction (a [`Work`] unit): it
+//! validates first, then applies guarded transitions (`UPDATE … WHERE state =
+//! expected`; zero rows is an answer, never ignored) and appends the events
+//! of every change it made, in the same transaction. After commit it wakes
+//! whoever waits in this process (claimers, the event sequencer, event
+//! subscribers); on Postgres `NOTIFY` does the same for other replicas.
+//!
+//! The engine never speaks HTTP and never decides how a task is executed:
+//! that is the worker's business (`crate::worker`).
+
+mod dag;
+mod events;
+mod leases;
+mod ops;
+mod read;
+mod submit;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::{watch, Notify};
+
+use crate::clock::{Clock, SystemClock};
+use crate::db::{Backend, Db};
+use crate::error::{KernelError, Result};
+use crate::model::{event_type, JobState, TaskCounts, TaskState};
+use crate::sql::{args, Tx};
+
+pub use dag::validate_job;
+pub use events::Background;
+
+/// Tunables of the engine. `Default` is what `switchyard serve` uses.
+#[derive(Clone)]
+pub struct KernelConfig {
+    /// How long a lease lasts without a heartbeat.
+    pub lease_ms: i64,
+    /// First retry delay; doubles per failed attempt, up to `backoff_max_ms`,
+    /// then a random jitter of up to half of it is added.
+    pub backoff_base_ms: i64,
+    pub backoff_max_ms: i64,
+    /// `max_attempts` of a task that does not say.
+    pub default_max_attempts: i64,
+    /// Largest accepted task payload (serialised JSON bytes).
+    pub max_payload_bytes: usize,
+    pub max_tasks_per_job: usize,
+    /// A node without a heartbeat (claim or lease heartbeat) for this long is
+    /// marked offline by the sweep.
+    pub node_offline_after_ms: i64,
+    /// How often the background sweep runs.
+    pub sweep_every: Duration,
+    /// How often an idle long-poll re-checks for work that became claimable
+    /// without a wake-up (a retry's backoff ending, a lost NOTIFY).
+    pub claim_poll_every: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            lease_ms: 30_000,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 300_000,
+            default_max_attempts: 3,
+            max_payload_bytes: 256 * 1024,
+            max_tasks_per_job: 10_000,
+            node_offline_after_ms: 60_000,
+            sweep_every: Duration::from_secs(1),
+            claim_poll_every: Duration::from_millis(250),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for KernelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelConfig")
+            .field("lease_ms", &self.lease_ms)
+            .field("backoff_base_ms", &self.backoff_base_ms)
+            .field("backoff_max_ms", &self.backoff_max_ms)
+            .field("default_max_attempts", &self.default_max_attempts)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JobEngine on one database. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Kernel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    config: KernelConfig,
+    /// Claimers waiting for work.
+    work: Notify,
+    /// The Postgres sequencer waiting for unsequenced events.
+    sequencer: Notify,
+    /// Bumped whenever new events become readable; subscribers re-read.
+    events_changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("backend", &self.inner.db.backend())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Kernel {
+    /// Opens and migrates the database at `url` and builds a kernel on it.
+    /// Call [`Kernel::start_background`] to run the sweeps (and, on Postgres,
+    /// the event sequencer and the cross-replica listener).
+    pub async fn open(url: &str, config: KernelConfig) -> Result<Kernel> {
+        let db = Db::open(url).await?;
+        Ok(Kernel::new(db, config))
+    }
+
+    pub fn new(db: Db, config: KernelConfig) -> Kernel {
+        let (events_changed, _) = watch::channel(0);
+        Kernel {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                work: Notify::new(),
+                sequencer: Notify::new(),
+                events_changed,
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.db.backend()
+    }
+
+    pub fn config(&self) -> &KernelConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.config.clock.now_ms()
+    }
+
+    /// A receiver that changes whenever new events may be readable with
+    /// [`Kernel::events_after`] (its value is a generation counter, not a seq).
+    pub fn subscribe_events(&self) -> watch::Receiver<u64> {
+        self.inner.events_changed.subscribe()
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Work> {
+        Ok(Work {
+            tx: Tx::begin(&self.inner.db).await?,
+            events: Vec::new(),
+            wake_claimers: false,
+            now: self.now(),
+        })
+    }
+
+    /// Appends the unit's events, commits, then wakes local (and, through
+    /// NOTIFY at commit, remote) waiters.
+    pub(crate) async fn finish(&self, mut work: Work) -> Result<()> {
+        let wrote_events = !work.events.is_empty();
+        if wrote_events {
+            events::insert(&mut work.tx, &work.events).await?;
+        }
+        if work.tx.backend() == Backend::Postgres && (wrote_events || work.wake_claimers) {
+            // NOTIFY is delivered at commit, and only if the commit happens.
+            let sql = match (wrote_events, work.wake_claimers) {
+                (true, true) => {
+                    "SELECT pg_notify('switchyard_events', ''), pg_notify('switchyard_work', '')"
+                }
+                (true, false) => "SELECT pg_notify('switchyard_events', '')",
+                _ => "SELECT pg_notify('switchyard_work', '')",
+            };
+            work.tx.execute(sql, args![]).await?;
+        }
+        work.tx.commit().await?;
+        if work.wake_claimers {
+            self.inner.work.notify_waiters();
+        }
+        if wrote_events {
+            match self.backend() {
+                // One writer: the rows are numbered and readable already.
+                Backend::Sqlite => self.inner.events_changed.send_modify(|g| *g += 1),
+                Backend::Postgres => self.inner.sequencer.notify_one(),
+            }
+        }
+        Ok(())
+    }
+
+    /// Delay before retry number `failed_attempts + 1`.
+    pub(crate) fn backoff_ms(&self, failed_attempts: i64) -> i64 {
+        let c = &self.inner.config;
+        let exp = failed_attempts.clamp(1, 30) - 1;
+        let base = c
+            .backoff_base_ms
+            .saturating_mul(1_i64 << exp)
+            .min(c.backoff_max_ms)
+            .max(0);
+        let jitter = if base > 1 {
+            rand::Rng::gen_range(&mut rand::thread_rng(), 0..=base / 2)
+        } else {
+            0
+        };
+        base + jitter
+    }
+}
+
+/// One transaction plus what it must announce when it commits.
+pub(crate) struct Work {
+    pub tx: Tx,
+    pub events: Vec<NewEvent>,
+    /// Tasks became ready: wake claimers after commit.
+    pub wake_claimers: bool,
+    /// The time of this unit; every timestamp it writes is this one.
+    pub now: i64,
+}
+
+impl Work {
+    pub fn event(&mut self, event_type: &'static str, tenant: Option<&str>) -> &mut NewEvent {
+        self.events.push(NewEvent {
+            ts: self.now,
+            event_type,
+            tenant: tenant.map(str::to_string),
+            job_id: None,
+            task_id: None,
+            attempt_id: None,
+            node_id: None,
+            dead_letter_id: None,
+            queue: None,
+            data: String::new(),
+        });
+        self.events.last_mut().expect("just pushed")
+    }
+}
+
+/// An event about to be appended. Built with [`Work::event`] and the setters.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct NewEvent {
+    pub ts: i64,
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub tenant: Option<String>,
+    pub job_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub attempt_id: Option<i64>,
+    pub node_id: Option<i64>,
+    pub dead_letter_id: Option<i64>,
+    pub queue: Option<String>,
+    /// Serialised JSON object.
+    pub data: String,
+}
+
+impl NewEvent {
+    pub fn job(&mut self, id: i64) -> &mut Self {
+        self.job_id = Some(id);
+        self
+    }
+    pub fn task(&mut self, id: i64) -> &mut Self {
+        self.task_id = Some(id);
+        self
+    }
+    pub fn attempt(&mut self, id: i64) -> &mut Self {
+        self.attempt_id = Some(id);
+        self
+    }
+    pub fn node(&mut self, id: Option<i64>) -> &mut Self {
+        self.node_id = id;
+        self
+    }
+    pub fn dead_letter(&mut self, id: i64) -> &mut Self {
+        self.dead_letter_id = Some(id);
+        self
+    }
+    pub fn queue(&mut self, name: &str) -> &mut Self {
+        self.queue = Some(name.to_string());
+        self
+    }
+    pub fn data(&mut self, data: Value) -> &mut Self {
+        self.data = data.to_string();
+        self
+    }
+}
+
+/// Hash of an error message with its variable parts (numbers, ids, hex,
+/// paths' digits, whitespace) normalised away, so "timeout after 31s on
+/// 10.0.0.7" and "timeout after 29s on 10.0.0.9" group together.
+pub fn error_fingerprint(message: &str) -> String {
+    let mut normal = String::with_capacity(message.len());
+    let mut last_was_placeholder = false;
+    let mut last_was_space = false;
+    for word in message.split_whitespace() {
+        if !normal.is_empty() && !last_was_space {
+            normal.push(' ');
+            last_was_space = true;
+        }
+        // A long hex-ish token (ids, hashes, uuids) is one placeholder.
+        let hexish = word.len() >= 8
+            && word
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == '-' || c == ':');
+        if hexish && word.chars().any(|c| c.is_ascii_digit()) {
+            normal.push('#');
+            last_was_space = false;
+            continue;
+        }
+        for c in word.chars() {
+            if c.is_ascii_digit() {
+                if !last_was_placeholder {
+                    normal.push('#');
+                }
+                last_was_placeholder = true;
+            } else {
+                normal.extend(c.to_lowercase());
+                last_was_placeholder = false;
+            }
+            last_was_space = false;
+        }
+        last_was_placeholder = false;
+    }
+    let digest = Sha256::digest(normal.trim().as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The state a job is in given its tasks (SPEC §2). A cancelled job stays
+/// cancelled; otherwise the tasks decide.
+pub(crate) fn derive_job_state(
+    current: JobState,
+    counts: &TaskCounts,
+    started: bool,
+    queue_paused: bool,
+) -> JobState {
+    if current == JobState::Cancelled {
+        return JobState::Cancelled;
+    }
+    let total = counts.total();
+    if total > 0 && counts.succeeded == total {
+        return JobState::Succeeded;
+    }
+    let unfinished = counts.pending + counts.ready + counts.leased;
+    if unfinished == 0 {
+        return if counts.failed > 0 || counts.skipped > 0 {
+            JobState::Failed
+        } else {
+            JobState::Cancelled
+        };
+    }
+    if counts.leased > 0 {
+        JobState::Running
+    } else if queue_paused {
+        JobState::Blocked
+    } else if started {
+        JobState::Running
+    } else {
+        JobState::Queued
+    }
+}
+
+impl Kernel {
+    /// Re-derives the state of `job_ids` from their tasks and applies every
+    /// change as a guarded update, with a `job.stateChanged` event each.
+    pub(crate) async fn derive_jobs(&self, w: &mut Work, job_ids: &[i64]) -> Result<()> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = job_ids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let jobs = w
+            .tx
+            .fetch_all(
+                "SELECT j.id, j.state, j.tenant, j.started_at, COALESCE(q.paused, false) AS paused \
+                 FROM jobs j LEFT JOIN queues q ON q.name = j.queue WHERE j.id @in($1)",
+                args![ids.clone()],
+            )
+            .await?;
+        let count_rows = w
+            .tx
+            .fetch_all(
+                "SELECT job_id, state, COUNT(*) AS n FROM tasks WHERE job_id @in($1) GROUP BY job_id, state",
+                args![ids],
+            )
+            .await?;
+        let mut counts: HashMap<i64, TaskCounts> = HashMap::new();
+        for r in count_rows {
+            let state: TaskState = r.parse("state")?;
+            counts
+                .entry(r.i64("job_id")?)
+                .or_default()
+                .add(state, r.i64("n")?);
+        }
+        // (from, to) → [(job id, tenant)]
+        let mut changes: BTreeMap<(JobState, JobState), Vec<(i64, String)>> = BTreeMap::new();
+        for r in jobs {
+            let id = r.i64("id")?;
+            let current: JobState = r.parse("state")?;
+            let next = derive_job_state(
+                current,
+                counts.get(&id).unwrap_or(&TaskCounts::default()),
+                r.opt_i64("started_at")?.is_some(),
+                r.bool("paused")?,
+            );
+            if next != current {
+                changes
+                    .entry((current, next))
+                    .or_default()
+                    .push((id, r.text("tenant")?));
+            }
+        }
+        for ((from, to), jobs) in changes {
+            let ids: Vec<i64> = jobs.iter().map(|(id, _)| *id).collect();
+            let finished_at = to.is_terminal().then_some(w.now);
+            let changed =
+                w.tx.execute(
+                    "UPDATE jobs SET state = $1, updated_at = $2, finished_at = $3 \
+                     WHERE id @in($4) AND state = $5",
+                    args![to.as_str(), w.now, finished_at, ids, from.as_str()],
+                )
+                .await?;
+            if changed as usize != jobs.len() {
+                // Another transaction moved one of them first (Postgres);
+                // roll back rather than record events for changes not made.
+                return Err(KernelError::conflict(
+                    "a job changed state concurrently; try again",
+                ));
+            }
+            for (id, tenant) in jobs {
+                w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
+                    .job(id)
+                    .data(json!({ "from": from, "to": to }));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_ignore_numbers_and_case() {
+        assert_eq!(
+            error_fingerprint("Timeout after 31s on 10.0.0.7"),
+            error_fingerprint("timeout after 29s on 10.0.0.9")
+        );
+        assert_ne!(
+            error_fingerprint("connection refused"),
+            error_fingerprint("permission denied")
+        );
+        assert_eq!(
+            error_fingerprint("missing object 3f2a9c1d7e"),
+            error_fingerprint("missing object aa0b11ccdd99")
+        );
+    }
+
+    #[test]
+    fn job_state_follows_tasks() {
+        let mut c = TaskCounts::default();
+        c.add(TaskState::Succeeded, 2);
+        assert_eq!(
+            derive_job_state(JobState::Running, &c, true, false),
+            JobState::Succeeded
+        );
+        c.add(TaskState::Failed, 1);
+        assert_eq!(
+            derive_job_state(JobState::Running, &c, true, false),
+            JobState::Failed
+        );
+        c.add(TaskState::Ready, 1);
+        assert_eq!(
+            derive_job_state(JobState::Running, &c, true, false),
+            JobState::Running
+        );
+        assert_eq!(
+            derive_job_state(JobState::Queued, &c, false, true),
+            JobState::Blocked
+        );
+        assert_eq!(
+            derive_job_state(JobState::Cancelled, &c, true, false),
+            JobState::Cancelled
+        );
+    }
+}

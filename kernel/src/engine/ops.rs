@@ -1,0 +1,820 @@
+//! Operator actions: cancel and retry jobs, replay and resolve dead-letter
+//! entries, pause and resume queues, register and drain nodes, set quotas;
+//! and the attempt log a worker appends to.
+//!
+//! Each action is one transaction of guarded transitions with their events.
+//! A selection that matches nothing is an answer (`not_found`, `conflict`, or
+//! an empty batch outcome), never a silent success.
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use crate::error::{KernelError, Result};
+use crate::model::{
+    event_type, BatchOutcome, DeadLetterEntry, DeadLetterFilter, DeadLetterSelection,
+    DeadLetterStatus, JobDetail, JobState, LeaseProof, NewLogLine, NewNode, Node, NodeStatus,
+    Queue, Quota, QuotaLimits, QuotaScope, ReplayOptions, TaskState,
+};
+use crate::sql::{args, Arg};
+
+use super::dag::check_identifier;
+use super::{Kernel, Work};
+
+/// Largest batch of dead-letter entries one call replays or resolves.
+pub const MAX_DEAD_LETTER_BATCH: usize = 10_000;
+/// Largest number of log lines one append takes.
+pub const MAX_LOG_LINES: usize = 10_000;
+
+impl Kernel {
+    /// Cancels a job: its unfinished tasks become cancelled, their active
+    /// attempts too (the workers learn it on their next heartbeat).
+    pub async fn cancel_job(&self, job_id: i64) -> Result<JobDetail> {
+        let mut w = self.begin().await?;
+        let now = w.now;
+        let job =
+            w.tx.fetch_optional(
+                "SELECT state, tenant FROM jobs WHERE id = $1 @lock",
+                args![job_id],
+            )
+            .await?
+            .ok_or_else(|| KernelError::not_found("job", job_id))?;
+        let from: JobState = job.parse("state")?;
+        let tenant = job.text("tenant")?;
+        if from.is_terminal() {
+            return Err(KernelError::Conflict {
+                message: format!(
+                    "job {job_id} is already {from}; only unfinished jobs can be cancelled"
+                ),
+                details: Some(json!({ "state": from })),
+            });
+        }
+        let attempts = w
+            .tx
+            .fetch_all(
+                "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'job cancelled' \
+                 WHERE job_id = $2 AND state = 'active' RETURNING id, task_id, node_id",
+                args![now, job_id],
+            )
+            .await?;
+        for a in &attempts {
+            w.event(event_type::LEASE_RELEASED, Some(&tenant))
+                .job(job_id)
+                .task(a.i64("task_id")?)
+                .attempt(a.i64("id")?)
+                .node(a.opt_i64("node_id")?)
+                .data(json!({ "reason": "job cancelled", "attempt_state": "cancelled" }));
+        }
+        let tasks = w
+            .tx
+            .fetch_all(
+                "SELECT id, state FROM tasks WHERE job_id = $1 AND state IN ('pending', 'ready', 'leased')",
+                args![job_id],
+            )
+            .await?;
+        w.tx.execute(
+            "UPDATE tasks SET state = 'cancelled', finished_at = $1, updated_at = $1 \
+             WHERE job_id = $2 AND state IN ('pending', 'ready', 'leased')",
+            args![now, job_id],
+        )
+        .await?;
+        for t in &tasks {
+            let state: TaskState = t.parse("state")?;
+            w.event(event_type::TASK_STATE_CHANGED, Some(&tenant))
+                .job(job_id)
+                .task(t.i64("id")?)
+                .data(json!({ "from": state, "to": "cancelled" }));
+        }
+        let n = w
+            .tx
+            .execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1 WHERE id = $2 AND state = $3",
+                args![now, job_id, from.as_str()],
+            )
+            .await?;
+        if n != 1 {
+            return Err(KernelError::conflict(
+                "the job changed state concurrently; try again",
+            ));
+        }
+        w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
+            .job(job_id)
+            .data(json!({ "from": from, "to": "cancelled" }));
+        self.finish(w).await?;
+        self.get_job(job_id).await
+    }
+
+    /// Retries a failed job: its failed tasks get a fresh attempt budget and
+    /// are ready again, its skipped tasks wait for them again; their open
+    /// dead-letter entries are marked replayed.
+    pub async fn retry_job(&self, job_id: i64) -> Result<JobDetail> {
+        let mut w = self.begin().await?;
+        let job =
+            w.tx.fetch_optional(
+                "SELECT state, tenant FROM jobs WHERE id = $1 @lock",
+                args![job_id],
+            )
+            .await?
+            .ok_or_else(|| KernelError::not_found("job", job_id))?;
+        let state: JobState = job.parse("state")?;
+        if state != JobState::Failed {
+            return Err(KernelError::Conflict {
+                message: format!("job {job_id} is {state}; only failed jobs can be retried"),
+                details: Some(json!({ "state": state })),
+            });
+        }
+        let tenant = job.text("tenant")?;
+        let graph = self.load_graph(&mut w, job_id).await?;
+        let failed: Vec<i64> = graph
+            .state
+            .iter()
+            .filter(|(_, s)| **s == TaskState::Failed)
+            .map(|(id, _)| *id)
+            .collect();
+        let open =
+            w.tx.fetch_all(
+                "SELECT id FROM dead_letters WHERE task_id @in($1) AND status = 'open'",
+                args![failed.clone()],
+            )
+            .await?;
+        for r in &open {
+            self.close_dead_letter(
+                &mut w,
+                r.i64("id")?,
+                DeadLetterStatus::Replayed,
+                Some("job retried"),
+            )
+            .await?;
+        }
+        self.revive_tasks(&mut w, job_id, &tenant, &failed, None, None)
+            .await?;
+        self.derive_jobs(&mut w, &[job_id]).await?;
+        self.finish(w).await?;
+        self.get_job(job_id).await
+    }
+
+    /// Puts failed tasks back to ready with a fresh budget (optionally in
+    /// another queue, with another payload) and revives the skipped tasks
+    /// downstream whose dependencies can all run again.
+    async fn revive_tasks(
+        &self,
+        w: &mut Work,
+        job_id: i64,
+        tenant: &str,
+        failed: &[i64],
+        queue: Option<&str>,
+        payload: Option<&str>,
+    ) -> Result<()> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let now = w.now;
+        let graph = self.load_graph(w, job_id).await?;
+        let n = w
+            .tx
+            .execute(
+                "UPDATE tasks SET state = 'ready', attempts_used = 0, not_before = 0, finished_at = NULL, \
+                     updated_at = $1, queue = COALESCE($2, queue), payload = COALESCE($3, payload) \
+                 WHERE id @in($4) AND state = 'failed'",
+                args![now, queue, payload, failed.to_vec()],
+            )
+            .await?;
+        if n as usize != failed.len() {
+            return Err(KernelError::conflict(
+                "a task to replay is no longer failed; try again",
+            ));
+        }
+        for &t in failed {
+            w.event(event_type::TASK_STATE_CHANGED, Some(tenant))
+                .job(job_id)
+                .task(t)
+                .data(json!({ "from": "failed", "to": "ready", "queue": queue }));
+        }
+        let skipped: Vec<i64> = graph
+            .downstream_of(failed)
+            .into_iter()
+            .filter(|t| graph.state.get(t) == Some(&TaskState::Skipped))
+            .collect();
+        for (task, remaining) in graph.revivable(failed, &skipped) {
+            let n = w
+                .tx
+                .execute(
+                    "UPDATE tasks SET state = 'pending', deps_remaining = $1, finished_at = NULL, updated_at = $2 \
+                     WHERE id = $3 AND state = 'skipped'",
+                    args![remaining, now, task],
+                )
+                .await?;
+            if n == 1 {
+                w.event(event_type::TASK_STATE_CHANGED, Some(tenant))
+                    .job(job_id)
+                    .task(task)
+                    .data(json!({ "from": "skipped", "to": "pending" }));
+            }
+        }
+        w.wake_claimers = true;
+        Ok(())
+    }
+
+    async fn close_dead_letter(
+        &self,
+        w: &mut Work,
+        id: i64,
+        to: DeadLetterStatus,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        let row = w
+            .tx
+            .fetch_optional(
+                "UPDATE dead_letters SET status = $1, reason = COALESCE($2, reason), updated_at = $3 \
+                 WHERE id = $4 AND status = 'open' RETURNING job_id, task_id, tenant, queue",
+                args![to.as_str(), reason, w.now, id],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let tenant = row.text("tenant")?;
+        let queue = row.text("queue")?;
+        let kind = match to {
+            DeadLetterStatus::Resolved => event_type::DLQ_RESOLVED,
+            _ => event_type::DLQ_REPLAYED,
+        };
+        w.event(kind, Some(&tenant))
+            .job(row.i64("job_id")?)
+            .task(row.i64("task_id")?)
+            .dead_letter(id)
+            .queue(&queue)
+            .data(json!({ "reason": reason }));
+        Ok(true)
+    }
+
+    /// Replays one open dead-letter entry: its task is ready again with a
+    /// fresh attempt budget, optionally in another queue and with an edited
+    /// payload; skipped downstream tasks wait for it again.
+    pub async fn replay_dead_letter(
+        &self,
+        id: i64,
+        opts: &ReplayOptions,
+    ) -> Result<DeadLetterEntry> {
+        let payload = self.check_replay_options(opts)?;
+        let mut w = self.begin().await?;
+        self.replay_one(&mut w, id, opts, payload.as_deref())
+            .await?
+            .ok_or_else(|| self.not_open(id))?;
+        self.finish(w).await?;
+        self.get_dead_letter(id).await
+    }
+
+    fn check_replay_options(&self, opts: &ReplayOptions) -> Result<Option<String>> {
+        if let Some(q) = &opts.queue {
+            check_identifier("queue", q)?;
+        }
+        let payload = opts.payload.as_ref().map(|p| p.to_string());
+        if let Some(p) = &payload {
+            if p.len() > self.config().max_payload_bytes {
+                return Err(KernelError::PayloadTooLarge {
+                    key: "(replay payload)".into(),
+                    size: p.len(),
+                    limit: self.config().max_payload_bytes,
+                });
+            }
+        }
+        Ok(payload)
+    }
+
+    fn not_open(&self, id: i64) -> KernelError {
+        KernelError::Conflict {
+            message: format!(
+                "dead-letter entry {id} is not open (already replayed or resolved, or unknown)"
+            ),
+            details: Some(json!({ "id": id })),
+        }
+    }
+
+    /// `None` when the entry is not open.
+    async fn replay_one(
+        &self,
+        w: &mut Work,
+        id: i64,
+        opts: &ReplayOptions,
+        payload: Option<&str>,
+    ) -> Result<Option<()>> {
+        let Some(entry) = w
+            .tx
+            .fetch_optional(
+                "SELECT job_id, task_id, tenant FROM dead_letters WHERE id = $1 AND status = 'open' @lock",
+                args![id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job_id = entry.i64("job_id")?;
+        let task_id = entry.i64("task_id")?;
+        let tenant = entry.text("tenant")?;
+        if let Some(q) = &opts.queue {
+            w.tx.execute(
+                "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) ON CONFLICT (name) DO NOTHING",
+                args![q.as_str(), w.now],
+            )
+            .await?;
+        }
+        let note = match (&opts.queue, payload.is_some()) {
+            (Some(q), true) => format!("replayed to queue {q} with an edited payload"),
+            (Some(q), false) => format!("replayed to queue {q}"),
+            (None, true) => "replayed with an edited payload".to_string(),
+            (None, false) => "replayed".to_string(),
+        };
+        if !self
+            .close_dead_letter(w, id, DeadLetterStatus::Replayed, Some(&note))
+            .await?
+        {
+            return Ok(None);
+        }
+        self.revive_tasks(
+            w,
+            job_id,
+            &tenant,
+            &[task_id],
+            opts.queue.as_deref(),
+            payload,
+        )
+        .await?;
+        self.derive_jobs(w, &[job_id]).await?;
+        Ok(Some(()))
+    }
+
+    /// Closes one open entry with a reason; its task stays failed.
+    pub async fn resolve_dead_letter(&self, id: i64, reason: &str) -> Result<DeadLetterEntry> {
+        let reason = check_reason(reason)?;
+        let mut w = self.begin().await?;
+        if !self
+            .close_dead_letter(&mut w, id, DeadLetterStatus::Resolved, Some(reason))
+            .await?
+        {
+            return Err(self.not_open(id));
+        }
+        self.finish(w).await?;
+        self.get_dead_letter(id).await
+    }
+
+    async fn select_dead_letters(
+        &self,
+        w: &mut Work,
+        selection: &DeadLetterSelection,
+    ) -> Result<(Vec<i64>, Vec<i64>)> {
+        match selection {
+            DeadLetterSelection::Ids(ids) => {
+                if ids.len() > MAX_DEAD_LETTER_BATCH {
+                    return Err(KernelError::validation(format!(
+                        "at most {MAX_DEAD_LETTER_BATCH} entries per batch"
+                    )));
+                }
+                let open: BTreeSet<i64> =
+                    w.tx.fetch_all(
+                        "SELECT id FROM dead_letters WHERE id @in($1) AND status = 'open'",
+                        args![ids.clone()],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| r.i64("id"))
+                    .collect::<Result<_, _>>()?;
+                let skipped = ids.iter().copied().filter(|i| !open.contains(i)).collect();
+                Ok((open.into_iter().collect(), skipped))
+            }
+            DeadLetterSelection::Filter(filter) => {
+                if filter.status.is_some_and(|s| s != DeadLetterStatus::Open) {
+                    return Err(KernelError::validation(
+                        "batch actions apply to open entries; drop the status filter",
+                    ));
+                }
+                let open = DeadLetterFilter {
+                    status: Some(DeadLetterStatus::Open),
+                    ..filter.clone()
+                };
+                let (cond, args) = dead_letter_conditions(&open);
+                let rows =
+                    w.tx.fetch_all(
+                        &format!(
+                            "SELECT id FROM dead_letters WHERE {cond} ORDER BY id LIMIT {}",
+                            MAX_DEAD_LETTER_BATCH + 1
+                        ),
+                        args,
+                    )
+                    .await?;
+                if rows.len() > MAX_DEAD_LETTER_BATCH {
+                    return Err(KernelError::validation(format!(
+                        "the filter matches more than {MAX_DEAD_LETTER_BATCH} open entries; narrow it"
+                    )));
+                }
+                Ok((
+                    rows.iter().map(|r| r.i64("id")).collect::<Result<_, _>>()?,
+                    Vec::new(),
+                ))
+            }
+        }
+    }
+
+    /// Replays every open entry of the selection in one transaction. With
+    /// `dry_run`, changes nothing and counts what would be replayed.
+    pub async fn replay_dead_letters(
+        &self,
+        selection: &DeadLetterSelection,
+        opts: &ReplayOptions,
+        dry_run: bool,
+    ) -> Result<BatchOutcome> {
+        let payload = self.check_replay_options(opts)?;
+        let mut w = self.begin().await?;
+        let (open, skipped) = self.select_dead_letters(&mut w, selection).await?;
+        let mut outcome = BatchOutcome {
+            dry_run,
+            matched: open.len() as i64,
+            changed: Vec::new(),
+            skipped,
+        };
+        if dry_run {
+            return Ok(outcome);
+        }
+        for id in open {
+            match self
+                .replay_one(&mut w, id, opts, payload.as_deref())
+                .await?
+            {
+                Some(()) => outcome.changed.push(id),
+                None => outcome.skipped.push(id),
+            }
+        }
+        self.finish(w).await?;
+        Ok(outcome)
+    }
+
+    /// Resolves every open entry of the selection with `reason`.
+    pub async fn resolve_dead_letters(
+        &self,
+        selection: &DeadLetterSelection,
+        reason: &str,
+        dry_run: bool,
+    ) -> Result<BatchOutcome> {
+        let reason = check_reason(reason)?;
+        let mut w = self.begin().await?;
+        let (open, skipped) = self.select_dead_letters(&mut w, selection).await?;
+        let mut outcome = BatchOutcome {
+            dry_run,
+            matched: open.len() as i64,
+            changed: Vec::new(),
+            skipped,
+        };
+        if dry_run {
+            return Ok(outcome);
+        }
+        for id in open {
+            if self
+                .close_dead_letter(&mut w, id, DeadLetterStatus::Resolved, Some(reason))
+                .await?
+            {
+                outcome.changed.push(id);
+            } else {
+                outcome.skipped.push(id);
+            }
+        }
+        self.finish(w).await?;
+        Ok(outcome)
+    }
+
+    /// Pauses a queue: its tasks are not leased (running ones finish); its
+    /// jobs that have not started are `blocked`.
+    pub async fn pause_queue(&self, name: &str) -> Result<Queue> {
+        self.set_paused(name, true).await
+    }
+
+    pub async fn resume_queue(&self, name: &str) -> Result<Queue> {
+        self.set_paused(name, false).await
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<Queue> {
+        check_identifier("queue", name)?;
+        let mut w = self.begin().await?;
+        let now = w.now;
+        w.tx.execute(
+            "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) ON CONFLICT (name) DO NOTHING",
+            args![name, now],
+        )
+        .await?;
+        let changed =
+            w.tx.execute(
+                "UPDATE queues SET paused = $1, paused_at = $2 WHERE name = $3 AND paused = $4",
+                args![paused, paused.then_some(now), name, !paused],
+            )
+            .await?;
+        if changed == 1 {
+            w.event(
+                if paused {
+                    event_type::QUEUE_PAUSED
+                } else {
+                    event_type::QUEUE_RESUMED
+                },
+                None,
+            )
+            .queue(name)
+            .data(json!({ "paused": paused }));
+            let (from, to) = if paused {
+                ("queued", "blocked")
+            } else {
+                ("blocked", "queued")
+            };
+            let jobs = w
+                .tx
+                .fetch_all(
+                    "UPDATE jobs SET state = $1, updated_at = $2 WHERE queue = $3 AND state = $4 RETURNING id, tenant",
+                    args![to, now, name, from],
+                )
+                .await?;
+            for j in jobs {
+                let tenant = j.text("tenant")?;
+                w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
+                    .job(j.i64("id")?)
+                    .data(json!({ "from": from, "to": to }));
+            }
+            w.wake_claimers = !paused;
+        }
+        self.finish(w).await?;
+        self.get_queue(name).await
+    }
+
+    /// Registers a worker node (or re-registers one by name: its kinds,
+    /// capacity, labels and scopes are replaced and it is online again).
+    pub async fn register_node(&self, node: &NewNode) -> Result<Node> {
+        check_identifier("node name", &node.name)?;
+        if !(1..=10_000).contains(&node.capacity) {
+            return Err(KernelError::validation(
+                "capacity must be between 1 and 10000",
+            ));
+        }
+        let mut w = self.begin().await?;
+        let now = w.now;
+        let id = w
+            .tx
+            .fetch_one(
+                "INSERT INTO nodes (name, kinds, capacity, labels, file_scopes, status, registered_at, last_heartbeat_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'online', $6, $6) \
+                 ON CONFLICT (name) DO UPDATE SET kinds = excluded.kinds, capacity = excluded.capacity, \
+                     labels = excluded.labels, file_scopes = excluded.file_scopes, status = 'online', \
+                     last_heartbeat_at = excluded.last_heartbeat_at \
+                 RETURNING id",
+                args![
+                    node.name.as_str(),
+                    serde_json::to_string(&node.kinds).expect("kinds"),
+                    node.capacity,
+                    serde_json::to_string(&node.labels).expect("labels"),
+                    serde_json::to_string(&node.file_scopes).expect("scopes"),
+                    now
+                ],
+            )
+            .await?
+            .i64("id")?;
+        w.event(event_type::NODE_ONLINE, None)
+            .node(Some(id))
+            .data(json!({ "name": node.name, "kinds": node.kinds, "capacity": node.capacity }));
+        self.finish(w).await?;
+        self.get_node(id).await
+    }
+
+    /// Drains a node: no new leases; its running leases finish.
+    pub async fn drain_node(&self, node_id: i64) -> Result<Node> {
+        self.set_node_status(
+            node_id,
+            NodeStatus::Draining,
+            &[NodeStatus::Online, NodeStatus::Offline],
+        )
+        .await
+    }
+
+    /// Ends a drain: the node gets leases again.
+    pub async fn undrain_node(&self, node_id: i64) -> Result<Node> {
+        self.set_node_status(node_id, NodeStatus::Online, &[NodeStatus::Draining])
+            .await
+    }
+
+    async fn set_node_status(
+        &self,
+        node_id: i64,
+        to: NodeStatus,
+        from: &[NodeStatus],
+    ) -> Result<Node> {
+        let mut w = self.begin().await?;
+        let current: NodeStatus =
+            w.tx.fetch_optional(
+                "SELECT status FROM nodes WHERE id = $1 @lock",
+                args![node_id],
+            )
+            .await?
+            .ok_or_else(|| KernelError::not_found("node", node_id))?
+            .parse("status")?;
+        if current != to {
+            if !from.contains(&current) {
+                return Err(KernelError::conflict(format!(
+                    "node {node_id} is {current}; cannot make it {to}"
+                )));
+            }
+            w.tx.execute(
+                "UPDATE nodes SET status = $1 WHERE id = $2 AND status = $3",
+                args![to.as_str(), node_id, current.as_str()],
+            )
+            .await?;
+            let kind = match to {
+                NodeStatus::Draining => event_type::NODE_DRAINING,
+                NodeStatus::Online => event_type::NODE_ONLINE,
+                NodeStatus::Offline => event_type::NODE_OFFLINE,
+            };
+            w.event(kind, None)
+                .node(Some(node_id))
+                .data(json!({ "from": current, "to": to }));
+        }
+        self.finish(w).await?;
+        self.get_node(node_id).await
+    }
+
+    /// Sets (or, with both limits `None`, removes) the quota of a tenant or
+    /// a queue.
+    pub async fn set_quota(
+        &self,
+        scope: QuotaScope,
+        name: &str,
+        limits: &QuotaLimits,
+    ) -> Result<Option<Quota>> {
+        check_identifier(scope.as_str(), name)?;
+        for v in [limits.max_concurrent, limits.max_starts_per_minute]
+            .into_iter()
+            .flatten()
+        {
+            if v < 0 {
+                return Err(KernelError::validation("quota limits must be 0 or more"));
+            }
+        }
+        let mut w = self.begin().await?;
+        let now = w.now;
+        if limits.max_concurrent.is_none() && limits.max_starts_per_minute.is_none() {
+            w.tx.execute(
+                "DELETE FROM quotas WHERE scope = $1 AND name = $2",
+                args![scope.as_str(), name],
+            )
+            .await?;
+        } else {
+            w.tx.execute(
+                "INSERT INTO quotas (scope, name, max_concurrent, max_starts_per_minute, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (scope, name) DO UPDATE SET max_concurrent = excluded.max_concurrent, \
+                     max_starts_per_minute = excluded.max_starts_per_minute, updated_at = excluded.updated_at",
+                args![scope.as_str(), name, limits.max_concurrent, limits.max_starts_per_minute, now],
+            )
+            .await?;
+        }
+        let tenant = (scope == QuotaScope::Tenant).then_some(name);
+        let ev = w.event(event_type::QUOTA_UPDATED, tenant);
+        if scope == QuotaScope::Queue {
+            ev.queue(name);
+        }
+        ev.data(json!({ "scope": scope, "name": name, "limits": limits }));
+        // A raised limit may let waiting work start.
+        w.wake_claimers = true;
+        self.finish(w).await?;
+        Ok(self
+            .list_quotas()
+            .await?
+            .into_iter()
+            .find(|q| q.scope == scope && q.name == name))
+    }
+
+    /// Appends lines to an attempt's log. The lease pair authorises the
+    /// writer; lines are accepted until the attempt ends and a little after
+    /// (a worker flushes its last lines right before completing).
+    pub async fn append_attempt_log(
+        &self,
+        attempt_id: i64,
+        proof: &LeaseProof,
+        lines: &[NewLogLine],
+    ) -> Result<usize> {
+        if lines.len() > MAX_LOG_LINES {
+            return Err(KernelError::validation(format!(
+                "at most {MAX_LOG_LINES} log lines per append"
+            )));
+        }
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let mut w = self.begin().await?;
+        let a =
+            w.tx.fetch_optional(
+                "SELECT lease_token, epoch FROM attempts WHERE id = $1",
+                args![attempt_id],
+            )
+            .await?
+            .ok_or_else(|| KernelError::not_found("attempt", attempt_id))?;
+        if a.text("lease_token")? != proof.lease_token || a.i64("epoch")? != proof.epoch {
+            return Err(KernelError::StaleLease {
+                attempt_id,
+                reason: "the lease token or epoch does not match".into(),
+            });
+        }
+        #[derive(serde::Serialize)]
+        struct LogRow<'a> {
+            attempt_id: i64,
+            stream: &'static str,
+            line: &'a str,
+            ts: i64,
+        }
+        let rows: Vec<LogRow> = lines
+            .iter()
+            .map(|l| LogRow {
+                attempt_id,
+                stream: l.stream.as_str(),
+                line: if l.line.len() > 16_384 {
+                    &l.line[..l.line.floor_char_boundary_compat(16_384)]
+                } else {
+                    &l.line
+                },
+                ts: l.ts,
+            })
+            .collect();
+        let sql = super::submit::recordset_insert_sql(
+            w.tx.backend(),
+            "attempt_logs",
+            &[
+                ("attempt_id", "BIGINT"),
+                ("stream", "TEXT"),
+                ("line", "TEXT"),
+                ("ts", "BIGINT"),
+            ],
+        );
+        w.tx.execute(
+            &sql,
+            vec![Arg::Text(serde_json::to_string(&rows).expect("rows"))],
+        )
+        .await?;
+        self.finish(w).await?;
+        Ok(lines.len())
+    }
+}
+
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, i: usize) -> usize;
+}
+
+impl FloorCharBoundary for String {
+    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
+        while !self.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    }
+}
+
+fn check_reason(reason: &str) -> Result<&str> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(KernelError::validation(
+            "a reason is required to resolve an entry",
+        ));
+    }
+    if reason.len() > 2_000 {
+        return Err(KernelError::validation(
+            "the reason is longer than 2000 characters",
+        ));
+    }
+    Ok(reason)
+}
+
+/// SQL conditions and arguments of a dead-letter filter (shared with lists).
+pub(crate) fn dead_letter_conditions(f: &DeadLetterFilter) -> (String, Vec<Arg>) {
+    let mut cond = vec!["1 = 1".to_string()];
+    let mut args: Vec<Arg> = Vec::new();
+    let mut push = |sql: &str, arg: Arg, args: &mut Vec<Arg>| {
+        args.push(arg);
+        cond.push(sql.replace("$?", &format!("${}", args.len())));
+    };
+    if let Some(s) = f.status {
+        push("status = $?", s.as_str().into(), &mut args);
+    }
+    if let Some(q) = &f.queue {
+        push("queue = $?", q.into(), &mut args);
+    }
+    if let Some(t) = &f.tenant {
+        push("tenant = $?", t.into(), &mut args);
+    }
+    if let Some(fp) = &f.fingerprint {
+        push("fingerprint = $?", fp.into(), &mut args);
+    }
+    if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
+        push(
+            "(LOWER(error) LIKE $? ESCAPE '\\' OR LOWER(task_key) LIKE $? ESCAPE '\\' OR LOWER(job_name) LIKE $? ESCAPE '\\')",
+            pattern.into(),
+            &mut args,
+        );
+    }
+    (cond.join(" AND "), args)
+}
+
+pub(crate) fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
