@@ -1,0 +1,201 @@
+//! Test harness: a fresh kernel per test on a real SQLite temp file or a
+//! fresh Postgres database (created through `SWITCHYARD_TEST_POSTGRES_URL`).
+//!
+//! Without that variable the Postgres variants print a skip line and pass,
+//! unless `SWITCHYARD_REQUIRE_POSTGRES=1` (CI) makes them fail.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernel::model::{ClaimRequest, Lease, NewNode};
+use kernel::{Kernel, KernelConfig, ManualClock};
+
+pub struct Env {
+    pub kernel: Kernel,
+    pub clock: ManualClock,
+    pub url: String,
+    sqlite_file: Option<PathBuf>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(path) = &self.sqlite_file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
+
+pub fn test_config(clock: &ManualClock) -> KernelConfig {
+    KernelConfig {
+        lease_ms: 10_000,
+        backoff_base_ms: 1_000,
+        backoff_max_ms: 60_000,
+        default_max_attempts: 3,
+        claim_poll_every: Duration::from_millis(20),
+        sweep_every: Duration::from_millis(20),
+        clock: Arc::new(clock.clone()),
+        ..KernelConfig::default()
+    }
+}
+
+fn random_name() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("t_{n:016x}")
+}
+
+pub async fn sqlite_env() -> Env {
+    let path = std::env::temp_dir().join(format!("switchyard-kernel-{}.db", random_name()));
+    let url = format!("sqlite:{}", path.display());
+    let clock = ManualClock::default();
+    let kernel = Kernel::open(&url, test_config(&clock))
+        .await
+        .expect("open sqlite");
+    Env {
+        kernel,
+        clock,
+        url,
+        sqlite_file: Some(path),
+    }
+}
+
+/// A fresh database on the test Postgres server, or `None` (skip).
+pub async fn postgres_url(test: &str) -> Option<String> {
+    let admin = match std::env::var("SWITCHYARD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            if std::env::var("SWITCHYARD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("SWITCHYARD_REQUIRE_POSTGRES=1 but SWITCHYARD_TEST_POSTGRES_URL is not set");
+            }
+            eprintln!("skipping postgres::{test}: SWITCHYARD_TEST_POSTGRES_URL is not set (run through scripts/with-postgres.sh)");
+            return None;
+        }
+    };
+    let name = random_name();
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("connect to admin database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create test database");
+    pool.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Some(format!("{base}/{name}"))
+}
+
+pub async fn postgres_env(test: &str) -> Option<Env> {
+    let url = postgres_url(test).await?;
+    let clock = ManualClock::default();
+    let kernel = Kernel::open(&url, test_config(&clock))
+        .await
+        .expect("open postgres");
+    Some(Env {
+        kernel,
+        clock,
+        url,
+        sqlite_file: None,
+    })
+}
+
+impl Env {
+    pub async fn node(&self, name: &str) -> i64 {
+        self.kernel
+            .register_node(&NewNode {
+                name: name.to_string(),
+                kinds: vec!["noop".into(), "sleep".into(), "exec".into()],
+                capacity: 16,
+                labels: Default::default(),
+                file_scopes: vec!["/tmp".into()],
+            })
+            .await
+            .expect("register node")
+            .id
+    }
+
+    pub async fn claim(&self, node_id: i64, max: i64) -> Vec<Lease> {
+        self.kernel
+            .claim(&ClaimRequest {
+                node_id,
+                kinds: vec!["noop".into(), "sleep".into(), "exec".into()],
+                max,
+                wait_ms: 0,
+            })
+            .await
+            .expect("claim")
+    }
+
+    /// Every event, after numbering what is committed (Postgres).
+    pub async fn all_events(&self) -> Vec<kernel::model::Event> {
+        self.kernel.sync_events().await.expect("sync events");
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.kernel.events_after(after, 1000).await.expect("events");
+            if page.items.is_empty() {
+                return out;
+            }
+            after = page.next_after;
+            out.extend(page.items);
+        }
+    }
+
+    pub async fn event_types(&self) -> Vec<String> {
+        self.all_events()
+            .await
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most 30 s (a generous bound
+/// for a busy CI machine; never a timing assertion).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Declares each conformance test twice: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let env = $crate::common::sqlite_env().await;
+                    super::$name(env).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    if let Some(env) = $crate::common::postgres_env(stringify!($name)).await {
+                        super::$name(env).await;
+                    }
+                }
+            )+
+        }
+    };
+}

@@ -1,0 +1,1167 @@
+//! The kernel conformance suite (SPEC §2, §7): every test runs against a
+//! real SQLite file and against Postgres, through the public API only.
+//! Nothing here measures time: clocks are moved by hand, waits poll with a
+//! generous bound.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use common::{eventually, Env};
+use kernel::model::*;
+use kernel::KernelError;
+use serde_json::json;
+
+conformance!(
+    dag_runs_in_dependency_order,
+    invalid_dags_are_refused_and_nothing_is_written,
+    submit_is_idempotent,
+    concurrent_claimers_never_share_a_task,
+    stale_epoch_is_fenced_after_a_re_lease,
+    expired_leases_recover_without_an_operator,
+    retries_back_off_then_dead_letter,
+    non_retryable_failure_dead_letters_at_once,
+    replay_and_resolve_dead_letters,
+    batch_dead_letter_actions,
+    paused_queue_blocks_and_resumes,
+    quotas_limit_concurrency_and_starts,
+    drained_node_gets_no_leases,
+    heartbeat_extends_and_reports_cancellation,
+    cancel_and_retry_jobs,
+    release_gives_the_task_back,
+    event_log_is_ordered_without_gaps,
+    lists_filter_and_paginate,
+    attempt_log_appends_and_reads,
+    long_poll_wakes_when_work_arrives,
+);
+
+fn dag_job(name: &str) -> NewJob {
+    NewJob {
+        tasks: vec![
+            NewTask::new("a", "noop", json!({})),
+            NewTask::new("b", "noop", json!({})).after(&["a"]),
+            NewTask::new("c", "noop", json!({})).after(&["a"]),
+            NewTask::new("d", "noop", json!({})).after(&["b", "c"]),
+        ],
+        ..NewJob::single(name, "noop", json!({}))
+    }
+}
+
+fn keys_of(job: &JobDetail, leases: &[Lease]) -> BTreeSet<String> {
+    leases
+        .iter()
+        .map(|l| {
+            job.tasks
+                .iter()
+                .find(|t| t.id == l.task_id)
+                .expect("task of lease")
+                .key
+                .clone()
+        })
+        .collect()
+}
+
+fn set(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|k| k.to_string()).collect()
+}
+
+async fn dag_runs_in_dependency_order(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let submitted = k.submit(dag_job("build")).await.unwrap();
+    assert!(submitted.created);
+    assert_eq!(submitted.job.state, JobState::Queued);
+    assert_eq!(submitted.job.task_counts.ready, 1);
+    assert_eq!(submitted.job.task_counts.pending, 3);
+    let job_id = submitted.job.id;
+
+    let first = env.claim(node, 10).await;
+    let detail = k.get_job(job_id).await.unwrap();
+    assert_eq!(keys_of(&detail, &first), set(&["a"]));
+    assert_eq!(detail.job.state, JobState::Running);
+    assert_eq!(first[0].epoch, 1);
+    assert_eq!(first[0].attempt_number, 1);
+    k.complete(
+        first[0].attempt_id,
+        &first[0].proof(),
+        Some(json!({"ok": true})),
+    )
+    .await
+    .unwrap();
+
+    let second = env.claim(node, 10).await;
+    assert_eq!(keys_of(&detail, &second), set(&["b", "c"]));
+    assert!(env.claim(node, 10).await.is_empty(), "d waits for b and c");
+    k.complete(second[0].attempt_id, &second[0].proof(), None)
+        .await
+        .unwrap();
+    assert!(
+        env.claim(node, 10).await.is_empty(),
+        "d still waits for one of them"
+    );
+    k.complete(second[1].attempt_id, &second[1].proof(), None)
+        .await
+        .unwrap();
+
+    let third = env.claim(node, 10).await;
+    assert_eq!(keys_of(&detail, &third), set(&["d"]));
+    k.complete(third[0].attempt_id, &third[0].proof(), None)
+        .await
+        .unwrap();
+
+    let done = k.get_job(job_id).await.unwrap();
+    assert_eq!(done.job.state, JobState::Succeeded);
+    assert!(done.job.finished_at.is_some());
+    assert!(done.tasks.iter().all(|t| t.state == TaskState::Succeeded));
+    let a = done.tasks.iter().find(|t| t.key == "a").unwrap();
+    assert_eq!(a.output, Some(json!({"ok": true})));
+    assert_eq!(a.attempts.len(), 1);
+    assert_eq!(a.attempts[0].state, AttemptState::Succeeded);
+    assert_eq!(a.attempts[0].node_id, Some(node));
+    let d = done.tasks.iter().find(|t| t.key == "d").unwrap();
+    assert_eq!(d.depends_on, vec!["b".to_string(), "c".to_string()]);
+
+    // Completing again is stale: the lease ended.
+    let again = k
+        .complete(first[0].attempt_id, &first[0].proof(), None)
+        .await;
+    assert!(
+        matches!(again, Err(KernelError::StaleLease { .. })),
+        "{again:?}"
+    );
+
+    let types = env.event_types().await;
+    for t in [
+        "job.submitted",
+        "lease.granted",
+        "task.stateChanged",
+        "job.stateChanged",
+        "node.online",
+        "lease.fenced",
+    ] {
+        assert!(
+            types.iter().any(|x| x == t),
+            "missing event {t} in {types:?}"
+        );
+    }
+    let job_events = k.job_events_after(job_id, 0, 1000).await.unwrap();
+    let last = job_events.items.last().unwrap();
+    assert_eq!(last.event_type, "lease.fenced");
+}
+
+async fn invalid_dags_are_refused_and_nothing_is_written(env: Env) {
+    let k = &env.kernel;
+    let cycle = NewJob {
+        tasks: vec![
+            NewTask::new("a", "noop", json!({})).after(&["b"]),
+            NewTask::new("b", "noop", json!({})).after(&["a"]),
+        ],
+        ..NewJob::single("cyclic", "noop", json!({}))
+    };
+    let err = k.submit(cycle).await.unwrap_err();
+    assert_eq!(err.code(), "dag_cycle");
+    let keys = err.details().unwrap()["keys"].clone();
+    assert!(keys.as_array().unwrap().contains(&json!("a")));
+    assert!(keys.as_array().unwrap().contains(&json!("b")));
+
+    let unknown = NewJob {
+        tasks: vec![NewTask::new("a", "noop", json!({})).after(&["ghost"])],
+        ..NewJob::single("unknown", "noop", json!({}))
+    };
+    let err = k.submit(unknown).await.unwrap_err();
+    assert_eq!(err.code(), "unknown_dependency");
+    assert!(err.to_string().contains("ghost"), "{err}");
+    assert_eq!(err.details().unwrap()["keys"], json!(["ghost"]));
+
+    let dup = NewJob {
+        tasks: vec![
+            NewTask::new("a", "noop", json!({})),
+            NewTask::new("a", "noop", json!({})),
+        ],
+        ..NewJob::single("dup", "noop", json!({}))
+    };
+    let err = k.submit(dup).await.unwrap_err();
+    assert_eq!(err.code(), "duplicate_task_key");
+    assert_eq!(err.details().unwrap()["keys"], json!(["a"]));
+
+    let big = NewJob::single("big", "noop", json!({ "blob": "x".repeat(300 * 1024) }));
+    let err = k.submit(big).await.unwrap_err();
+    assert_eq!(err.code(), "payload_too_large");
+
+    let empty = NewJob {
+        tasks: vec![],
+        ..NewJob::single("empty", "noop", json!({}))
+    };
+    assert_eq!(
+        k.submit(empty).await.unwrap_err().code(),
+        "validation_failed"
+    );
+
+    // A batch with one bad job writes nothing either.
+    let batch = vec![
+        NewJob::single("fine", "noop", json!({})),
+        NewJob {
+            tasks: vec![NewTask::new("a", "noop", json!({})).after(&["a"])],
+            ..NewJob::single("self", "noop", json!({}))
+        },
+    ];
+    assert_eq!(k.submit_many(batch).await.unwrap_err().code(), "dag_cycle");
+
+    let jobs = k.list_jobs(&JobFilter::default(), 100, None).await.unwrap();
+    assert!(jobs.items.is_empty());
+    assert!(env.all_events().await.is_empty());
+}
+
+async fn submit_is_idempotent(env: Env) {
+    let k = &env.kernel;
+    let mut job = NewJob::single("once", "noop", json!({}));
+    job.idempotency_key = Some("key-1".into());
+    let first = k.submit(job.clone()).await.unwrap();
+    let second = k.submit(job.clone()).await.unwrap();
+    assert!(first.created);
+    assert!(!second.created);
+    assert_eq!(first.job.id, second.job.id);
+
+    let mut other_tenant = job.clone();
+    other_tenant.tenant = "acme".into();
+    let third = k.submit(other_tenant).await.unwrap();
+    assert!(third.created);
+    assert_ne!(third.job.id, first.job.id);
+
+    // Racing submits of a new key create one job.
+    let mut racing = job.clone();
+    racing.idempotency_key = Some("key-2".into());
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let k = k.clone();
+        let j = racing.clone();
+        handles.push(tokio::spawn(async move { k.submit(j).await.unwrap() }));
+    }
+    let mut ids = BTreeSet::new();
+    let mut created = 0;
+    for h in handles {
+        let s = h.await.unwrap();
+        ids.insert(s.job.id);
+        created += s.created as usize;
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(created, 1);
+
+    // Repeats inside one batch too.
+    let out = k
+        .submit_many(vec![racing.clone(), job.clone()])
+        .await
+        .unwrap();
+    assert_eq!(out[0], (*ids.iter().next().unwrap(), false));
+    assert_eq!(out[1], (first.job.id, false));
+    let all = k.list_jobs(&JobFilter::default(), 100, None).await.unwrap();
+    assert_eq!(all.items.len(), 3);
+}
+
+async fn concurrent_claimers_never_share_a_task(env: Env) {
+    let k = &env.kernel;
+    let total = 600;
+    let jobs: Vec<NewJob> = (0..total)
+        .map(|i| NewJob::single(format!("j{i}"), "noop", json!({ "i": i })))
+        .collect();
+    k.submit_many(jobs).await.unwrap();
+    let mut claimers = Vec::new();
+    for c in 0..6 {
+        let node = env.node(&format!("claimer-{c}")).await;
+        let k = k.clone();
+        claimers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let leases = k
+                    .claim(&ClaimRequest {
+                        node_id: node,
+                        kinds: vec!["noop".into()],
+                        max: 7,
+                        wait_ms: 0,
+                    })
+                    .await
+                    .unwrap();
+                if leases.is_empty() {
+                    return got;
+                }
+                let done: Vec<Completion> = leases
+                    .iter()
+                    .map(|l| Completion {
+                        attempt_id: l.attempt_id,
+                        proof: l.proof(),
+                        output: None,
+                    })
+                    .collect();
+                for r in k.complete_many(done).await.unwrap() {
+                    r.unwrap();
+                }
+                got.extend(leases.into_iter().map(|l| l.task_id));
+            }
+        }));
+    }
+    let mut seen: HashMap<i64, usize> = HashMap::new();
+    for c in claimers {
+        for task in c.await.unwrap() {
+            *seen.entry(task).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), total, "every task leased");
+    assert!(seen.values().all(|n| *n == 1), "a task was leased twice");
+    let succeeded = k
+        .list_jobs(
+            &JobFilter {
+                state: Some(JobState::Succeeded),
+                ..Default::default()
+            },
+            500,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(succeeded.items.len(), 500);
+    assert!(succeeded.next_cursor.is_some());
+}
+
+async fn stale_epoch_is_fenced_after_a_re_lease(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = k
+        .submit(NewJob::single("fence", "noop", json!({})))
+        .await
+        .unwrap();
+    let old = env.claim(node, 1).await.pop().unwrap();
+    // The lease lapses; the sweep recovers it; the backoff passes; another
+    // worker gets the task with a higher epoch.
+    env.clock.advance(10_001);
+    assert_eq!(k.sweep().await.unwrap(), 1);
+    env.clock.advance(120_000);
+    let new = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!(new.task_id, old.task_id);
+    assert!(new.epoch > old.epoch);
+
+    let stale = k
+        .complete(old.attempt_id, &old.proof(), Some(json!("late")))
+        .await;
+    assert_eq!(stale.unwrap_err().code(), "stale_lease");
+    // The old pair on the new attempt is stale too.
+    let forged = LeaseProof {
+        lease_token: new.lease_token.clone(),
+        epoch: old.epoch,
+    };
+    assert_eq!(
+        k.complete(new.attempt_id, &forged, None)
+            .await
+            .unwrap_err()
+            .code(),
+        "stale_lease"
+    );
+    let fail = k
+        .fail(
+            old.attempt_id,
+            &old.proof(),
+            &TaskFailure {
+                message: "late".into(),
+                retryable: false,
+            },
+        )
+        .await;
+    assert_eq!(fail.unwrap_err().code(), "stale_lease");
+    let hb = k.heartbeat(old.attempt_id, &old.proof()).await;
+    assert_eq!(hb.unwrap_err().code(), "stale_lease");
+
+    // Nothing applied: the task is still leased under the new epoch.
+    let detail = k.get_job(job.job.id).await.unwrap();
+    let task = &detail.tasks[0];
+    assert_eq!(task.state, TaskState::Leased);
+    assert_eq!(task.epoch, new.epoch);
+    assert_eq!(task.output, None);
+    assert_eq!(task.attempts[0].state, AttemptState::Expired);
+    assert_eq!(task.attempts[1].state, AttemptState::Active);
+
+    let fenced = env
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "lease.fenced")
+        .count();
+    assert_eq!(fenced, 4);
+
+    k.complete(new.attempt_id, &new.proof(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        k.get_job(job.job.id).await.unwrap().job.state,
+        JobState::Succeeded
+    );
+}
+
+async fn expired_leases_recover_without_an_operator(env: Env) {
+    let k = &env.kernel;
+    let background = k.start_background();
+    let node = env.node("n1").await;
+    let job = k
+        .submit(NewJob::single("crash", "noop", json!({})))
+        .await
+        .unwrap();
+    let lost = env.claim(node, 1).await.pop().unwrap();
+    // The worker dies: no heartbeat. Time passes; the background sweep alone
+    // brings the task back.
+    env.clock.advance(10_001);
+    let task = eventually("the sweep to expire the lease", || async {
+        let d = k.get_job(job.job.id).await.unwrap();
+        (d.tasks[0].state == TaskState::Ready).then(|| d.tasks[0].clone())
+    })
+    .await;
+    assert_eq!(task.attempts[0].state, AttemptState::Expired);
+    assert!(task
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("lease expired"));
+    assert!(task.not_before > env.clock_now());
+    env.clock.advance(120_000);
+    let again = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!(again.task_id, lost.task_id);
+    assert_eq!(again.attempt_number, 2);
+    k.complete(again.attempt_id, &again.proof(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        k.get_job(job.job.id).await.unwrap().job.state,
+        JobState::Succeeded
+    );
+    assert!(env.event_types().await.iter().any(|t| t == "lease.expired"));
+    background.shutdown().await;
+}
+
+trait ClockNow {
+    fn clock_now(&self) -> i64;
+}
+impl ClockNow for Env {
+    fn clock_now(&self) -> i64 {
+        use kernel::Clock;
+        self.clock.now_ms()
+    }
+}
+
+async fn retries_back_off_then_dead_letter(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = NewJob {
+        tasks: vec![
+            NewTask::new("flaky", "noop", json!({"x": 1})).max_attempts(3),
+            NewTask::new("after", "noop", json!({})).after(&["flaky"]),
+            NewTask::new("later", "noop", json!({})).after(&["after"]),
+            NewTask::new("free", "noop", json!({})),
+        ],
+        ..NewJob::single("retry", "noop", json!({}))
+    };
+    let job_id = k.submit(job).await.unwrap().job.id;
+    // Run the independent task to completion first.
+    let leases = env.claim(node, 10).await;
+    assert_eq!(leases.len(), 2);
+    let detail = k.get_job(job_id).await.unwrap();
+    let flaky_id = detail.tasks.iter().find(|t| t.key == "flaky").unwrap().id;
+    for l in &leases {
+        if l.task_id != flaky_id {
+            k.complete(l.attempt_id, &l.proof(), None).await.unwrap();
+        }
+    }
+    let mut lease = leases.into_iter().find(|l| l.task_id == flaky_id).unwrap();
+    for attempt in 1..=3 {
+        assert_eq!(lease.attempt_number, attempt);
+        let now = env.clock_now();
+        let out = k
+            .fail(
+                lease.attempt_id,
+                &lease.proof(),
+                &TaskFailure {
+                    message: format!("connection reset by peer 10.0.0.{attempt}"),
+                    retryable: true,
+                },
+            )
+            .await
+            .unwrap();
+        if attempt < 3 {
+            assert_eq!(out.task_state, TaskState::Ready);
+            let delay = out.retry_at.unwrap() - now;
+            let base = 1_000 * (1 << (attempt - 1));
+            assert!(
+                delay >= base && delay <= base + base / 2,
+                "backoff {delay} for attempt {attempt}"
+            );
+            assert!(
+                env.claim(node, 10).await.is_empty(),
+                "not before the backoff ends"
+            );
+            env.clock.advance(delay);
+            lease = env
+                .claim(node, 10)
+                .await
+                .pop()
+                .expect("retried after the backoff");
+        } else {
+            assert_eq!(out.task_state, TaskState::Failed);
+            let dl = k
+                .get_dead_letter(out.dead_letter_id.unwrap())
+                .await
+                .unwrap();
+            assert_eq!(dl.status, DeadLetterStatus::Open);
+            assert_eq!(dl.attempts.len(), 3);
+            assert_eq!(dl.payload, json!({"x": 1}));
+            assert_eq!(dl.task_key, "flaky");
+            assert!(dl.error.contains("10.0.0.3"));
+            assert_eq!(
+                dl.fingerprint,
+                kernel::error_fingerprint("connection reset by peer 10.0.0.1")
+            );
+        }
+    }
+    let detail = k.get_job(job_id).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Failed);
+    let state = |key: &str| detail.tasks.iter().find(|t| t.key == key).unwrap().state;
+    assert_eq!(state("flaky"), TaskState::Failed);
+    assert_eq!(state("after"), TaskState::Skipped);
+    assert_eq!(state("later"), TaskState::Skipped);
+    assert_eq!(state("free"), TaskState::Succeeded);
+    let groups = k.dead_letter_groups().await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0].count, 1);
+}
+
+async fn non_retryable_failure_dead_letters_at_once(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = k
+        .submit(NewJob::single("bad", "noop", json!({})))
+        .await
+        .unwrap();
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    let out = k
+        .fail(
+            lease.attempt_id,
+            &lease.proof(),
+            &TaskFailure {
+                message: "invalid input".into(),
+                retryable: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.task_state, TaskState::Failed);
+    assert!(out.dead_letter_id.is_some());
+    assert_eq!(
+        k.get_job(job.job.id).await.unwrap().job.state,
+        JobState::Failed
+    );
+    assert!(env.event_types().await.iter().any(|t| t == "dlq.added"));
+}
+
+/// Dead-letters task `a` of an `a → b` job; returns (job id, entry id).
+async fn dead_lettered(env: &Env, node: i64, name: &str) -> (i64, i64) {
+    let job = NewJob {
+        tasks: vec![
+            NewTask::new("a", "noop", json!({"v": 1})),
+            NewTask::new("b", "noop", json!({})).after(&["a"]),
+        ],
+        ..NewJob::single(name, "noop", json!({}))
+    };
+    let job_id = env.kernel.submit(job).await.unwrap().job.id;
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    let out = env
+        .kernel
+        .fail(
+            lease.attempt_id,
+            &lease.proof(),
+            &TaskFailure {
+                message: format!("disk full on {name}"),
+                retryable: false,
+            },
+        )
+        .await
+        .unwrap();
+    (job_id, out.dead_letter_id.unwrap())
+}
+
+async fn replay_and_resolve_dead_letters(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let (job_id, entry) = dead_lettered(&env, node, "first").await;
+    let replayed = k
+        .replay_dead_letter(
+            entry,
+            &ReplayOptions {
+                queue: Some("rescue".into()),
+                payload: Some(json!({"v": 2})),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(replayed.status, DeadLetterStatus::Replayed);
+    let detail = k.get_job(job_id).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Running);
+    let a = detail.tasks.iter().find(|t| t.key == "a").unwrap();
+    let b = detail.tasks.iter().find(|t| t.key == "b").unwrap();
+    assert_eq!(a.state, TaskState::Ready);
+    assert_eq!(a.queue, "rescue");
+    assert_eq!(a.payload, json!({"v": 2}));
+    assert_eq!(a.attempts_used, 0);
+    assert_eq!(
+        b.state,
+        TaskState::Pending,
+        "skipped downstream waits again"
+    );
+    // Replaying twice is a conflict.
+    let again = k.replay_dead_letter(entry, &ReplayOptions::default()).await;
+    assert_eq!(again.unwrap_err().code(), "conflict");
+
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!(lease.queue, "rescue");
+    assert_eq!(lease.payload, json!({"v": 2}));
+    k.complete(lease.attempt_id, &lease.proof(), None)
+        .await
+        .unwrap();
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    k.complete(lease.attempt_id, &lease.proof(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        k.get_job(job_id).await.unwrap().job.state,
+        JobState::Succeeded
+    );
+    assert!(k
+        .list_queues()
+        .await
+        .unwrap()
+        .iter()
+        .any(|q| q.name == "rescue"));
+
+    let (job2, entry2) = dead_lettered(&env, node, "second").await;
+    assert_eq!(
+        k.resolve_dead_letter(entry2, "  ")
+            .await
+            .unwrap_err()
+            .code(),
+        "validation_failed"
+    );
+    let resolved = k
+        .resolve_dead_letter(entry2, "data fixed by hand")
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, DeadLetterStatus::Resolved);
+    assert_eq!(resolved.reason.as_deref(), Some("data fixed by hand"));
+    assert_eq!(k.get_job(job2).await.unwrap().job.state, JobState::Failed);
+    assert_eq!(
+        k.resolve_dead_letter(entry2, "again")
+            .await
+            .unwrap_err()
+            .code(),
+        "conflict"
+    );
+    let types = env.event_types().await;
+    assert!(types.iter().any(|t| t == "dlq.replayed"));
+    assert!(types.iter().any(|t| t == "dlq.resolved"));
+}
+
+async fn batch_dead_letter_actions(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let mut entries = Vec::new();
+    for i in 0..5 {
+        entries.push(dead_lettered(&env, node, &format!("batch{i}")).await.1);
+    }
+    let filter = DeadLetterFilter {
+        q: Some("DISK FULL".into()),
+        ..Default::default()
+    };
+    let dry = k
+        .resolve_dead_letters(&DeadLetterSelection::Filter(filter.clone()), "noise", true)
+        .await
+        .unwrap();
+    assert_eq!(dry.matched, 5);
+    assert!(dry.changed.is_empty());
+    assert_eq!(
+        k.list_dead_letters(
+            &DeadLetterFilter {
+                status: Some(DeadLetterStatus::Open),
+                ..Default::default()
+            },
+            50,
+            None
+        )
+        .await
+        .unwrap()
+        .items
+        .len(),
+        5
+    );
+    let replay = k
+        .replay_dead_letters(
+            &DeadLetterSelection::Ids(vec![entries[0], entries[1], 999_999]),
+            &ReplayOptions::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replay.changed, vec![entries[0], entries[1]]);
+    assert_eq!(replay.skipped, vec![999_999]);
+    let resolved = k
+        .resolve_dead_letters(&DeadLetterSelection::Filter(filter), "noise", false)
+        .await
+        .unwrap();
+    assert_eq!(resolved.changed.len(), 3);
+    let page = k
+        .list_dead_letters(
+            &DeadLetterFilter {
+                status: Some(DeadLetterStatus::Resolved),
+                ..Default::default()
+            },
+            2,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    let rest = k
+        .list_dead_letters(
+            &DeadLetterFilter {
+                status: Some(DeadLetterStatus::Resolved),
+                ..Default::default()
+            },
+            2,
+            page.next_cursor.as_deref(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.next_cursor.is_none());
+}
+
+async fn paused_queue_blocks_and_resumes(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let q = k.pause_queue("default").await.unwrap();
+    assert!(q.paused);
+    let job = k
+        .submit(NewJob::single("waits", "noop", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(job.job.state, JobState::Blocked);
+    let mut other = NewJob::single("other", "noop", json!({}));
+    other.queue = "fast".into();
+    let other = k.submit(other).await.unwrap();
+    let leases = env.claim(node, 10).await;
+    assert_eq!(leases.len(), 1, "only the open queue is served");
+    assert_eq!(leases[0].job_id, other.job.id);
+    let queues = k.list_queues().await.unwrap();
+    let default = queues.iter().find(|q| q.name == "default").unwrap();
+    assert_eq!(default.depth.ready, 1);
+    let resumed = k.resume_queue("default").await.unwrap();
+    assert!(!resumed.paused);
+    assert_eq!(
+        k.get_job_summary(job.job.id).await.unwrap().state,
+        JobState::Queued
+    );
+    let leases = env.claim(node, 10).await;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].job_id, job.job.id);
+    let types = env.event_types().await;
+    assert!(types.iter().any(|t| t == "queue.paused"));
+    assert!(types.iter().any(|t| t == "queue.resumed"));
+}
+
+async fn quotas_limit_concurrency_and_starts(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let mut jobs = Vec::new();
+    for i in 0..10 {
+        let mut j = NewJob::single(format!("acme{i}"), "noop", json!({}));
+        j.tenant = "acme".into();
+        jobs.push(j);
+    }
+    k.submit_many(jobs).await.unwrap();
+    k.set_quota(
+        QuotaScope::Tenant,
+        "acme",
+        &QuotaLimits {
+            max_concurrent: Some(2),
+            max_starts_per_minute: None,
+        },
+    )
+    .await
+    .unwrap();
+    let first = env.claim(node, 10).await;
+    assert_eq!(first.len(), 2);
+    assert!(
+        env.claim(node, 10).await.is_empty(),
+        "tenant at its concurrency limit"
+    );
+    let quotas = k.list_quotas().await.unwrap();
+    assert_eq!(quotas[0].usage.concurrent, 2);
+    k.complete(first[0].attempt_id, &first[0].proof(), None)
+        .await
+        .unwrap();
+    assert_eq!(env.claim(node, 10).await.len(), 1);
+
+    // Starts per minute on the queue: 4 starts so far (2 + 1 above + ...).
+    k.set_quota(QuotaScope::Tenant, "acme", &QuotaLimits::default())
+        .await
+        .unwrap();
+    assert!(
+        k.list_quotas().await.unwrap().is_empty(),
+        "no limits = quota removed"
+    );
+    k.set_quota(
+        QuotaScope::Queue,
+        "default",
+        &QuotaLimits {
+            max_concurrent: None,
+            max_starts_per_minute: Some(5),
+        },
+    )
+    .await
+    .unwrap();
+    let more = env.claim(node, 10).await;
+    assert_eq!(more.len(), 2, "3 starts in the last minute, room for 2");
+    assert!(env.claim(node, 10).await.is_empty());
+    env.clock.advance(61_000);
+    // The old leases expired meanwhile; renew nothing, just count starts.
+    assert_eq!(env.claim(node, 10).await.len(), 5);
+    let q = k.list_quotas().await.unwrap();
+    assert_eq!(q[0].usage.starts_last_minute, 5);
+    assert!(env.event_types().await.iter().any(|t| t == "quota.updated"));
+}
+
+async fn drained_node_gets_no_leases(env: Env) {
+    let k = &env.kernel;
+    let a = env.node("a").await;
+    let b = env.node("b").await;
+    k.submit(NewJob::single("x", "noop", json!({})))
+        .await
+        .unwrap();
+    let drained = k.drain_node(a).await.unwrap();
+    assert_eq!(drained.status, NodeStatus::Draining);
+    assert!(env.claim(a, 10).await.is_empty());
+    assert_eq!(env.claim(b, 10).await.len(), 1);
+    let nodes = k.list_nodes().await.unwrap();
+    assert_eq!(nodes.iter().find(|n| n.id == b).unwrap().active_leases, 1);
+    assert_eq!(k.undrain_node(a).await.unwrap().status, NodeStatus::Online);
+    assert!(env.event_types().await.iter().any(|t| t == "node.draining"));
+    // A silent node goes offline, and comes back when it claims.
+    env.clock.advance(61_000);
+    k.sweep().await.unwrap();
+    assert_eq!(k.get_node(a).await.unwrap().status, NodeStatus::Offline);
+    env.claim(a, 1).await;
+    assert_eq!(k.get_node(a).await.unwrap().status, NodeStatus::Online);
+    assert_eq!(k.drain_node(12345).await.unwrap_err().code(), "not_found");
+}
+
+async fn heartbeat_extends_and_reports_cancellation(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = k
+        .submit(NewJob::single("hb", "noop", json!({})))
+        .await
+        .unwrap();
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    env.clock.advance(8_000);
+    let hb = k.heartbeat(lease.attempt_id, &lease.proof()).await.unwrap();
+    assert!(!hb.cancelled);
+    assert_eq!(hb.lease_expires_at, env.clock_now() + 10_000);
+    // Past the original expiry, but renewed: the sweep leaves it alone.
+    env.clock.advance(8_000);
+    assert_eq!(k.sweep().await.unwrap(), 0);
+    k.cancel_job(job.job.id).await.unwrap();
+    let hb = k.heartbeat(lease.attempt_id, &lease.proof()).await.unwrap();
+    assert!(hb.cancelled);
+    let done = k.complete(lease.attempt_id, &lease.proof(), None).await;
+    assert_eq!(done.unwrap_err().code(), "task_cancelled");
+    let detail = k.get_job(job.job.id).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Cancelled);
+    assert_eq!(detail.tasks[0].state, TaskState::Cancelled);
+    assert_eq!(detail.tasks[0].attempts[0].state, AttemptState::Cancelled);
+}
+
+async fn cancel_and_retry_jobs(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = k.submit(dag_job("cancel-me")).await.unwrap();
+    let cancelled = k.cancel_job(job.job.id).await.unwrap();
+    assert_eq!(cancelled.job.state, JobState::Cancelled);
+    assert!(cancelled
+        .tasks
+        .iter()
+        .all(|t| t.state == TaskState::Cancelled));
+    assert!(env.claim(node, 10).await.is_empty());
+    assert_eq!(
+        k.cancel_job(job.job.id).await.unwrap_err().code(),
+        "conflict"
+    );
+    assert_eq!(
+        k.retry_job(job.job.id).await.unwrap_err().code(),
+        "conflict"
+    );
+    assert_eq!(k.cancel_job(424242).await.unwrap_err().code(), "not_found");
+
+    let (job_id, entry) = dead_lettered(&env, node, "retry-me").await;
+    let retried = k.retry_job(job_id).await.unwrap();
+    assert_eq!(retried.job.state, JobState::Running);
+    let a = retried.tasks.iter().find(|t| t.key == "a").unwrap();
+    assert_eq!(a.state, TaskState::Ready);
+    assert_eq!(a.attempts_used, 0);
+    assert_eq!(
+        retried.tasks.iter().find(|t| t.key == "b").unwrap().state,
+        TaskState::Pending
+    );
+    assert_eq!(
+        k.get_dead_letter(entry).await.unwrap().status,
+        DeadLetterStatus::Replayed
+    );
+    for _ in 0..2 {
+        let l = env.claim(node, 1).await.pop().unwrap();
+        k.complete(l.attempt_id, &l.proof(), None).await.unwrap();
+    }
+    assert_eq!(
+        k.get_job(job_id).await.unwrap().job.state,
+        JobState::Succeeded
+    );
+}
+
+async fn release_gives_the_task_back(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = k
+        .submit(NewJob::single("r", "noop", json!({})))
+        .await
+        .unwrap();
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    k.release(lease.attempt_id, &lease.proof()).await.unwrap();
+    let d = k.get_job(job.job.id).await.unwrap();
+    assert_eq!(d.tasks[0].state, TaskState::Ready);
+    assert_eq!(d.tasks[0].attempts_used, 0);
+    assert_eq!(d.tasks[0].attempts[0].state, AttemptState::Cancelled);
+    let again = env.claim(node, 1).await.pop().unwrap();
+    assert!(again.epoch > lease.epoch);
+    assert_eq!(again.attempt_number, 1, "a release spends no attempt");
+}
+
+async fn event_log_is_ordered_without_gaps(env: Env) {
+    let k = &env.kernel;
+    let background = k.start_background();
+    let mut rx = k.subscribe_events();
+    // Many concurrent writers while a reader tails the log.
+    let tail = {
+        let k = k.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while seen.len() < 200 && tokio::time::Instant::now() < deadline {
+                let page = k.events_after(after, 50).await.unwrap();
+                if page.items.is_empty() {
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                    continue;
+                }
+                after = page.next_after;
+                seen.extend(page.items.into_iter().map(|e| e.seq));
+            }
+            seen
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let k = k.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..25 {
+                k.submit(NewJob::single(format!("w{w}-{i}"), "noop", json!({})))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    eventually("a change notification", || {
+        let changed = rx.has_changed().unwrap_or(false);
+        async move { changed.then_some(()) }
+    })
+    .await;
+    rx.mark_unchanged();
+    let seen = tail.await.unwrap();
+    let all: Vec<i64> = env.all_events().await.into_iter().map(|e| e.seq).collect();
+    assert_eq!(all.len(), 200);
+    assert_eq!(
+        all,
+        (1..=200).collect::<Vec<i64>>(),
+        "seq is 1..N with no gap"
+    );
+    assert_eq!(
+        seen, all,
+        "the tailing reader saw every event once, in order"
+    );
+    assert_eq!(k.last_event_seq().await.unwrap(), 200);
+    background.shutdown().await;
+}
+
+async fn lists_filter_and_paginate(env: Env) {
+    let k = &env.kernel;
+    let mut jobs = Vec::new();
+    for i in 0..12 {
+        let mut j = NewJob::single(format!("report-{i}"), "noop", json!({}));
+        if i % 3 == 0 {
+            j.queue = "reports".into();
+            j.tenant = "acme".into();
+        }
+        jobs.push(j);
+    }
+    k.submit_many(jobs).await.unwrap();
+    let page1 = k.list_jobs(&JobFilter::default(), 5, None).await.unwrap();
+    assert_eq!(page1.items.len(), 5);
+    assert_eq!(page1.items[0].name, "report-11", "newest first");
+    let page2 = k
+        .list_jobs(&JobFilter::default(), 5, page1.next_cursor.as_deref())
+        .await
+        .unwrap();
+    let page3 = k
+        .list_jobs(&JobFilter::default(), 5, page2.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(page3.items.len(), 2);
+    assert!(page3.next_cursor.is_none());
+    let by_queue = k
+        .list_jobs(
+            &JobFilter {
+                queue: Some("reports".into()),
+                ..Default::default()
+            },
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_queue.items.len(), 4);
+    let by_tenant = k
+        .list_jobs(
+            &JobFilter {
+                tenant: Some("acme".into()),
+                ..Default::default()
+            },
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_tenant.items.len(), 4);
+    let by_q = k
+        .list_jobs(
+            &JobFilter {
+                q: Some("PORT-1".into()),
+                ..Default::default()
+            },
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_q.items.len(), 3, "report-1, report-10, report-11");
+    let by_id = k
+        .list_jobs(
+            &JobFilter {
+                q: Some(page1.items[0].id.to_string()),
+                ..Default::default()
+            },
+            50,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_id.items.len(), 1);
+    assert_eq!(by_q.items[0].task_counts.ready, 1);
+    assert_eq!(
+        k.list_jobs(&JobFilter::default(), 5, Some("nope"))
+            .await
+            .unwrap_err()
+            .code(),
+        "validation_failed"
+    );
+    let overview = k.overview().await.unwrap();
+    assert_eq!(overview.jobs_by_state.get("queued"), Some(&12));
+}
+
+async fn attempt_log_appends_and_reads(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    k.submit(NewJob::single("log", "noop", json!({})))
+        .await
+        .unwrap();
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    let lines: Vec<NewLogLine> = (0..3)
+        .map(|i| NewLogLine {
+            stream: LogStream::Stdout,
+            line: format!("line {i}"),
+            ts: i,
+        })
+        .collect();
+    assert_eq!(
+        k.append_attempt_log(lease.attempt_id, &lease.proof(), &lines)
+            .await
+            .unwrap(),
+        3
+    );
+    let bad = LeaseProof {
+        lease_token: "x".into(),
+        epoch: lease.epoch,
+    };
+    assert_eq!(
+        k.append_attempt_log(lease.attempt_id, &bad, &lines)
+            .await
+            .unwrap_err()
+            .code(),
+        "stale_lease"
+    );
+    let read = k.attempt_log(lease.attempt_id, 0, 100).await.unwrap();
+    assert_eq!(
+        read.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["line 0", "line 1", "line 2"]
+    );
+    let tail = k
+        .attempt_log(lease.attempt_id, read[1].id, 100)
+        .await
+        .unwrap();
+    assert_eq!(tail.len(), 1);
+}
+
+async fn long_poll_wakes_when_work_arrives(env: Env) {
+    let k = env.kernel.clone();
+    let node = env.node("n1").await;
+    let claimer = tokio::spawn(async move {
+        k.claim(&ClaimRequest {
+            node_id: node,
+            kinds: vec!["noop".into()],
+            max: 5,
+            wait_ms: 20_000,
+        })
+        .await
+        .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    env.kernel
+        .submit(NewJob::single("wake", "noop", json!({})))
+        .await
+        .unwrap();
+    let leases = claimer.await.unwrap();
+    assert_eq!(leases.len(), 1);
+    // With nothing to do, the wait ends empty.
+    let empty = env
+        .kernel
+        .claim(&ClaimRequest {
+            node_id: node,
+            kinds: vec!["noop".into()],
+            max: 5,
+            wait_ms: 30,
+        })
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+}
