@@ -33,7 +33,105 @@ conformance!(
     lists_filter_and_paginate,
     attempt_log_appends_and_reads,
     long_poll_wakes_when_work_arrives,
+    worker_pool_runs_the_builtin_kinds,
+    cancellation_reaches_a_running_worker,
+    pool_shutdown_releases_running_leases,
 );
+
+mod postgres_only {
+    use super::*;
+
+    /// Two kernels with their own pools (as two replicas) claim from one
+    /// database at once: no task is ever leased twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_kernel_instances_never_double_lease() {
+        let Some(url) = common::postgres_url("two_kernel_instances_never_double_lease").await
+        else {
+            return;
+        };
+        let clock = kernel::ManualClock::default();
+        let a = kernel::Kernel::open(&url, common::test_config(&clock))
+            .await
+            .unwrap();
+        let b = kernel::Kernel::open(&url, common::test_config(&clock))
+            .await
+            .unwrap();
+        let total = 800;
+        a.submit_many(
+            (0..total)
+                .map(|i| NewJob::single(format!("j{i}"), "noop", json!({})))
+                .collect(),
+        )
+        .await
+        .unwrap();
+        let mut claimers = Vec::new();
+        for (i, k) in [
+            a.clone(),
+            b.clone(),
+            a.clone(),
+            b.clone(),
+            a.clone(),
+            b.clone(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let node = k
+                .register_node(&NewNode {
+                    name: format!("replica-node-{i}"),
+                    kinds: vec!["noop".into()],
+                    capacity: 8,
+                    labels: Default::default(),
+                    file_scopes: vec![],
+                })
+                .await
+                .unwrap()
+                .id;
+            claimers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let leases = k
+                        .claim(&ClaimRequest {
+                            node_id: node,
+                            kinds: vec!["noop".into()],
+                            max: 9,
+                            wait_ms: 0,
+                        })
+                        .await
+                        .unwrap();
+                    if leases.is_empty() {
+                        return got;
+                    }
+                    let done = leases
+                        .iter()
+                        .map(|l| Completion {
+                            attempt_id: l.attempt_id,
+                            proof: l.proof(),
+                            output: None,
+                        })
+                        .collect();
+                    for r in k.complete_many(done).await.unwrap() {
+                        r.unwrap();
+                    }
+                    got.extend(leases.into_iter().map(|l| l.task_id));
+                }
+            }));
+        }
+        let mut seen: HashMap<i64, usize> = HashMap::new();
+        for c in claimers {
+            for t in c.await.unwrap() {
+                *seen.entry(t).or_default() += 1;
+            }
+        }
+        assert_eq!(seen.len(), total);
+        assert!(seen.values().all(|n| *n == 1), "a task was leased twice");
+        let overview = b.overview().await.unwrap();
+        assert_eq!(
+            overview.jobs_by_state.get("succeeded"),
+            Some(&(total as i64))
+        );
+    }
+}
 
 fn dag_job(name: &str) -> NewJob {
     NewJob {
@@ -1164,4 +1262,180 @@ async fn long_poll_wakes_when_work_arrives(env: Env) {
         .await
         .unwrap();
     assert!(empty.is_empty());
+}
+
+async fn start_pool(env: &Env, slots: usize) -> kernel::worker::WorkerPool {
+    use kernel::worker::{Executors, PoolConfig, WorkerPool};
+    let node = env.node("pool").await;
+    let mut config = PoolConfig::new(node, slots);
+    config.heartbeat_every = std::time::Duration::from_millis(20);
+    config.claim_wait_ms = 50;
+    WorkerPool::start(
+        std::sync::Arc::new(env.kernel.clone()),
+        Executors::builtin(),
+        config,
+    )
+}
+
+async fn worker_pool_runs_the_builtin_kinds(env: Env) {
+    let k = &env.kernel;
+    let pool = start_pool(&env, 8).await;
+    let ok = k
+        .submit(NewJob {
+            tasks: vec![
+                NewTask::new("noop", "noop", json!({})),
+                NewTask::new("nap", "sleep", json!({"ms": 5})).after(&["noop"]),
+                NewTask::new(
+                    "say",
+                    "exec",
+                    json!({"cmd": "sh", "args": ["-c", "echo hello $WHO; echo oops >&2"], "env": {"WHO": "world"}}),
+                )
+                .after(&["nap"]),
+            ],
+            ..NewJob::single("works", "noop", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let bad = k
+        .submit(
+            NewJob::single(
+                "fails",
+                "exec",
+                json!({"cmd": "sh", "args": ["-c", "exit 3"]}),
+            )
+            .tap(|j| {
+                j.tasks[0].max_attempts = Some(1);
+            }),
+        )
+        .await
+        .unwrap()
+        .job
+        .id;
+    let slow = k
+        .submit(
+            NewJob::single(
+                "slow",
+                "exec",
+                json!({"cmd": "sleep", "args": ["30"], "timeout_s": 0.2}),
+            )
+            .tap(|j| {
+                j.tasks[0].max_attempts = Some(1);
+            }),
+        )
+        .await
+        .unwrap()
+        .job
+        .id;
+    for id in [ok, bad, slow] {
+        eventually("the job to finish", || async {
+            k.get_job_summary(id)
+                .await
+                .unwrap()
+                .state
+                .is_terminal()
+                .then_some(())
+        })
+        .await;
+    }
+    let detail = k.get_job(ok).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Succeeded, "{detail:#?}");
+    let say = detail.tasks.iter().find(|t| t.key == "say").unwrap();
+    assert_eq!(say.output, Some(json!({"exit_code": 0})));
+    let log = k.attempt_log(say.attempts[0].id, 0, 100).await.unwrap();
+    let lines: Vec<(LogStream, &str)> = log.iter().map(|l| (l.stream, l.line.as_str())).collect();
+    assert!(
+        lines.contains(&(LogStream::Stdout, "hello world")),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&(LogStream::Stderr, "oops")), "{lines:?}");
+
+    let failed = k.get_job(bad).await.unwrap();
+    assert_eq!(failed.job.state, JobState::Failed);
+    assert!(failed.tasks[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("exited with code 3"));
+    let timed_out = k.get_job(slow).await.unwrap();
+    assert_eq!(timed_out.job.state, JobState::Failed);
+    assert!(timed_out.tasks[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("timed out"));
+    let stats = pool.shutdown(kernel::worker::Shutdown::Release).await;
+    assert_eq!(stats.snapshot()[1], 3, "three successes reported");
+}
+
+trait Tap: Sized {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
+impl Tap for NewJob {}
+
+async fn cancellation_reaches_a_running_worker(env: Env) {
+    let k = &env.kernel;
+    let pool = start_pool(&env, 4).await;
+    let job = k
+        .submit(NewJob::single(
+            "long",
+            "exec",
+            json!({"cmd": "sleep", "args": ["600"]}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually("the task to be running", || async {
+        (pool.running() == 1).then_some(())
+    })
+    .await;
+    k.cancel_job(job).await.unwrap();
+    // The next heartbeat tells the pool, which kills the process.
+    eventually("the worker to stop the task", || async {
+        (pool.running() == 0).then_some(())
+    })
+    .await;
+    let stats = pool.shutdown(kernel::worker::Shutdown::Release).await;
+    assert_eq!(stats.snapshot()[3], 1, "one run stopped by cancellation");
+    let detail = k.get_job(job).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Cancelled);
+    assert_eq!(detail.tasks[0].attempts[0].state, AttemptState::Cancelled);
+    let log = k
+        .attempt_log(detail.tasks[0].attempts[0].id, 0, 10)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|l| l.stream == LogStream::System && l.line.contains("JobCancelled")),
+        "{log:?}"
+    );
+}
+
+async fn pool_shutdown_releases_running_leases(env: Env) {
+    let k = &env.kernel;
+    let pool = start_pool(&env, 4).await;
+    let job = k
+        .submit(NewJob::single("nap", "sleep", json!({"seconds": 600})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually("the task to be running", || async {
+        (pool.running() == 1).then_some(())
+    })
+    .await;
+    let stats = pool
+        .shutdown(kernel::worker::Shutdown::Finish {
+            timeout: std::time::Duration::from_millis(50),
+        })
+        .await;
+    assert_eq!(stats.snapshot()[4], 1, "released");
+    let task = &k.get_job(job).await.unwrap().tasks[0];
+    assert_eq!(task.state, TaskState::Ready);
+    assert_eq!(task.attempts_used, 0);
 }

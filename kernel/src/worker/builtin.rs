@@ -1,0 +1,165 @@
+//! The built-in task kinds: `noop`, `sleep` and `exec`.
+//!
+//! Payloads:
+//! - `noop`: anything; succeeds at once.
+//! - `sleep`: `{"ms": N}` or `{"seconds": N}`; stops early when cancelled.
+//! - `exec`: `{"cmd": "make", "args": ["-j2"], "env": {"K": "V"}, "cwd": "/src",
+//!   "timeout_s": 600}`; exit code 0 is success; stdout/stderr lines go to
+//!   the attempt log; the process is killed on timeout or cancellation.
+//!   `timeout_s` falls back to the task's own `timeout_s`.
+//!
+//! These executors never retry by themselves: they report, the kernel decides.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use crate::model::LogStream;
+
+use super::executor::{BoxFuture, Executor, LogSink, TaskOutcome, TaskRun};
+
+pub struct Noop;
+
+impl Executor for Noop {
+    fn execute(&self, _run: TaskRun) -> BoxFuture<'static, TaskOutcome> {
+        Box::pin(std::future::ready(TaskOutcome::Succeeded(None)))
+    }
+}
+
+pub struct Sleep;
+
+#[derive(Deserialize)]
+struct SleepPayload {
+    ms: Option<u64>,
+    seconds: Option<f64>,
+}
+
+impl Executor for Sleep {
+    fn execute(&self, run: TaskRun) -> BoxFuture<'static, TaskOutcome> {
+        Box::pin(async move {
+            let duration = match serde_json::from_value::<SleepPayload>(run.lease.payload.clone()) {
+                Ok(SleepPayload { ms: Some(ms), .. }) => Duration::from_millis(ms),
+                Ok(SleepPayload {
+                    seconds: Some(s), ..
+                }) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(86_400.0)),
+                _ => {
+                    return TaskOutcome::failed(
+                        "sleep needs a payload {\"ms\": N} or {\"seconds\": N}",
+                        false,
+                    )
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(duration) => TaskOutcome::Succeeded(Some(json!({ "slept_ms": duration.as_millis() as u64 }))),
+                _ = run.cancel.cancelled() => TaskOutcome::Cancelled,
+            }
+        })
+    }
+}
+
+pub struct Exec;
+
+#[derive(Deserialize)]
+struct ExecPayload {
+    cmd: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    timeout_s: Option<f64>,
+}
+
+async fn forward_lines(reader: impl AsyncRead + Unpin, stream: LogStream, log: LogSink) {
+    let mut lines = BufReader::new(reader).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        log.line(stream, line);
+    }
+}
+
+impl Executor for Exec {
+    fn execute(&self, run: TaskRun) -> BoxFuture<'static, TaskOutcome> {
+        Box::pin(async move {
+            let p: ExecPayload = match serde_json::from_value(run.lease.payload.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    return TaskOutcome::failed(
+                        format!("exec needs a payload {{\"cmd\", \"args\", \"env\", \"cwd\", \"timeout_s\"}}: {e}"),
+                        false,
+                    )
+                }
+            };
+            let timeout = p
+                .timeout_s
+                .or(run.lease.timeout_s.map(|t| t as f64))
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .map(Duration::from_secs_f64);
+            let mut cmd = Command::new(&p.cmd);
+            cmd.args(&p.args)
+                .envs(&p.env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            if let Some(dir) = &p.cwd {
+                cmd.current_dir(dir);
+            }
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    let message = format!("cannot start {:?}: {e}", p.cmd);
+                    run.log.line(LogStream::System, &message);
+                    // A missing program will be missing next time too.
+                    let retryable = e.kind() != std::io::ErrorKind::NotFound;
+                    return TaskOutcome::failed(message, retryable);
+                }
+            };
+            let out = child
+                .stdout
+                .take()
+                .map(|o| tokio::spawn(forward_lines(o, LogStream::Stdout, run.log.clone())));
+            let err = child
+                .stderr
+                .take()
+                .map(|e| tokio::spawn(forward_lines(e, LogStream::Stderr, run.log.clone())));
+            let deadline = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = tokio::select! {
+                status = child.wait() => match status {
+                    Ok(s) if s.success() => TaskOutcome::Succeeded(Some(json!({ "exit_code": 0 }))),
+                    Ok(s) => match s.code() {
+                        Some(code) => TaskOutcome::failed(format!("{} exited with code {code}", p.cmd), true),
+                        None => TaskOutcome::failed(format!("{} was killed by a signal", p.cmd), true),
+                    },
+                    Err(e) => TaskOutcome::failed(format!("waiting for {} failed: {e}", p.cmd), true),
+                },
+                _ = deadline => {
+                    let _ = child.kill().await;
+                    let t = timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
+                    run.log.line(LogStream::System, format!("killed after the timeout of {t}s"));
+                    TaskOutcome::failed(format!("{} timed out after {t}s", p.cmd), true)
+                }
+                reason = run.cancel.cancelled() => {
+                    let _ = child.kill().await;
+                    run.log.line(LogStream::System, format!("killed: {reason:?}"));
+                    TaskOutcome::Cancelled
+                }
+            };
+            // Let the readers drain what the process wrote before it ended
+            // (bounded: a grandchild may hold the pipes open).
+            for h in [out, err].into_iter().flatten() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+            }
+            outcome
+        })
+    }
+}

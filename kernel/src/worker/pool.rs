@@ -1,0 +1,563 @@
+//! A worker pool: N concurrent slots fed by batch claims, heartbeats for
+//! every running lease, batched reports, graceful shutdown.
+//!
+//! The pool talks to a [`LeaseSource`]: the [`Kernel`] itself (in-process
+//! workers) or anything speaking the lease protocol (the HTTP worker
+//! implements it over `/api/v1/leases/*`). It never reads the database and
+//! never decides retries; it runs tasks and reports what happened.
+//!
+//! Shape: one claim loop (waits for a free slot, claims up to the free slots
+//! in one call, spawns a run per lease), one heartbeat loop (renews every
+//! running lease in one call; fires the cancel signal of runs whose job was
+//! cancelled or whose lease was lost), one reporter (drains finished runs and
+//! log lines and reports them in batches: logs first, then completions).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::error::KernelError;
+use crate::model::{
+    ClaimRequest, Completion, ErrorBody, HeartbeatOutcome, Lease, LeaseProof, NewLogLine,
+    TaskFailure,
+};
+use crate::Kernel;
+
+use super::executor::{
+    BoxFuture, CancelHandle, CancelReason, CancelSignal, Executors, LogSink, TaskOutcome, TaskRun,
+};
+
+/// A failure of a lease-protocol call, by error code (`stale_lease`,
+/// `task_cancelled`, `not_found`, …; `transport` for network trouble).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError {
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+impl From<KernelError> for SourceError {
+    fn from(e: KernelError) -> Self {
+        SourceError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ErrorBody> for SourceError {
+    fn from(e: ErrorBody) -> Self {
+        SourceError {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+pub type SourceResult<T> = Result<T, SourceError>;
+
+/// The lease protocol as the pool needs it (SPEC §9 worker protocol).
+pub trait LeaseSource: Send + Sync + 'static {
+    fn claim(&self, req: ClaimRequest) -> BoxFuture<'_, SourceResult<Vec<Lease>>>;
+    fn heartbeat_many(
+        &self,
+        leases: Vec<(i64, LeaseProof)>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<HeartbeatOutcome>>>>;
+    fn complete_many(
+        &self,
+        items: Vec<Completion>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<()>>>>;
+    fn fail(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        failure: TaskFailure,
+    ) -> BoxFuture<'_, SourceResult<()>>;
+    fn release(&self, attempt_id: i64, proof: LeaseProof) -> BoxFuture<'_, SourceResult<()>>;
+    fn append_log(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        lines: Vec<NewLogLine>,
+    ) -> BoxFuture<'_, SourceResult<()>>;
+}
+
+impl LeaseSource for Kernel {
+    fn claim(&self, req: ClaimRequest) -> BoxFuture<'_, SourceResult<Vec<Lease>>> {
+        Box::pin(async move { Ok(Kernel::claim(self, &req).await?) })
+    }
+
+    fn heartbeat_many(
+        &self,
+        leases: Vec<(i64, LeaseProof)>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<HeartbeatOutcome>>>> {
+        Box::pin(async move {
+            Ok(Kernel::heartbeat_many(self, &leases)
+                .await?
+                .into_iter()
+                .map(|r| r.map_err(SourceError::from))
+                .collect())
+        })
+    }
+
+    fn complete_many(
+        &self,
+        items: Vec<Completion>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<()>>>> {
+        Box::pin(async move {
+            Ok(Kernel::complete_many(self, items)
+                .await?
+                .into_iter()
+                .map(|r| r.map_err(SourceError::from))
+                .collect())
+        })
+    }
+
+    fn fail(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        failure: TaskFailure,
+    ) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(async move {
+            Kernel::fail(self, attempt_id, &proof, &failure).await?;
+            Ok(())
+        })
+    }
+
+    fn release(&self, attempt_id: i64, proof: LeaseProof) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(async move { Ok(Kernel::release(self, attempt_id, &proof).await?) })
+    }
+
+    fn append_log(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        lines: Vec<NewLogLine>,
+    ) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(async move {
+            Kernel::append_attempt_log(self, attempt_id, &proof, &lines).await?;
+            Ok(())
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// The registered node the pool claims for.
+    pub node_id: i64,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Most leases per claim call.
+    pub claim_batch: usize,
+    /// Long-poll of each claim; also bounds how long shutdown waits for an
+    /// in-flight claim.
+    pub claim_wait_ms: i64,
+    /// How often running leases are renewed (well under the lease length).
+    pub heartbeat_every: Duration,
+    /// Most reports per batch.
+    pub report_batch: usize,
+}
+
+impl PoolConfig {
+    pub fn new(node_id: i64, slots: usize) -> PoolConfig {
+        PoolConfig {
+            node_id,
+            slots: slots.max(1),
+            claim_batch: slots.clamp(1, 500),
+            claim_wait_ms: 1_000,
+            heartbeat_every: Duration::from_secs(10),
+            report_batch: 1_000,
+        }
+    }
+}
+
+/// How to stop.
+#[derive(Debug, Clone, Copy)]
+pub enum Shutdown {
+    /// Let running tasks finish, up to `timeout`; then release the rest.
+    Finish { timeout: Duration },
+    /// Stop running tasks now and give their leases back.
+    Release,
+}
+
+/// Counters of a pool's life.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub claimed: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub cancelled: AtomicU64,
+    pub released: AtomicU64,
+    /// Reports the source refused (stale lease, cancelled task).
+    pub refused: AtomicU64,
+}
+
+impl PoolStats {
+    pub fn snapshot(&self) -> [u64; 6] {
+        [
+            self.claimed.load(Ordering::Relaxed),
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.cancelled.load(Ordering::Relaxed),
+            self.released.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        ]
+    }
+}
+
+struct Running {
+    proof: LeaseProof,
+    cancel: CancelHandle,
+}
+
+enum Report {
+    Log {
+        attempt_id: i64,
+        proof: LeaseProof,
+        line: NewLogLine,
+    },
+    Done {
+        attempt_id: i64,
+        proof: LeaseProof,
+        outcome: TaskOutcome,
+        reason: Option<CancelReason>,
+    },
+}
+
+struct Shared {
+    source: Arc<dyn LeaseSource>,
+    executors: Executors,
+    config: PoolConfig,
+    running: Mutex<HashMap<i64, Running>>,
+    stats: Arc<PoolStats>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+/// A running pool. Stop it with [`WorkerPool::shutdown`].
+pub struct WorkerPool {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    claim_loop: JoinHandle<()>,
+    heartbeat_loop: JoinHandle<()>,
+    reporter: JoinHandle<()>,
+}
+
+impl WorkerPool {
+    /// Starts claiming for `config.node_id` the kinds `executors` offers.
+    pub fn start(
+        source: Arc<dyn LeaseSource>,
+        executors: Executors,
+        config: PoolConfig,
+    ) -> WorkerPool {
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            source,
+            executors,
+            config,
+            running: Mutex::new(HashMap::new()),
+            stats: Arc::new(PoolStats::default()),
+            reports: reports_tx,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let claim_loop = tokio::spawn(claim_loop(shared.clone(), stop_rx.clone()));
+        let heartbeat_loop = tokio::spawn(heartbeat_loop(shared.clone(), stop_rx));
+        let reporter = tokio::spawn(reporter(shared.clone(), reports_rx));
+        WorkerPool {
+            shared,
+            stop,
+            claim_loop,
+            heartbeat_loop,
+            reporter,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<PoolStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Tasks running now.
+    pub fn running(&self) -> usize {
+        self.shared.running.lock().expect("running").len()
+    }
+
+    /// Stops claiming, then finishes or releases the running tasks, reports
+    /// everything, and returns the final counters.
+    pub async fn shutdown(self, mode: Shutdown) -> Arc<PoolStats> {
+        let WorkerPool {
+            shared,
+            stop,
+            claim_loop,
+            heartbeat_loop,
+            reporter,
+        } = self;
+        let running = || shared.running.lock().expect("running").len();
+        let _ = stop.send(true);
+        let _ = claim_loop.await;
+        if let Shutdown::Finish { timeout } = mode {
+            let deadline = tokio::time::Instant::now() + timeout;
+            while running() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for r in shared.running.lock().expect("running").values() {
+            r.cancel.cancel(CancelReason::Shutdown);
+        }
+        // Runs stop on the signal; their reports (releases) drain.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        heartbeat_loop.abort();
+        let _ = heartbeat_loop.await;
+        let stats = shared.stats.clone();
+        // Dropping the last sender ends the reporter after it drains.
+        drop(shared);
+        drop(stop);
+        if tokio::time::timeout(Duration::from_secs(30), reporter)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "worker pool: reports still pending at shutdown; their leases will expire"
+            );
+        }
+        stats
+    }
+}
+
+async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(shared.config.slots));
+    let kinds = shared.executors.kinds();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = stop.changed() => return,
+        };
+        let mut permits = vec![first];
+        while permits.len() < shared.config.claim_batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let req = ClaimRequest {
+            node_id: shared.config.node_id,
+            kinds: kinds.clone(),
+            max: permits.len() as i64,
+            wait_ms: shared.config.claim_wait_ms,
+        };
+        let leases = match shared.source.claim(req).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; retrying shortly");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+        };
+        shared
+            .stats
+            .claimed
+            .fetch_add(leases.len() as u64, Ordering::Relaxed);
+        for lease in leases {
+            let permit = permits.pop().expect("no more leases than permits");
+            let (cancel, signal) = CancelSignal::new();
+            let attempt_id = lease.attempt_id;
+            let proof = lease.proof();
+            shared.running.lock().expect("running").insert(
+                attempt_id,
+                Running {
+                    proof: proof.clone(),
+                    cancel: cancel.clone(),
+                },
+            );
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let reports = shared.reports.clone();
+                let log_proof = proof.clone();
+                let log = LogSink::new(move |line| {
+                    let _ = reports.send(Report::Log {
+                        attempt_id,
+                        proof: log_proof.clone(),
+                        line,
+                    });
+                });
+                let outcome = shared
+                    .executors
+                    .run(TaskRun {
+                        lease,
+                        log,
+                        cancel: signal,
+                    })
+                    .await;
+                let _ = shared.reports.send(Report::Done {
+                    attempt_id,
+                    proof,
+                    outcome,
+                    reason: cancel.reason(),
+                });
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.heartbeat_every) => {}
+            // Keep heartbeating while shutdown lets tasks finish: only the
+            // abort in `shutdown` (or a dropped pool) ends this loop.
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let leases: Vec<(i64, LeaseProof)> = shared
+            .running
+            .lock()
+            .expect("running")
+            .iter()
+            .map(|(id, r)| (*id, r.proof.clone()))
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match shared.source.heartbeat_many(leases.clone()).await {
+            Ok(answers) => {
+                let running = shared.running.lock().expect("running");
+                for ((id, _), answer) in leases.iter().zip(answers) {
+                    let Some(r) = running.get(id) else { continue };
+                    match answer {
+                        Ok(HeartbeatOutcome {
+                            cancelled: true, ..
+                        }) => r.cancel.cancel(CancelReason::JobCancelled),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(attempt_id = id, error = %e, "lease lost; stopping the task");
+                            r.cancel.cancel(CancelReason::LeaseLost);
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying next round"),
+        }
+    }
+}
+
+async fn reporter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) {
+    // The pool keeps one sender in `shared`; the reporter must not count as
+    // a holder, or the channel never closes.
+    let source = shared.source.clone();
+    let stats = shared.stats.clone();
+    let batch_max = shared.config.report_batch;
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    let shared = weak;
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, batch_max).await > 0 {
+        let mut logs: Vec<(i64, LeaseProof, Vec<NewLogLine>)> = Vec::new();
+        let mut completions = Vec::new();
+        let mut finished = Vec::new();
+        let mut others = Vec::new();
+        for report in batch.drain(..) {
+            match report {
+                Report::Log {
+                    attempt_id,
+                    proof,
+                    line,
+                } => match logs.iter_mut().find(|(id, _, _)| *id == attempt_id) {
+                    Some((_, _, lines)) => lines.push(line),
+                    None => logs.push((attempt_id, proof, vec![line])),
+                },
+                Report::Done {
+                    attempt_id,
+                    proof,
+                    outcome: TaskOutcome::Succeeded(output),
+                    ..
+                } => {
+                    finished.push(attempt_id);
+                    completions.push(Completion {
+                        attempt_id,
+                        proof,
+                        output,
+                    });
+                }
+                Report::Done {
+                    attempt_id,
+                    proof,
+                    outcome,
+                    reason,
+                } => {
+                    finished.push(attempt_id);
+                    others.push((attempt_id, proof, outcome, reason));
+                }
+            }
+        }
+        for (attempt_id, proof, lines) in logs {
+            if let Err(e) = source.append_log(attempt_id, proof, lines).await {
+                tracing::warn!(attempt_id, error = %e, "log lines not recorded");
+            }
+        }
+        if !completions.is_empty() {
+            let n = completions.len() as u64;
+            match source.complete_many(completions).await {
+                Ok(answers) => {
+                    let refused = answers.iter().filter(|a| a.is_err()).count() as u64;
+                    stats.succeeded.fetch_add(n - refused, Ordering::Relaxed);
+                    stats.refused.fetch_add(refused, Ordering::Relaxed);
+                }
+                // The leases will expire and the tasks run again: at least once.
+                Err(e) => tracing::warn!(error = %e, "completions not recorded"),
+            }
+        }
+        for (attempt_id, proof, outcome, reason) in others {
+            let result = match (outcome, reason) {
+                (TaskOutcome::Failed(failure), _) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    source.fail(attempt_id, proof, failure).await
+                }
+                // A run may also end on its own after the signal fired:
+                // shutdown gives the lease back either way.
+                (_, Some(CancelReason::Shutdown)) => {
+                    stats.released.fetch_add(1, Ordering::Relaxed);
+                    source.release(attempt_id, proof).await
+                }
+                (TaskOutcome::Cancelled, _) => {
+                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                (TaskOutcome::Succeeded(_), _) => unreachable!("successes are batched above"),
+            };
+            if let Err(e) = result {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(attempt_id, error = %e, "report refused");
+            }
+        }
+        if let Some(shared) = shared.upgrade() {
+            let mut running = shared.running.lock().expect("running");
+            for id in finished {
+                running.remove(&id);
+            }
+        }
+    }
+}
