@@ -1,0 +1,4 @@
+//! Reusable pieces of the console.
+
+pub mod page;
+pub mod shell;

@@ -1,0 +1,93 @@
+//! Switchyard's operator console.
+//!
+//! `shell` is the HTML document the server renders around [`App`]; `App`
+//! holds the router with every canonical route of SPEC §3. The same code
+//! renders on the server (`ssr`) and hydrates in the browser (`hydrate`).
+//! Server-only code stays behind the `ssr` feature.
+
+pub mod components;
+pub mod legacy;
+pub mod pages;
+pub mod routes;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet};
+use leptos_router::{
+    components::{Redirect, Route, Router, Routes},
+    path,
+};
+
+use components::shell::Shell;
+use routes::{not_found::Fallback, StaticPage};
+
+/// The HTML document around the app, rendered by the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The console: the Ops shell around the routed page.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    mark_hydrated();
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/switchyard.css"/>
+        <Router>
+            <Shell>
+                <Routes fallback=Fallback>
+                    <Route path=path!("/") view=|| view! { <Redirect path="/ops"/> }/>
+                    <Route path=path!("/ops") view=|| view! { <StaticPage id="snapshot"/> }/>
+                    <Route path=path!("/ops/approvals") view=|| view! { <StaticPage id="approvals"/> }/>
+                    <Route path=path!("/ops/operations/jobs-queues") view=|| view! { <StaticPage id="jobs-queues"/> }/>
+                    <Route path=path!("/ops/operations/jobengine") view=|| view! { <StaticPage id="jobengine"/> }/>
+                    <Route path=path!("/ops/operations/jobengine/jobs") view=|| view! { <StaticPage id="jobs"/> }/>
+                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId") view=|| view! { <StaticPage id="job"/> }/>
+                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId/dag") view=|| view! { <StaticPage id="job-dag"/> }/>
+                    <Route path=path!("/ops/operations/jobengine/quotas") view=|| view! { <StaticPage id="quotas"/> }/>
+                    <Route path=path!("/ops/operations/dead-letter") view=|| view! { <StaticPage id="dead-letter"/> }/>
+                    <Route path=path!("/ops/operations/dead-letter/queue") view=|| view! { <StaticPage id="dead-letter-queue"/> }/>
+                    <Route path=path!("/ops/operations/dead-letter/entry/:entryId") view=|| view! { <StaticPage id="dead-letter-entry"/> }/>
+                    <Route path=path!("/ops/operations/scheduler") view=|| view! { <StaticPage id="scheduler"/> }/>
+                    <Route path=path!("/ops/operations/scheduler/runs") view=|| view! { <StaticPage id="runs"/> }/>
+                    <Route path=path!("/ops/operations/scheduler/runs/:runId/stream") view=|| view! { <StaticPage id="run-stream"/> }/>
+                    <Route path=path!("/ops/operations/scheduler/schedules") view=|| view! { <StaticPage id="schedules"/> }/>
+                    <Route path=path!("/ops/operations/scheduler/workers") view=|| view! { <StaticPage id="workers"/> }/>
+                    <Route path=path!("/ops/scanner-ops") view=|| view! { <StaticPage id="scanner-ops"/> }/>
+                    <Route path=path!("/ops/scanner-ops/offline-kits") view=|| view! { <StaticPage id="offline-kits"/> }/>
+                    <Route path=path!("/ops/scanner-ops/baselines") view=|| view! { <StaticPage id="baselines"/> }/>
+                    <Route path=path!("/ops/scanner-ops/analyzers") view=|| view! { <StaticPage id="analyzers"/> }/>
+                    <Route path=path!("/ops/scanner-ops/performance") view=|| view! { <StaticPage id="performance"/> }/>
+                    <Route path=path!("/ops/scanner-ops/settings") view=|| view! { <StaticPage id="settings"/> }/>
+                </Routes>
+            </Shell>
+        </Router>
+    }
+}
+
+/// Sets `data-hydrated` on `<body>` once the wasm has taken over the page.
+///
+/// Effects run only in the browser, so the attribute appears exactly when
+/// the page became interactive; end-to-end tests wait for it.
+fn mark_hydrated() {
+    Effect::new(move |_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
+}

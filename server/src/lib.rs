@@ -1,0 +1,39 @@
+//! The Switchyard server: hosts the kernel and serves the console and API.
+//!
+//! [`app`] builds the whole axum router from an [`AppState`], so tests drive
+//! it without a socket. Handlers stay thin: the kernel does the work, the
+//! console renders through Leptos.
+
+pub mod config;
+pub mod health;
+pub mod legacy_redirect;
+pub mod site;
+
+use axum::extract::FromRef;
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tower_http::compression::CompressionLayer;
+
+/// Everything a request handler may need.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub db: kernel::Db,
+}
+
+/// The complete HTTP surface: health probes, console pages, static site
+/// assets, and legacy redirects in front of all of it.
+pub fn app(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let shell_options = state.leptos_options.clone();
+    Router::new()
+        .merge(health::router())
+        .leptos_routes(&state, routes, move || app::shell(shell_options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
+        .layer(axum::middleware::from_fn(legacy_redirect::redirect_legacy))
+        .layer(CompressionLayer::new())
+        .with_state(state)
+}
