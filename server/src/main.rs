@@ -43,6 +43,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     leptos_options.site_root = site_root.to_string_lossy().as_ref().into();
     leptos_options.site_addr = args.addr;
+    // The product's file names are fixed, and a deployed binary runs in
+    // production mode unless LEPTOS_ENV says otherwise: neither may depend on
+    // being started by cargo-leptos.
+    leptos_options.output_name = site::OUTPUT_NAME.into();
+    if std::env::var_os("LEPTOS_ENV").is_none() {
+        leptos_options.env = leptos::config::Env::PROD;
+    }
 
     let db = kernel::Db::open(&args.database_url)
         .await
