@@ -22,8 +22,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: console, API and kernel.
+    /// Run the server: console, API, kernel and (by default) an embedded worker pool.
     Serve(ServeArgs),
+    /// Run a worker node that claims tasks from a server over HTTP.
+    Worker(WorkerArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -41,4 +43,66 @@ pub struct ServeArgs {
     /// folder next to the executable or one level up.
     #[arg(long, env = "SWITCHYARD_SITE_ROOT")]
     pub site_root: Option<PathBuf>,
+
+    /// Tasks the embedded worker pool runs at once; 0 turns the pool off.
+    #[arg(long, env = "SWITCHYARD_EMBEDDED_WORKERS", default_value_t = 8)]
+    pub embedded_workers: usize,
+
+    /// Turn the embedded worker pool off (same as --embedded-workers 0).
+    #[arg(long, env = "SWITCHYARD_NO_EMBEDDED_WORKERS")]
+    pub no_embedded_workers: bool,
+
+    /// How long a lease lasts without a heartbeat, in milliseconds.
+    #[arg(long, env = "SWITCHYARD_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: i64,
+
+    /// Submit a few demonstration jobs (some failing, retrying and
+    /// dead-lettering) at start, so a newcomer sees the product work.
+    #[arg(long, env = "SWITCHYARD_DEMO")]
+    pub demo: bool,
+}
+
+impl ServeArgs {
+    /// Slots of the embedded pool, 0 when it is off.
+    pub fn embedded_slots(&self) -> usize {
+        if self.no_embedded_workers {
+            0
+        } else {
+            self.embedded_workers
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Base URL of the Switchyard server, e.g. http://127.0.0.1:3000
+    #[arg(long, env = "SWITCHYARD_SERVER")]
+    pub server: String,
+
+    /// Node name (unique in the fleet); defaults to worker-<hostname>-<pid>.
+    #[arg(long, env = "SWITCHYARD_NODE_NAME")]
+    pub name: Option<String>,
+
+    /// Tasks run at once.
+    #[arg(long, env = "SWITCHYARD_WORKER_SLOTS", default_value_t = 8)]
+    pub slots: usize,
+
+    /// Task kinds to run (comma-separated); defaults to every built-in kind.
+    #[arg(long, env = "SWITCHYARD_WORKER_KINDS", value_delimiter = ',')]
+    pub kinds: Vec<String>,
+
+    /// Labels `key=value` (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    /// How long running tasks may take to finish on shutdown before their
+    /// leases are released, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_s: u64,
+}
+
+fn parse_label(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("label {raw:?} is not key=value"))
 }

@@ -21,7 +21,8 @@ async fn healthz() -> Json<Value> {
 }
 
 /// The database answers a query: the server can do real work.
-async fn readyz(State(db): State<kernel::Db>) -> (StatusCode, Json<Value>) {
+async fn readyz(State(kernel): State<kernel::Kernel>) -> (StatusCode, Json<Value>) {
+    let db = kernel.db();
     match db.ping().await {
         Ok(()) => (
             StatusCode::OK,

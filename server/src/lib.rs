@@ -4,10 +4,13 @@
 //! it without a socket. Handlers stay thin: the kernel does the work, the
 //! console renders through Leptos.
 
+pub mod api;
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod legacy_redirect;
 pub mod site;
+pub mod worker;
 
 use axum::extract::FromRef;
 use axum::Router;
@@ -19,16 +22,17 @@ use tower_http::compression::CompressionLayer;
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub leptos_options: LeptosOptions,
-    pub db: kernel::Db,
+    pub kernel: kernel::Kernel,
 }
 
-/// The complete HTTP surface: health probes, console pages, static site
+/// The complete HTTP surface: health probes, the REST API, console pages, static site
 /// assets, and legacy redirects in front of all of it.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let shell_options = state.leptos_options.clone();
     Router::new()
         .merge(health::router())
+        .merge(api::router())
         .leptos_routes(&state, routes, move || app::shell(shell_options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,

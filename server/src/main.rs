@@ -1,11 +1,16 @@
-//! `switchyard`: the server binary.
+//! `switchyard`: the server binary and the worker node.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use kernel::model::NewNode;
+use kernel::worker::{Executors, PoolConfig, Shutdown, WorkerPool};
+use kernel::{Kernel, KernelConfig};
 use leptos::prelude::get_configuration;
 use server::config::{Cli, Command, ServeArgs};
-use server::{app, site, AppState};
+use server::{app, demo, site, worker, AppState};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -20,6 +25,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Worker(args) => worker::run(args, shutdown_signal()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,10 +57,31 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         leptos_options.env = leptos::config::Env::PROD;
     }
 
-    let db = kernel::Db::open(&args.database_url)
+    if args.lease_ms < 1_000 {
+        return Err(format!(
+            "--lease-ms must be at least 1000, got {}",
+            args.lease_ms
+        ));
+    }
+    let config = KernelConfig {
+        lease_ms: args.lease_ms,
+        ..KernelConfig::default()
+    };
+    let kernel = Kernel::open(&args.database_url, config)
         .await
         .map_err(|err| format!("opening the database {}: {err}", redact(&args.database_url)))?;
-    tracing::info!(backend = %db.backend(), "database ready");
+    tracing::info!(backend = %kernel.backend(), "database ready");
+    let background = kernel.start_background();
+
+    let pool = match args.embedded_slots() {
+        0 => None,
+        slots => Some(start_embedded_pool(&kernel, slots, args.addr).await?),
+    };
+    if args.demo {
+        demo::submit(&kernel)
+            .await
+            .map_err(|err| format!("submitting the demo jobs: {err}"))?;
+    }
 
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -67,15 +94,53 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
     let state = AppState {
         leptos_options,
-        db: db.clone(),
+        kernel: kernel.clone(),
     };
-    axum::serve(listener, app(state))
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|err| format!("serving HTTP: {err}"))?;
-    db.close().await;
+        .map_err(|err| format!("serving HTTP: {err}"));
+
+    if let Some(pool) = pool {
+        tracing::info!(
+            running = pool.running(),
+            "stopping the embedded worker pool"
+        );
+        pool.shutdown(Shutdown::Finish {
+            timeout: Duration::from_secs(10),
+        })
+        .await;
+    }
+    background.shutdown().await;
+    kernel.db().close().await;
     tracing::info!("stopped");
-    Ok(())
+    served
+}
+
+/// Registers this server's embedded node and starts its pool on the kernel
+/// directly (no HTTP in between).
+async fn start_embedded_pool(
+    kernel: &Kernel,
+    slots: usize,
+    addr: std::net::SocketAddr,
+) -> Result<WorkerPool, String> {
+    let executors = Executors::builtin();
+    let node = kernel
+        .register_node(&NewNode {
+            name: format!("embedded-{}", addr.port()),
+            kinds: executors.kinds(),
+            capacity: slots as i64,
+            labels: [("embedded".to_string(), "true".to_string())].into(),
+            file_scopes: vec![],
+        })
+        .await
+        .map_err(|err| format!("registering the embedded worker node: {err}"))?;
+    tracing::info!(node_id = node.id, slots, kinds = ?node.kinds, "embedded worker pool started");
+    Ok(WorkerPool::start(
+        Arc::new(kernel.clone()),
+        executors,
+        PoolConfig::new(node.id, slots),
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -21,13 +21,18 @@ async fn test_app() -> TestApp {
         "sqlite:{}",
         dir.path().join("nested/switchyard.db").display()
     );
-    let db = kernel::Db::open(&url).await.unwrap();
+    let kernel = kernel::Kernel::open(&url, kernel::KernelConfig::default())
+        .await
+        .unwrap();
     let leptos_options = LeptosOptions::builder()
         .output_name("switchyard")
         .site_root(dir.path().to_string_lossy().as_ref())
         .build();
     TestApp {
-        router: app(AppState { leptos_options, db }),
+        router: app(AppState {
+            leptos_options,
+            kernel,
+        }),
         _dir: dir,
     }
 }
@@ -60,15 +65,21 @@ async fn probes_answer_with_json() {
 #[tokio::test]
 async fn readyz_reports_an_unreachable_database() {
     let dir = tempfile::tempdir().unwrap();
-    let db = kernel::Db::open(&format!("sqlite:{}", dir.path().join("db").display()))
-        .await
-        .unwrap();
-    db.close().await;
+    let kernel = kernel::Kernel::open(
+        &format!("sqlite:{}", dir.path().join("db").display()),
+        kernel::KernelConfig::default(),
+    )
+    .await
+    .unwrap();
+    kernel.db().close().await;
     let leptos_options = LeptosOptions::builder().output_name("switchyard").build();
-    let response = app(AppState { leptos_options, db })
-        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = app(AppState {
+        leptos_options,
+        kernel,
+    })
+    .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+    .await
+    .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("unavailable"));

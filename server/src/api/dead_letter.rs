@@ -1,0 +1,186 @@
+//! Dead-letter entries: browse, group, replay and resolve, one at a time or
+//! in batches selected by ids or by filter (with a dry-run count).
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kernel::model::{
+    BatchOutcome, DeadLetterEntry, DeadLetterFilter, DeadLetterGroup, DeadLetterSelection,
+    DeadLetterStatus, Page, ReplayOptions,
+};
+use kernel::Kernel;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::jobs::{non_empty, page_limit};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/dead-letter", get(list))
+        .route("/dead-letter/groups", get(groups))
+        .route("/dead-letter/replay", post(replay_batch))
+        .route("/dead-letter/resolve", post(resolve_batch))
+        .route("/dead-letter/{id}", get(entry))
+        .route("/dead-letter/{id}/replay", post(replay))
+        .route("/dead-letter/{id}/resolve", post(resolve))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    queue: Option<String>,
+    tenant: Option<String>,
+    fingerprint: Option<String>,
+    q: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(kernel): State<Kernel>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<DeadLetterEntry>>> {
+    let status = match non_empty(query.status) {
+        Some(s) => Some(s.parse::<DeadLetterStatus>().map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_query",
+                e.to_string(),
+            )
+        })?),
+        None => None,
+    };
+    let filter = DeadLetterFilter {
+        status,
+        queue: non_empty(query.queue),
+        tenant: non_empty(query.tenant),
+        fingerprint: non_empty(query.fingerprint),
+        q: non_empty(query.q),
+    };
+    let limit = page_limit(query.limit)?;
+    Ok(Json(
+        kernel
+            .list_dead_letters(
+                &filter,
+                limit,
+                query.cursor.as_deref().filter(|c| !c.is_empty()),
+            )
+            .await?,
+    ))
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Groups {
+    items: Vec<DeadLetterGroup>,
+}
+
+async fn groups(State(kernel): State<Kernel>) -> ApiResult<Json<Groups>> {
+    Ok(Json(Groups {
+        items: kernel.dead_letter_groups().await?,
+    }))
+}
+
+async fn entry(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<DeadLetterEntry>> {
+    Ok(Json(kernel.get_dead_letter(id).await?))
+}
+
+async fn replay(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<DeadLetterEntry>> {
+    // The body is optional: no body replays as it was.
+    let options: ReplayOptions = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayOptions::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("replay options: {e}"),
+            )
+        })?
+    };
+    Ok(Json(kernel.replay_dead_letter(id, &options).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct ResolveRequest {
+    reason: String,
+}
+
+async fn resolve(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(request): ApiJson<ResolveRequest>,
+) -> ApiResult<Json<DeadLetterEntry>> {
+    Ok(Json(kernel.resolve_dead_letter(id, &request.reason).await?))
+}
+
+/// `{"ids": [...]}` or `{"filter": {...}}`, with `dry_run` to only count.
+#[derive(Debug, Deserialize)]
+struct BatchSelection {
+    #[serde(default)]
+    ids: Option<Vec<i64>>,
+    #[serde(default)]
+    filter: Option<DeadLetterFilter>,
+    #[serde(default)]
+    dry_run: bool,
+    // replay only
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    payload: Option<Value>,
+    // resolve only
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+impl BatchSelection {
+    fn selection(&self) -> ApiResult<DeadLetterSelection> {
+        match (&self.ids, &self.filter) {
+            (Some(ids), None) => Ok(DeadLetterSelection::Ids(ids.clone())),
+            (None, Some(filter)) => Ok(DeadLetterSelection::Filter(filter.clone())),
+            _ => Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "give exactly one of \"ids\" or \"filter\"",
+            )),
+        }
+    }
+}
+
+async fn replay_batch(
+    State(kernel): State<Kernel>,
+    ApiJson(request): ApiJson<BatchSelection>,
+) -> ApiResult<Json<BatchOutcome>> {
+    let selection = request.selection()?;
+    let options = ReplayOptions {
+        queue: request.queue,
+        payload: request.payload,
+    };
+    Ok(Json(
+        kernel
+            .replay_dead_letters(&selection, &options, request.dry_run)
+            .await?,
+    ))
+}
+
+async fn resolve_batch(
+    State(kernel): State<Kernel>,
+    ApiJson(request): ApiJson<BatchSelection>,
+) -> ApiResult<Json<BatchOutcome>> {
+    let selection = request.selection()?;
+    let reason = request.reason.unwrap_or_default();
+    Ok(Json(
+        kernel
+            .resolve_dead_letters(&selection, &reason, request.dry_run)
+            .await?,
+    ))
+}

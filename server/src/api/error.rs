@@ -1,0 +1,106 @@
+//! The API's one error type: every non-2xx answer is
+//! `{"code": "snake_case", "message": "...", "details": {...}}` (SPEC §9).
+//!
+//! Kernel failures keep their code; the status follows from it. Storage
+//! failures are logged here and answered without their text.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kernel::model::ErrorBody;
+use kernel::KernelError;
+use serde_json::Value;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code: code.to_string(),
+                message: message.into(),
+                details: None,
+            },
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> ApiError {
+        self.body.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+/// The HTTP status for a kernel error code.
+pub fn status_for(code: &str) -> StatusCode {
+    match code {
+        "not_found" => StatusCode::NOT_FOUND,
+        "validation_failed" | "dag_cycle" | "unknown_dependency" | "duplicate_task_key" => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "stale_lease" | "task_cancelled" | "conflict" => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<KernelError> for ApiError {
+    fn from(err: KernelError) -> ApiError {
+        if err.is_internal() {
+            tracing::error!(error = %err, "kernel storage error");
+        }
+        ApiError {
+            status: status_for(err.code()),
+            body: err.to_body(),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let status = rejection.status();
+        let code = match rejection {
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::JsonDataError(_) => "invalid_body",
+            _ => "invalid_json",
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            rejection.body_text(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,116 @@
+//! Jobs: submit, list, get, cancel, retry.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kernel::model::{Job, JobDetail, JobFilter, JobState, NewJob, Page};
+use kernel::Kernel;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/jobs", post(submit).get(list))
+        .route("/jobs/{id}", get(detail))
+        .route("/jobs/{id}/cancel", post(cancel))
+        .route("/jobs/{id}/retry", post(retry))
+}
+
+/// `201` with the new job, or `200` with the existing one when the
+/// idempotency key was seen before.
+async fn submit(
+    State(kernel): State<Kernel>,
+    ApiJson(job): ApiJson<NewJob>,
+) -> ApiResult<(StatusCode, Json<JobDetail>)> {
+    let submitted = kernel.submit(job).await?;
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(kernel.get_job(submitted.job.id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    queue: Option<String>,
+    tenant: Option<String>,
+    q: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Largest page a caller may ask for.
+pub const MAX_PAGE: i64 = 500;
+
+async fn list(
+    State(kernel): State<Kernel>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Page<Job>>> {
+    let state =
+        match query.state.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(s.parse::<JobState>().map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+            })?),
+            None => None,
+        };
+    let filter = JobFilter {
+        state,
+        queue: non_empty(query.queue),
+        tenant: non_empty(query.tenant),
+        q: non_empty(query.q),
+    };
+    let limit = page_limit(query.limit)?;
+    Ok(Json(
+        kernel
+            .list_jobs(
+                &filter,
+                limit,
+                query.cursor.as_deref().filter(|c| !c.is_empty()),
+            )
+            .await?,
+    ))
+}
+
+async fn detail(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<JobDetail>> {
+    Ok(Json(kernel.get_job(id).await?))
+}
+
+async fn cancel(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<JobDetail>> {
+    Ok(Json(kernel.cancel_job(id).await?))
+}
+
+async fn retry(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<JobDetail>> {
+    Ok(Json(kernel.retry_job(id).await?))
+}
+
+pub fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// The page size asked for, checked: 1..=MAX_PAGE, 50 when absent.
+pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(50),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit must be between 1 and {MAX_PAGE}, got {n}"),
+        )),
+    }
+}

@@ -1,0 +1,301 @@
+//! The worker protocol (SPEC §9): claim, heartbeat, complete, fail, release,
+//! and the attempt log. Single-lease forms follow the spec; batch forms of
+//! heartbeat and complete let one HTTP round trip carry many leases, which
+//! is what makes remote workers fast.
+//!
+//! The request and response types are public: `switchyard worker` speaks
+//! this protocol with the same types.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kernel::model::{
+    ClaimRequest, Completion, ErrorBody, FailOutcome, HeartbeatOutcome, Lease, LeaseProof, LogLine,
+    NewLogLine, TaskFailure,
+};
+use kernel::Kernel;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/leases/claim", post(claim))
+        .route("/leases/heartbeat", post(heartbeat_batch))
+        .route("/leases/complete", post(complete_batch))
+        .route("/leases/{attempt_id}/heartbeat", post(heartbeat))
+        .route("/leases/{attempt_id}/complete", post(complete))
+        .route("/leases/{attempt_id}/fail", post(fail))
+        .route("/leases/{attempt_id}/release", post(release))
+        .route("/leases/{attempt_id}/log", post(append_log))
+        .route("/attempts/{attempt_id}/log", get(read_log))
+}
+
+/// Longest long-poll a claim may ask for.
+pub const MAX_WAIT_MS: i64 = 30_000;
+/// Most leases one claim may ask for.
+pub const MAX_CLAIM: i64 = 1_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    pub leases: Vec<Lease>,
+}
+
+async fn claim(
+    State(kernel): State<Kernel>,
+    ApiJson(request): ApiJson<ClaimRequest>,
+) -> ApiResult<Json<ClaimResponse>> {
+    if !(1..=MAX_CLAIM).contains(&request.max) {
+        return Err(ApiError::bad_request(format!(
+            "max must be between 1 and {MAX_CLAIM}, got {}",
+            request.max
+        )));
+    }
+    if !(0..=MAX_WAIT_MS).contains(&request.wait_ms) {
+        return Err(ApiError::bad_request(format!(
+            "wait_ms must be between 0 and {MAX_WAIT_MS}, got {}",
+            request.wait_ms
+        )));
+    }
+    Ok(Json(ClaimResponse {
+        leases: kernel.claim(&request).await?,
+    }))
+}
+
+async fn heartbeat(
+    State(kernel): State<Kernel>,
+    ApiPath(attempt_id): ApiPath<i64>,
+    ApiJson(proof): ApiJson<LeaseProof>,
+) -> ApiResult<Json<HeartbeatOutcome>> {
+    Ok(Json(kernel.heartbeat(attempt_id, &proof).await?))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    pub lease_token: String,
+    pub epoch: i64,
+    #[serde(default)]
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {
+    pub attempt_id: i64,
+    pub state: String,
+}
+
+async fn complete(
+    State(kernel): State<Kernel>,
+    ApiPath(attempt_id): ApiPath<i64>,
+    ApiJson(request): ApiJson<CompleteRequest>,
+) -> ApiResult<Json<Done>> {
+    let proof = LeaseProof {
+        lease_token: request.lease_token,
+        epoch: request.epoch,
+    };
+    kernel.complete(attempt_id, &proof, request.output).await?;
+    Ok(Json(Done {
+        attempt_id,
+        state: "succeeded".to_string(),
+    }))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailRequest {
+    pub lease_token: String,
+    pub epoch: i64,
+    pub error: TaskFailure,
+}
+
+async fn fail(
+    State(kernel): State<Kernel>,
+    ApiPath(attempt_id): ApiPath<i64>,
+    ApiJson(request): ApiJson<FailRequest>,
+) -> ApiResult<Json<FailOutcome>> {
+    let proof = LeaseProof {
+        lease_token: request.lease_token,
+        epoch: request.epoch,
+    };
+    Ok(Json(kernel.fail(attempt_id, &proof, &request.error).await?))
+}
+
+async fn release(
+    State(kernel): State<Kernel>,
+    ApiPath(attempt_id): ApiPath<i64>,
+    ApiJson(proof): ApiJson<LeaseProof>,
+) -> ApiResult<Json<Done>> {
+    kernel.release(attempt_id, &proof).await?;
+    Ok(Json(Done {
+        attempt_id,
+        state: "released".to_string(),
+    }))
+}
+
+/// One lease of a batch request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRef {
+    pub attempt_id: i64,
+    pub lease_token: String,
+    pub epoch: i64,
+    /// Only read by batch complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub items: Vec<LeaseRef>,
+}
+
+/// Per-item result of a batch: exactly one of `ok` / `error` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemResult<T> {
+    pub attempt_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ok: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResponse<T> {
+    pub results: Vec<ItemResult<T>>,
+}
+
+/// Most leases one batch call may carry.
+pub const MAX_BATCH: usize = 1_000;
+
+fn check_batch(items: &[LeaseRef]) -> ApiResult<()> {
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "a batch carries at most {MAX_BATCH} items, got {}",
+            items.len()
+        )));
+    }
+    Ok(())
+}
+
+fn item_results<T>(
+    ids: impl Iterator<Item = i64>,
+    results: Vec<kernel::Result<T>>,
+) -> BatchResponse<T> {
+    BatchResponse {
+        results: ids
+            .zip(results)
+            .map(|(attempt_id, result)| match result {
+                Ok(value) => ItemResult {
+                    attempt_id,
+                    ok: Some(value),
+                    error: None,
+                },
+                Err(err) => ItemResult {
+                    attempt_id,
+                    ok: None,
+                    error: Some(ApiError::from(err).body),
+                },
+            })
+            .collect(),
+    }
+}
+
+async fn heartbeat_batch(
+    State(kernel): State<Kernel>,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> ApiResult<Json<BatchResponse<HeartbeatOutcome>>> {
+    check_batch(&request.items)?;
+    let leases: Vec<(i64, LeaseProof)> = request
+        .items
+        .iter()
+        .map(|item| {
+            (
+                item.attempt_id,
+                LeaseProof {
+                    lease_token: item.lease_token.clone(),
+                    epoch: item.epoch,
+                },
+            )
+        })
+        .collect();
+    let results = kernel.heartbeat_many(&leases).await?;
+    Ok(Json(item_results(
+        leases.iter().map(|(id, _)| *id),
+        results,
+    )))
+}
+
+async fn complete_batch(
+    State(kernel): State<Kernel>,
+    ApiJson(request): ApiJson<BatchRequest>,
+) -> ApiResult<Json<BatchResponse<()>>> {
+    check_batch(&request.items)?;
+    let ids: Vec<i64> = request.items.iter().map(|item| item.attempt_id).collect();
+    let completions = request
+        .items
+        .into_iter()
+        .map(|item| Completion {
+            attempt_id: item.attempt_id,
+            proof: LeaseProof {
+                lease_token: item.lease_token,
+                epoch: item.epoch,
+            },
+            output: item.output,
+        })
+        .collect();
+    let results = kernel.complete_many(completions).await?;
+    Ok(Json(item_results(ids.into_iter(), results)))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogRequest {
+    pub lease_token: String,
+    pub epoch: i64,
+    pub lines: Vec<NewLogLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Appended {
+    pub appended: usize,
+}
+
+async fn append_log(
+    State(kernel): State<Kernel>,
+    ApiPath(attempt_id): ApiPath<i64>,
+    ApiJson(request): ApiJson<LogRequest>,
+) -> ApiResult<Json<Appended>> {
+    let proof = LeaseProof {
+        lease_token: request.lease_token,
+        epoch: request.epoch,
+    };
+    let appended = kernel
+        .append_attempt_log(attempt_id, &proof, &request.lines)
+        .await?;
+    Ok(Json(Appended { appended }))
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    after: i64,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPage {
+    pub items: Vec<LogLine>,
+    /// Ask for lines after this id to continue tailing.
+    pub next_after: i64,
+}
+
+async fn read_log(
+    State(kernel): State<Kernel>,
+    ApiPath(attempt_id): ApiPath<i64>,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> ApiResult<Json<LogPage>> {
+    let limit = super::jobs::page_limit(query.limit.or(Some(500)))?;
+    let items = kernel.attempt_log(attempt_id, query.after, limit).await?;
+    let next_after = items.last().map_or(query.after, |line| line.id);
+    Ok(Json(LogPage { items, next_after }))
+}

@@ -1,0 +1,295 @@
+//! `switchyard worker`: a worker node that claims tasks from a server over
+//! HTTP and runs them with the kernel's executors and worker pool.
+//!
+//! [`HttpLeaseSource`] is the worker protocol of SPEC §9 as the pool needs
+//! it; it uses the batch heartbeat and complete endpoints so one round trip
+//! carries many leases. It never touches a database.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kernel::model::{
+    ClaimRequest, Completion, ErrorBody, HeartbeatOutcome, Lease, LeaseProof, NewLogLine, NewNode,
+    TaskFailure,
+};
+use kernel::worker::{
+    BoxFuture, Exec, Executors, LeaseSource, Noop, PoolConfig, Shutdown, Sleep, SourceError,
+    SourceResult, WorkerPool,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::fleet::Registered;
+use crate::api::leases::{
+    BatchRequest, BatchResponse, ClaimResponse, FailRequest, LeaseRef, LogRequest,
+};
+use crate::config::WorkerArgs;
+
+/// The lease protocol spoken to a server over HTTP.
+#[derive(Clone)]
+pub struct HttpLeaseSource {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl HttpLeaseSource {
+    /// `server` is the server's base URL, e.g. `http://127.0.0.1:3000`.
+    pub fn new(server: &str) -> HttpLeaseSource {
+        HttpLeaseSource {
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(16)
+                .tcp_nodelay(true)
+                .build()
+                .expect("HTTP client"),
+            base: format!("{}/api/v1", server.trim_end_matches('/')),
+        }
+    }
+
+    async fn post<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> SourceResult<R> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        if response.status().is_success() {
+            response.json::<R>().await.map_err(transport)
+        } else {
+            let status = response.status();
+            Err(match response.json::<ErrorBody>().await {
+                Ok(body) => SourceError::from(body),
+                Err(_) => SourceError {
+                    code: "http".to_string(),
+                    message: format!("the server answered {status}"),
+                },
+            })
+        }
+    }
+
+    /// Registers (or re-registers) this node and returns its id.
+    pub async fn register(&self, node: &NewNode) -> SourceResult<i64> {
+        let registered: Registered = self.post("/nodes/register", node).await?;
+        Ok(registered.node_id)
+    }
+}
+
+fn transport(err: reqwest::Error) -> SourceError {
+    SourceError {
+        code: "transport".to_string(),
+        message: err.to_string(),
+    }
+}
+
+fn per_item<T>(response: BatchResponse<T>) -> Vec<SourceResult<T>> {
+    response
+        .results
+        .into_iter()
+        .map(|item| match (item.ok, item.error) {
+            (_, Some(error)) => Err(SourceError::from(error)),
+            (Some(value), None) => Ok(value),
+            (None, None) => Err(SourceError {
+                code: "protocol".to_string(),
+                message: format!("no result for attempt {}", item.attempt_id),
+            }),
+        })
+        .collect()
+}
+
+impl LeaseSource for HttpLeaseSource {
+    fn claim(&self, req: ClaimRequest) -> BoxFuture<'_, SourceResult<Vec<Lease>>> {
+        Box::pin(async move {
+            let response: ClaimResponse = self.post("/leases/claim", &req).await?;
+            Ok(response.leases)
+        })
+    }
+
+    fn heartbeat_many(
+        &self,
+        leases: Vec<(i64, LeaseProof)>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<HeartbeatOutcome>>>> {
+        Box::pin(async move {
+            let items = leases
+                .into_iter()
+                .map(|(attempt_id, proof)| LeaseRef {
+                    attempt_id,
+                    lease_token: proof.lease_token,
+                    epoch: proof.epoch,
+                    output: None,
+                })
+                .collect();
+            let response: BatchResponse<HeartbeatOutcome> = self
+                .post("/leases/heartbeat", &BatchRequest { items })
+                .await?;
+            Ok(per_item(response))
+        })
+    }
+
+    fn complete_many(
+        &self,
+        items: Vec<Completion>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<()>>>> {
+        Box::pin(async move {
+            let items = items
+                .into_iter()
+                .map(|c| LeaseRef {
+                    attempt_id: c.attempt_id,
+                    lease_token: c.proof.lease_token,
+                    epoch: c.proof.epoch,
+                    output: c.output,
+                })
+                .collect();
+            let response: BatchResponse<()> = self
+                .post("/leases/complete", &BatchRequest { items })
+                .await?;
+            Ok(per_item(response))
+        })
+    }
+
+    fn fail(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        failure: TaskFailure,
+    ) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(async move {
+            let body = FailRequest {
+                lease_token: proof.lease_token,
+                epoch: proof.epoch,
+                error: failure,
+            };
+            let _: serde_json::Value = self
+                .post(&format!("/leases/{attempt_id}/fail"), &body)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn release(&self, attempt_id: i64, proof: LeaseProof) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(async move {
+            let _: serde_json::Value = self
+                .post(&format!("/leases/{attempt_id}/release"), &proof)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn append_log(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        lines: Vec<NewLogLine>,
+    ) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(async move {
+            let body = LogRequest {
+                lease_token: proof.lease_token,
+                epoch: proof.epoch,
+                lines,
+            };
+            let _: serde_json::Value = self
+                .post(&format!("/leases/{attempt_id}/log"), &body)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// Runs a worker node until SIGINT/SIGTERM, then finishes running tasks
+/// (up to the grace period) and releases what is left.
+pub async fn run(
+    args: WorkerArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let executors = executors_for(&args.kinds)?;
+    let name = args.name.clone().unwrap_or_else(default_node_name);
+    let source = HttpLeaseSource::new(&args.server);
+    let node = NewNode {
+        name: name.clone(),
+        kinds: executors.kinds(),
+        capacity: args.slots as i64,
+        labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+        file_scopes: vec![],
+    };
+    let node_id = register_with_retry(&source, &node).await?;
+    tracing::info!(node_id, %name, kinds = ?node.kinds, slots = args.slots, server = %args.server, "worker registered");
+
+    let pool = WorkerPool::start(
+        Arc::new(source),
+        executors,
+        PoolConfig::new(node_id, args.slots),
+    );
+    shutdown.await;
+    tracing::info!(
+        running = pool.running(),
+        "worker stopping: finishing running tasks"
+    );
+    let stats = pool
+        .shutdown(Shutdown::Finish {
+            timeout: Duration::from_secs(args.shutdown_grace_s),
+        })
+        .await;
+    let [claimed, succeeded, failed, cancelled, released, refused] = stats.snapshot();
+    tracing::info!(
+        claimed,
+        succeeded,
+        failed,
+        cancelled,
+        released,
+        refused,
+        "worker stopped"
+    );
+    Ok(())
+}
+
+/// The built-in executors, restricted to `kinds` when any are named.
+pub fn executors_for(kinds: &[String]) -> Result<Executors, String> {
+    if kinds.is_empty() {
+        return Ok(Executors::builtin());
+    }
+    kinds
+        .iter()
+        .try_fold(Executors::empty(), |executors, kind| {
+            Ok(match kind.as_str() {
+                "noop" => executors.with("noop", Noop),
+                "sleep" => executors.with("sleep", Sleep),
+                "exec" => executors.with("exec", Exec),
+                other => {
+                    return Err(format!(
+                        "unknown task kind {other:?}: the built-in kinds are {}",
+                        Executors::builtin().kinds().join(", ")
+                    ))
+                }
+            })
+        })
+}
+
+/// Registers, retrying while the server is unreachable (it may be starting).
+async fn register_with_retry(source: &HttpLeaseSource, node: &NewNode) -> Result<i64, String> {
+    let mut delay = Duration::from_millis(200);
+    for _ in 0..20 {
+        match source.register(node).await {
+            Ok(id) => return Ok(id),
+            Err(err) if err.code == "transport" => {
+                tracing::warn!(error = %err, "server not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => return Err(format!("registering node {:?}: {err}", node.name)),
+        }
+    }
+    Err("the server did not answer; giving up".to_string())
+}
+
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("worker-{host}-{}", std::process::id())
+}
