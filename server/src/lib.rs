@@ -30,10 +30,15 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let shell_options = state.leptos_options.clone();
+    // Server functions and pages reach the kernel through this context.
+    let kernel = state.kernel.clone();
+    let context = move || provide_context(kernel.clone());
     Router::new()
         .merge(health::router())
         .merge(api::router())
-        .leptos_routes(&state, routes, move || app::shell(shell_options.clone()))
+        .leptos_routes_with_context(&state, routes, context, move || {
+            app::shell(shell_options.clone())
+        })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))
