@@ -25,6 +25,7 @@ macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
@@ -190,6 +191,7 @@ fn default_queue() -> String {
 
 /// A job as submitted (`POST /api/v1/jobs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewJob {
     pub name: String,
     #[serde(default = "default_tenant")]
@@ -222,6 +224,7 @@ impl NewJob {
 /// One task of a submitted job; `key` is unique within the job and is what
 /// `depends_on` refers to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewTask {
     pub key: String,
     pub kind: String,
@@ -263,6 +266,7 @@ impl NewTask {
 /// The answer to a submit: the job, and whether this call created it
 /// (`false` when an earlier submit with the same idempotency key did).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submitted {
     pub job: Job,
     pub created: bool,
@@ -270,6 +274,7 @@ pub struct Submitted {
 
 /// How many of a job's tasks are in each state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskCounts {
     pub pending: i64,
     pub ready: i64,
@@ -307,6 +312,7 @@ impl TaskCounts {
 
 /// A job without its tasks: what lists show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: i64,
     pub name: String,
@@ -324,6 +330,7 @@ pub struct Job {
 
 /// A job with its tasks and their attempts (`GET /api/v1/jobs/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobDetail {
     #[serde(flatten)]
     pub job: Job,
@@ -331,6 +338,7 @@ pub struct JobDetail {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     pub id: i64,
     pub job_id: i64,
@@ -361,6 +369,7 @@ pub struct Task {
 
 /// One attempt at a task. While `active`, it holds the task's lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     pub id: i64,
     pub task_id: i64,
@@ -380,6 +389,7 @@ pub struct Attempt {
 /// What a worker needs to run a task and to report on it. The `lease_token`
 /// and `epoch` must accompany every heartbeat, completion and failure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lease {
     pub attempt_id: i64,
     pub task_id: i64,
@@ -407,6 +417,7 @@ impl Lease {
 
 /// The pair a worker presents to act on its lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseProof {
     pub lease_token: String,
     pub epoch: i64,
@@ -414,6 +425,7 @@ pub struct LeaseProof {
 
 /// `POST /api/v1/leases/claim`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimRequest {
     pub node_id: i64,
     pub kinds: Vec<String>,
@@ -429,6 +441,7 @@ fn one() -> i64 {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatOutcome {
     pub lease_expires_at: i64,
     /// The job was cancelled: the worker must stop the task and not report it.
@@ -437,6 +450,7 @@ pub struct HeartbeatOutcome {
 
 /// A worker's report of a failed attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskFailure {
     pub message: String,
     /// `false` dead-letters the task at once.
@@ -450,6 +464,7 @@ fn yes() -> bool {
 
 /// What became of a task after a failed (or expired) attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailOutcome {
     pub task_state: TaskState,
     /// Set when the task will be retried: not before this time.
@@ -460,6 +475,7 @@ pub struct FailOutcome {
 
 /// One completion in a batch (`Kernel::complete_many`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Completion {
     pub attempt_id: i64,
     pub proof: LeaseProof,
@@ -469,6 +485,7 @@ pub struct Completion {
 
 /// `POST /api/v1/nodes/register`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewNode {
     pub name: String,
     #[serde(default)]
@@ -483,6 +500,7 @@ pub struct NewNode {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Node {
     pub id: i64,
     pub name: String,
@@ -498,6 +516,7 @@ pub struct Node {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetterEntry {
     pub id: i64,
     pub job_id: i64,
@@ -524,6 +543,7 @@ pub struct DeadLetterEntry {
 
 /// Open dead-letter entries sharing one error fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetterGroup {
     pub fingerprint: String,
     /// One example error message of the group.
@@ -536,6 +556,7 @@ pub struct DeadLetterGroup {
 
 /// Which dead-letter entries a filter selects (`GET /api/v1/dead-letter`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetterFilter {
     #[serde(default)]
     pub status: Option<DeadLetterStatus>,
@@ -552,6 +573,7 @@ pub struct DeadLetterFilter {
 
 /// Entries a batch dead-letter action applies to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeadLetterSelection {
     Ids(Vec<i64>),
@@ -560,6 +582,7 @@ pub enum DeadLetterSelection {
 
 /// Options of a replay: move the task to another queue, replace its payload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReplayOptions {
     #[serde(default)]
     pub queue: Option<String>,
@@ -570,6 +593,7 @@ pub struct ReplayOptions {
 /// Result of a batch replay/resolve. With `dry_run`, nothing changed and
 /// `matched` says how many open entries the selection covers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchOutcome {
     pub dry_run: bool,
     /// Open entries the selection covers.
@@ -581,6 +605,7 @@ pub struct BatchOutcome {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueDepth {
     pub pending: i64,
     pub ready: i64,
@@ -590,6 +615,7 @@ pub struct QueueDepth {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Queue {
     pub name: String,
     pub paused: bool,
@@ -601,6 +627,7 @@ pub struct Queue {
 
 /// Limits of one quota; `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuotaLimits {
     #[serde(default)]
     pub max_concurrent: Option<i64>,
@@ -610,6 +637,7 @@ pub struct QuotaLimits {
 
 /// Live usage of a quota, measured when read.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QuotaUsage {
     /// Active leases now.
     pub concurrent: i64,
@@ -618,6 +646,7 @@ pub struct QuotaUsage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Quota {
     pub scope: QuotaScope,
     /// Tenant or queue name.
@@ -630,6 +659,7 @@ pub struct Quota {
 
 /// The objects an event is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventSubject {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<i64>,
@@ -650,6 +680,7 @@ pub struct EventSubject {
 /// `tenant` is `None` for events about shared things (queues, nodes,
 /// queue quotas).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub seq: i64,
     pub ts: i64,
@@ -663,6 +694,7 @@ pub struct Event {
 /// `GET /api/v1/events?after=SEQ&limit=N`: `next_after` is the seq to ask
 /// after next time (the last item's, or `after` when there was none).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventPage {
     pub items: Vec<Event>,
     pub next_after: i64,
@@ -692,6 +724,7 @@ pub mod event_type {
 
 /// One line of an attempt's output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Increasing id: ask for lines after it to tail a log.
     pub id: i64,
@@ -703,6 +736,7 @@ pub struct LogLine {
 
 /// A line a worker sends (the kernel assigns id and keeps ts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewLogLine {
     pub stream: LogStream,
     pub line: String,
@@ -711,6 +745,7 @@ pub struct NewLogLine {
 
 /// Filters of `GET /api/v1/jobs`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobFilter {
     #[serde(default)]
     pub state: Option<JobState>,
@@ -726,6 +761,7 @@ pub struct JobFilter {
 /// A page of a keyset-paginated list. `next_cursor` is opaque; pass it back
 /// as `cursor` for the next page; `None` means this was the last page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -733,6 +769,7 @@ pub struct Page<T> {
 
 /// Figures for the operator snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Overview {
     pub jobs_by_state: BTreeMap<String, i64>,
     pub nodes_by_status: BTreeMap<String, i64>,
@@ -745,6 +782,7 @@ pub struct Overview {
 
 /// The error body of every non-2xx API answer (SPEC §9).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub code: String,
     pub message: String,

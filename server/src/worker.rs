@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::api::fleet::Registered;
 use crate::api::leases::{
-    BatchRequest, BatchResponse, ClaimResponse, FailRequest, LeaseRef, LogRequest,
+    BatchRequest, BatchResponse, ClaimResponse, Done, FailRequest, LeaseRef, LogRequest,
 };
 use crate::config::WorkerArgs;
 
@@ -144,10 +144,13 @@ impl LeaseSource for HttpLeaseSource {
                     output: c.output,
                 })
                 .collect();
-            let response: BatchResponse<()> = self
+            let response: BatchResponse<Done> = self
                 .post("/leases/complete", &BatchRequest { items })
                 .await?;
-            Ok(per_item(response))
+            Ok(per_item(response)
+                .into_iter()
+                .map(|item| item.map(|_| ()))
+                .collect())
         })
     }
 

@@ -619,3 +619,44 @@ async fn the_http_worker_runs_jobs_end_to_end() {
     background.shutdown().await;
     server.abort();
 }
+
+/// The OpenAPI document is served, and every path it documents is routed
+/// (a request to it does not hit the API's "no such endpoint" fallback).
+#[tokio::test]
+async fn the_openapi_document_describes_routed_endpoints() {
+    let api = api().await;
+    let (status, doc) = api.get("/api/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["info"]["title"], "Switchyard API");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 25, "{} paths", paths.len());
+    for (path, methods) in paths {
+        let concrete = path
+            .replace("{id}", "1")
+            .replace("{attempt_id}", "1")
+            .replace("{name}", "default")
+            .replace("{scope}", "queue");
+        for method in methods.as_object().unwrap().keys() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            let body = (method != Method::GET).then(|| json!({}));
+            let (_, answer) = api.call(method.clone(), &concrete, body).await;
+            assert_ne!(
+                answer["message"], "no such API endpoint",
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    for schema in [
+        "NewJob",
+        "JobDetail",
+        "Lease",
+        "ErrorBody",
+        "DeadLetterEntry",
+        "Quota",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use kernel::model::ErrorBody;
 use kernel::model::{
     BatchOutcome, DeadLetterEntry, DeadLetterFilter, DeadLetterGroup, DeadLetterSelection,
     DeadLetterStatus, Page, ReplayOptions,
@@ -28,8 +29,9 @@ pub fn router() -> Router<AppState> {
         .route("/dead-letter/{id}/resolve", post(resolve))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
     status: Option<String>,
     queue: Option<String>,
     tenant: Option<String>,
@@ -39,7 +41,15 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/dead-letter",
+    tag = "dead-letter",
+    summary = "Browse dead-letter entries",
+    params(ListQuery),
+    responses((status = 200, description = "A page of entries", body = Page<DeadLetterEntry>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn list(
     State(kernel): State<Kernel>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<DeadLetterEntry>>> {
@@ -72,25 +82,49 @@ async fn list(
     ))
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Groups {
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Groups {
     items: Vec<DeadLetterGroup>,
 }
 
-async fn groups(State(kernel): State<Kernel>) -> ApiResult<Json<Groups>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/dead-letter/groups",
+    tag = "dead-letter",
+    summary = "Open entries grouped by error fingerprint",
+    responses((status = 200, description = "Groups", body = Groups), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn groups(State(kernel): State<Kernel>) -> ApiResult<Json<Groups>> {
     Ok(Json(Groups {
         items: kernel.dead_letter_groups().await?,
     }))
 }
 
-async fn entry(
+#[utoipa::path(
+    get,
+    path = "/api/v1/dead-letter/{id}",
+    tag = "dead-letter",
+    summary = "One entry with its payload and attempt history",
+    params(("id" = i64, Path, description = "Entry id")),
+    responses((status = 200, description = "The entry", body = DeadLetterEntry), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn entry(
     State(kernel): State<Kernel>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<DeadLetterEntry>> {
     Ok(Json(kernel.get_dead_letter(id).await?))
 }
 
-async fn replay(
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letter/{id}/replay",
+    tag = "dead-letter",
+    summary = "Replay: the task is ready again with a fresh attempt budget (optionally another queue or payload; the body is optional)",
+    params(("id" = i64, Path, description = "Entry id")),
+    request_body = Option<ReplayOptions>,
+    responses((status = 200, description = "The entry", body = DeadLetterEntry), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn replay(
     State(kernel): State<Kernel>,
     ApiPath(id): ApiPath<i64>,
     body: axum::body::Bytes,
@@ -110,12 +144,21 @@ async fn replay(
     Ok(Json(kernel.replay_dead_letter(id, &options).await?))
 }
 
-#[derive(Debug, Deserialize)]
-struct ResolveRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct ResolveRequest {
     reason: String,
 }
 
-async fn resolve(
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letter/{id}/resolve",
+    tag = "dead-letter",
+    summary = "Close an entry with a reason",
+    params(("id" = i64, Path, description = "Entry id")),
+    request_body = ResolveRequest,
+    responses((status = 200, description = "The entry", body = DeadLetterEntry), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn resolve(
     State(kernel): State<Kernel>,
     ApiPath(id): ApiPath<i64>,
     ApiJson(request): ApiJson<ResolveRequest>,
@@ -124,8 +167,8 @@ async fn resolve(
 }
 
 /// `{"ids": [...]}` or `{"filter": {...}}`, with `dry_run` to only count.
-#[derive(Debug, Deserialize)]
-struct BatchSelection {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct BatchSelection {
     #[serde(default)]
     ids: Option<Vec<i64>>,
     #[serde(default)]
@@ -156,7 +199,15 @@ impl BatchSelection {
     }
 }
 
-async fn replay_batch(
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letter/replay",
+    tag = "dead-letter",
+    summary = "Replay entries by ids or by filter; dry_run only counts",
+    request_body = BatchSelection,
+    responses((status = 200, description = "What matched and what changed", body = BatchOutcome), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn replay_batch(
     State(kernel): State<Kernel>,
     ApiJson(request): ApiJson<BatchSelection>,
 ) -> ApiResult<Json<BatchOutcome>> {
@@ -172,7 +223,15 @@ async fn replay_batch(
     ))
 }
 
-async fn resolve_batch(
+#[utoipa::path(
+    post,
+    path = "/api/v1/dead-letter/resolve",
+    tag = "dead-letter",
+    summary = "Resolve entries by ids or by filter; dry_run only counts",
+    request_body = BatchSelection,
+    responses((status = 200, description = "What matched and what changed", body = BatchOutcome), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn resolve_batch(
     State(kernel): State<Kernel>,
     ApiJson(request): ApiJson<BatchSelection>,
 ) -> ApiResult<Json<BatchOutcome>> {

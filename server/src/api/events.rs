@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
+use kernel::model::ErrorBody;
 use kernel::model::{EventPage, Overview};
 use kernel::Kernel;
 use serde::Deserialize;
@@ -17,8 +18,9 @@ pub fn router() -> Router<AppState> {
         .route("/overview", get(overview))
 }
 
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
     #[serde(default)]
     after: i64,
     limit: Option<i64>,
@@ -27,7 +29,15 @@ struct EventsQuery {
 /// Most events one page may carry.
 const MAX_EVENTS: i64 = 1_000;
 
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    summary = "Events after a sequence number, in order",
+    params(EventsQuery),
+    responses((status = 200, description = "A page of events", body = EventPage), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn events(
     State(kernel): State<Kernel>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> ApiResult<Json<EventPage>> {
@@ -40,6 +50,13 @@ async fn events(
     Ok(Json(kernel.events_after(query.after.max(0), limit).await?))
 }
 
-async fn overview(State(kernel): State<Kernel>) -> ApiResult<Json<Overview>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/overview",
+    tag = "events",
+    summary = "Counts across the kernel",
+    responses((status = 200, description = "The overview", body = Overview), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn overview(State(kernel): State<Kernel>) -> ApiResult<Json<Overview>> {
     Ok(Json(kernel.overview().await?))
 }

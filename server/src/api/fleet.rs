@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use kernel::model::ErrorBody;
 use kernel::model::{NewNode, Node, Queue, Quota, QuotaLimits, QuotaScope};
 use kernel::Kernel;
 use serde::{Deserialize, Serialize};
@@ -28,13 +29,21 @@ pub fn router() -> Router<AppState> {
         .route("/quotas/{scope}/{name}", put(set_quota))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registered {
     pub node_id: i64,
     pub node: Node,
 }
 
-async fn register(
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/register",
+    tag = "nodes",
+    summary = "Register (or re-register by name) a worker node",
+    request_body = NewNode,
+    responses((status = 201, description = "Registered", body = Registered), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn register(
     State(kernel): State<Kernel>,
     ApiJson(node): ApiJson<NewNode>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
@@ -48,57 +57,135 @@ async fn register(
     ))
 }
 
-#[derive(Debug, Serialize)]
-struct Items<T> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Items<T> {
     items: Vec<T>,
 }
 
-async fn list_nodes(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Node>>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes",
+    tag = "nodes",
+    summary = "Every worker node",
+    responses((status = 200, description = "Nodes", body = Items<Node>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn list_nodes(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Node>>> {
     Ok(Json(Items {
         items: kernel.list_nodes().await?,
     }))
 }
 
-async fn node(State(kernel): State<Kernel>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Node>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/nodes/{id}",
+    tag = "nodes",
+    summary = "One worker node",
+    params(("id" = i64, Path, description = "Node id")),
+    responses((status = 200, description = "The node", body = Node), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn node(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Node>> {
     Ok(Json(kernel.get_node(id).await?))
 }
 
-async fn drain(State(kernel): State<Kernel>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Node>> {
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/drain",
+    tag = "nodes",
+    summary = "Drain a node: no new leases, running ones finish",
+    params(("id" = i64, Path, description = "Node id")),
+    responses((status = 200, description = "The node", body = Node), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn drain(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Node>> {
     Ok(Json(kernel.drain_node(id).await?))
 }
 
-async fn undrain(State(kernel): State<Kernel>, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Node>> {
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/undrain",
+    tag = "nodes",
+    summary = "End a drain",
+    params(("id" = i64, Path, description = "Node id")),
+    responses((status = 200, description = "The node", body = Node), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn undrain(
+    State(kernel): State<Kernel>,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Node>> {
     Ok(Json(kernel.undrain_node(id).await?))
 }
 
-async fn list_queues(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Queue>>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues",
+    tag = "queues",
+    summary = "Every queue with its depth",
+    responses((status = 200, description = "Queues", body = Items<Queue>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn list_queues(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Queue>>> {
     Ok(Json(Items {
         items: kernel.list_queues().await?,
     }))
 }
 
-async fn queue(
+#[utoipa::path(
+    get,
+    path = "/api/v1/queues/{name}",
+    tag = "queues",
+    summary = "One queue",
+    params(("name" = String, Path, description = "Queue name")),
+    responses((status = 200, description = "The queue", body = Queue), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn queue(
     State(kernel): State<Kernel>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Queue>> {
     Ok(Json(kernel.get_queue(&name).await?))
 }
 
-async fn pause(
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{name}/pause",
+    tag = "queues",
+    summary = "Pause a queue: its tasks are not leased",
+    params(("name" = String, Path, description = "Queue name")),
+    responses((status = 200, description = "The queue", body = Queue), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn pause(
     State(kernel): State<Kernel>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Queue>> {
     Ok(Json(kernel.pause_queue(&name).await?))
 }
 
-async fn resume(
+#[utoipa::path(
+    post,
+    path = "/api/v1/queues/{name}/resume",
+    tag = "queues",
+    summary = "Resume a paused queue",
+    params(("name" = String, Path, description = "Queue name")),
+    responses((status = 200, description = "The queue", body = Queue), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn resume(
     State(kernel): State<Kernel>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Queue>> {
     Ok(Json(kernel.resume_queue(&name).await?))
 }
 
-async fn list_quotas(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Quota>>> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/quotas",
+    tag = "quotas",
+    summary = "Every quota with its live usage",
+    responses((status = 200, description = "Quotas", body = Items<Quota>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn list_quotas(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Quota>>> {
     Ok(Json(Items {
         items: kernel.list_quotas().await?,
     }))
@@ -106,7 +193,16 @@ async fn list_quotas(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Quota
 
 /// Sets (or, with both limits null, removes) the quota of a tenant or queue.
 /// Answers the quota as now stored, or `204` when it was removed.
-async fn set_quota(
+#[utoipa::path(
+    put,
+    path = "/api/v1/quotas/{scope}/{name}",
+    tag = "quotas",
+    summary = "Set a tenant or queue quota; both limits null removes it",
+    params(("scope" = String, Path, description = "tenant or queue"), ("name" = String, Path, description = "Tenant or queue name")),
+    request_body = QuotaLimits,
+    responses((status = 200, description = "The quota as stored", body = Quota), (status = 204, description = "Removed"), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn set_quota(
     State(kernel): State<Kernel>,
     ApiPath((scope, name)): ApiPath<(String, String)>,
     ApiJson(limits): ApiJson<QuotaLimits>,

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use kernel::model::ErrorBody;
 use kernel::model::{Job, JobDetail, JobFilter, JobState, NewJob, Page};
 use kernel::Kernel;
 use serde::Deserialize;
@@ -22,7 +23,15 @@ pub fn router() -> Router<AppState> {
 
 /// `201` with the new job, or `200` with the existing one when the
 /// idempotency key was seen before.
-async fn submit(
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    summary = "Submit a job (a DAG of tasks)",
+    request_body = NewJob,
+    responses((status = 201, description = "Created", body = JobDetail), (status = 200, description = "Already submitted with this idempotency key", body = JobDetail), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn submit(
     State(kernel): State<Kernel>,
     ApiJson(job): ApiJson<NewJob>,
 ) -> ApiResult<(StatusCode, Json<JobDetail>)> {
@@ -35,8 +44,9 @@ async fn submit(
     Ok((status, Json(kernel.get_job(submitted.job.id).await?)))
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
     state: Option<String>,
     queue: Option<String>,
     tenant: Option<String>,
@@ -48,7 +58,15 @@ struct ListQuery {
 /// Largest page a caller may ask for.
 pub const MAX_PAGE: i64 = 500;
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    summary = "List jobs, newest first, with filters and a keyset cursor",
+    params(ListQuery),
+    responses((status = 200, description = "A page of jobs", body = Page<Job>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn list(
     State(kernel): State<Kernel>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<Job>>> {
@@ -77,21 +95,45 @@ async fn list(
     ))
 }
 
-async fn detail(
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "A job with its tasks and their attempts",
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, description = "The job", body = JobDetail), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn detail(
     State(kernel): State<Kernel>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobDetail>> {
     Ok(Json(kernel.get_job(id).await?))
 }
 
-async fn cancel(
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a job: its unfinished tasks are cancelled",
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, description = "The cancelled job", body = JobDetail), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn cancel(
     State(kernel): State<Kernel>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobDetail>> {
     Ok(Json(kernel.cancel_job(id).await?))
 }
 
-async fn retry(
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/retry",
+    tag = "jobs",
+    summary = "Retry a failed job: failed and skipped tasks get a fresh attempt budget",
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, description = "The job", body = JobDetail), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn retry(
     State(kernel): State<Kernel>,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobDetail>> {

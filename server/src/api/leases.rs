@@ -39,12 +39,20 @@ pub const MAX_WAIT_MS: i64 = 30_000;
 /// Most leases one claim may ask for.
 pub const MAX_CLAIM: i64 = 1_000;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClaimResponse {
     pub leases: Vec<Lease>,
 }
 
-async fn claim(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/claim",
+    tag = "worker protocol",
+    summary = "Lease up to `max` ready tasks of the given kinds, waiting up to `wait_ms`",
+    request_body = ClaimRequest,
+    responses((status = 200, description = "The leases granted (possibly none)", body = ClaimResponse), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn claim(
     State(kernel): State<Kernel>,
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
@@ -65,7 +73,16 @@ async fn claim(
     }))
 }
 
-async fn heartbeat(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/{attempt_id}/heartbeat",
+    tag = "worker protocol",
+    summary = "Renew a lease; says whether the job was cancelled",
+    params(("attempt_id" = i64, Path, description = "Attempt id")),
+    request_body = LeaseProof,
+    responses((status = 200, description = "The renewed lease", body = HeartbeatOutcome), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn heartbeat(
     State(kernel): State<Kernel>,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(proof): ApiJson<LeaseProof>,
@@ -73,7 +90,7 @@ async fn heartbeat(
     Ok(Json(kernel.heartbeat(attempt_id, &proof).await?))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompleteRequest {
     pub lease_token: String,
     pub epoch: i64,
@@ -81,13 +98,22 @@ pub struct CompleteRequest {
     pub output: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Done {
     pub attempt_id: i64,
     pub state: String,
 }
 
-async fn complete(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/{attempt_id}/complete",
+    tag = "worker protocol",
+    summary = "Complete an attempt (409 stale_lease for an old token or epoch)",
+    params(("attempt_id" = i64, Path, description = "Attempt id")),
+    request_body = CompleteRequest,
+    responses((status = 200, description = "Recorded", body = Done), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn complete(
     State(kernel): State<Kernel>,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<CompleteRequest>,
@@ -103,14 +129,23 @@ async fn complete(
     }))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailRequest {
     pub lease_token: String,
     pub epoch: i64,
     pub error: TaskFailure,
 }
 
-async fn fail(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/{attempt_id}/fail",
+    tag = "worker protocol",
+    summary = "Fail an attempt; `retryable: false` dead-letters at once",
+    params(("attempt_id" = i64, Path, description = "Attempt id")),
+    request_body = FailRequest,
+    responses((status = 200, description = "What became of the task", body = FailOutcome), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn fail(
     State(kernel): State<Kernel>,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<FailRequest>,
@@ -122,7 +157,16 @@ async fn fail(
     Ok(Json(kernel.fail(attempt_id, &proof, &request.error).await?))
 }
 
-async fn release(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/{attempt_id}/release",
+    tag = "worker protocol",
+    summary = "Give a lease back unfinished (worker shutting down)",
+    params(("attempt_id" = i64, Path, description = "Attempt id")),
+    request_body = LeaseProof,
+    responses((status = 200, description = "Released", body = Done), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn release(
     State(kernel): State<Kernel>,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(proof): ApiJson<LeaseProof>,
@@ -135,7 +179,7 @@ async fn release(
 }
 
 /// One lease of a batch request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseRef {
     pub attempt_id: i64,
     pub lease_token: String,
@@ -145,13 +189,13 @@ pub struct LeaseRef {
     pub output: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchRequest {
     pub items: Vec<LeaseRef>,
 }
 
 /// Per-item result of a batch: exactly one of `ok` / `error` is set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemResult<T> {
     pub attempt_id: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -160,7 +204,7 @@ pub struct ItemResult<T> {
     pub error: Option<ErrorBody>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchResponse<T> {
     pub results: Vec<ItemResult<T>>,
 }
@@ -201,7 +245,15 @@ fn item_results<T>(
     }
 }
 
-async fn heartbeat_batch(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/heartbeat",
+    tag = "worker protocol",
+    summary = "Renew many leases in one call; results per item",
+    request_body = BatchRequest,
+    responses((status = 200, description = "Per-item results", body = BatchResponse<HeartbeatOutcome>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn heartbeat_batch(
     State(kernel): State<Kernel>,
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<BatchResponse<HeartbeatOutcome>>> {
@@ -226,10 +278,18 @@ async fn heartbeat_batch(
     )))
 }
 
-async fn complete_batch(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/complete",
+    tag = "worker protocol",
+    summary = "Complete many attempts in one call; results per item",
+    request_body = BatchRequest,
+    responses((status = 200, description = "Per-item results", body = BatchResponse<Done>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn complete_batch(
     State(kernel): State<Kernel>,
     ApiJson(request): ApiJson<BatchRequest>,
-) -> ApiResult<Json<BatchResponse<()>>> {
+) -> ApiResult<Json<BatchResponse<Done>>> {
     check_batch(&request.items)?;
     let ids: Vec<i64> = request.items.iter().map(|item| item.attempt_id).collect();
     let completions = request
@@ -244,23 +304,43 @@ async fn complete_batch(
             output: item.output,
         })
         .collect();
-    let results = kernel.complete_many(completions).await?;
+    let results = kernel
+        .complete_many(completions)
+        .await?
+        .into_iter()
+        .zip(&ids)
+        .map(|(result, &attempt_id)| {
+            result.map(|()| Done {
+                attempt_id,
+                state: "succeeded".to_string(),
+            })
+        })
+        .collect();
     Ok(Json(item_results(ids.into_iter(), results)))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogRequest {
     pub lease_token: String,
     pub epoch: i64,
     pub lines: Vec<NewLogLine>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Appended {
     pub appended: usize,
 }
 
-async fn append_log(
+#[utoipa::path(
+    post,
+    path = "/api/v1/leases/{attempt_id}/log",
+    tag = "worker protocol",
+    summary = "Append lines to an attempt's log",
+    params(("attempt_id" = i64, Path, description = "Attempt id")),
+    request_body = LogRequest,
+    responses((status = 200, description = "Lines stored", body = Appended), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn append_log(
     State(kernel): State<Kernel>,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<LogRequest>,
@@ -275,21 +355,30 @@ async fn append_log(
     Ok(Json(Appended { appended }))
 }
 
-#[derive(Debug, Deserialize)]
-struct LogQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LogQuery {
     #[serde(default)]
     after: i64,
     limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
     pub items: Vec<LogLine>,
     /// Ask for lines after this id to continue tailing.
     pub next_after: i64,
 }
 
-async fn read_log(
+#[utoipa::path(
+    get,
+    path = "/api/v1/attempts/{attempt_id}/log",
+    tag = "worker protocol",
+    summary = "Read an attempt's log after a line id",
+    params(("attempt_id" = i64, Path, description = "Attempt id"), LogQuery),
+    responses((status = 200, description = "Log lines", body = LogPage), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn read_log(
     State(kernel): State<Kernel>,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<LogQuery>,

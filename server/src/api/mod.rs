@@ -9,6 +9,7 @@ pub mod extract;
 pub mod fleet;
 pub mod jobs;
 pub mod leases;
+pub mod openapi;
 
 use axum::http::StatusCode;
 use axum::Router;
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .merge(fleet::router())
         .merge(dead_letter::router())
         .merge(events::router())
+        .merge(openapi::router())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         });
