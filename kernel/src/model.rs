@@ -641,7 +641,8 @@ pub struct QuotaLimits {
 pub struct QuotaUsage {
     /// Active leases now.
     pub concurrent: i64,
-    /// Attempts started in the last 60 seconds.
+    /// Attempts started in the last 60 seconds. Counted only while the quota
+    /// has a `max_starts_per_minute` (starts are not tracked otherwise).
     pub starts_last_minute: i64,
 }
 

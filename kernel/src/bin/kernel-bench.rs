@@ -1,1 +1,286 @@
-fn main() {}
+//! kernel-bench: throughput and latency of the JobEngine with in-process
+//! workers, on SQLite and on Postgres. Prints figures; asserts nothing.
+//!
+//! ```text
+//! cargo run --release -p kernel --bin kernel-bench -- [--tasks N] [--pickups N] [--sqlite-only]
+//! scripts/with-postgres.sh cargo run --release -p kernel --bin kernel-bench
+//! ```
+//!
+//! For each backend (SQLite: a fresh temp file; Postgres: a fresh database
+//! on `SWITCHYARD_TEST_POSTGRES_URL` or `--postgres URL`):
+//! - enqueue: N one-task `noop` jobs submitted in batches of 1,000;
+//! - drain, batched: those N tasks run by an in-process pool (2,048 slots,
+//!   claims of up to 512, batched completions, `--in-flight` claims and
+//!   report batches at once, default 2); tasks/s from pool start to the
+//!   last completion recorded;
+//! - drain, one at a time: N/5 tasks with 24 slots, one lease per claim and
+//!   one completion per call, 24 calls in flight (graphile-worker's
+//!   unbatched shape: 24 workers fetching one job each);
+//! - pickup: enqueue→executor start latency of `--pickups` sequential jobs
+//!   on an idle system (pool long-polling), p50/p99.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kernel::model::{NewJob, NewNode};
+use kernel::worker::{
+    BoxFuture, Executor, Executors, PoolConfig, Shutdown, TaskOutcome, TaskRun, WorkerPool,
+};
+use kernel::{Kernel, KernelConfig};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+struct Args {
+    tasks: usize,
+    pickups: usize,
+    postgres: Option<String>,
+    sqlite: bool,
+    /// Claims and report batches in flight in the batched drain.
+    in_flight: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        tasks: 100_000,
+        pickups: 300,
+        postgres: std::env::var("SWITCHYARD_TEST_POSTGRES_URL").ok(),
+        sqlite: true,
+        in_flight: 2,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--tasks" => args.tasks = it.next().and_then(|v| v.parse().ok()).expect("--tasks N"),
+            "--pickups" => {
+                args.pickups = it.next().and_then(|v| v.parse().ok()).expect("--pickups N")
+            }
+            "--postgres" => args.postgres = it.next(),
+            "--in-flight" => {
+                args.in_flight = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--in-flight N")
+            }
+            "--sqlite-only" => args.postgres = None,
+            "--postgres-only" => args.sqlite = false,
+            other => {
+                eprintln!(
+                    "unknown argument {other:?}; see the header of kernel/src/bin/kernel-bench.rs"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    args
+}
+
+/// Reports when it starts, then succeeds: measures pickup latency.
+struct Probe(mpsc::UnboundedSender<Instant>);
+
+impl Executor for Probe {
+    fn execute(&self, _run: TaskRun) -> BoxFuture<'static, TaskOutcome> {
+        let _ = self.0.send(Instant::now());
+        Box::pin(std::future::ready(TaskOutcome::Succeeded(None)))
+    }
+}
+
+async fn fresh_postgres(admin: &str) -> String {
+    let name = format!("bench_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .expect("connect to postgres");
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&pool)
+        .await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create bench database");
+    pool.close().await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+async fn node(kernel: &Kernel, name: &str, kinds: Vec<String>) -> i64 {
+    kernel
+        .register_node(&NewNode {
+            name: name.into(),
+            kinds,
+            capacity: 1024,
+            labels: Default::default(),
+            file_scopes: vec![],
+        })
+        .await
+        .expect("register node")
+        .id
+}
+
+async fn enqueue(kernel: &Kernel, n: usize, tag: &str) -> f64 {
+    let started = Instant::now();
+    let mut left = n;
+    let mut i = 0;
+    while left > 0 {
+        let batch = left.min(1_000);
+        let jobs = (0..batch)
+            .map(|_| {
+                i += 1;
+                NewJob::single(format!("{tag}-{i}"), "noop", json!({}))
+            })
+            .collect();
+        kernel.submit_many(jobs).await.expect("submit");
+        left -= batch;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn drain(
+    kernel: &Kernel,
+    n: usize,
+    node_id: i64,
+    slots: usize,
+    batch: usize,
+    in_flight: usize,
+) -> f64 {
+    let mut config = PoolConfig::new(node_id, slots);
+    config.claim_batch = batch;
+    config.report_batch = if batch == 1 { 1 } else { 2_048 };
+    config.claimers = in_flight;
+    config.reporters = in_flight;
+    config.claim_wait_ms = 1_000;
+    let started = Instant::now();
+    let pool = WorkerPool::start(Arc::new(kernel.clone()), Executors::builtin(), config);
+    let stats = pool.stats();
+    while (stats.succeeded.load(Ordering::Relaxed) as usize) < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if started.elapsed() > Duration::from_secs(900) {
+            panic!("drain did not finish in 15 minutes");
+        }
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    pool.shutdown(Shutdown::Release).await;
+    rate
+}
+
+/// The engine alone: claim a batch, complete it, repeat (no pool).
+async fn raw_drain(kernel: &Kernel, n: usize, node_id: i64, batch: i64) -> f64 {
+    let started = Instant::now();
+    let mut done = 0;
+    let (mut t_claim, mut t_complete) = (Duration::ZERO, Duration::ZERO);
+    while done < n {
+        let t = Instant::now();
+        let leases = kernel
+            .claim(&kernel::model::ClaimRequest {
+                node_id,
+                kinds: vec!["noop".into()],
+                max: batch,
+                wait_ms: 0,
+            })
+            .await
+            .expect("claim");
+        t_claim += t.elapsed();
+        let t = Instant::now();
+        done += leases.len();
+        kernel
+            .complete_many(
+                leases
+                    .into_iter()
+                    .map(|l| kernel::model::Completion {
+                        attempt_id: l.attempt_id,
+                        proof: l.proof(),
+                        output: None,
+                    })
+                    .collect(),
+            )
+            .await
+            .expect("complete");
+        t_complete += t.elapsed();
+    }
+    eprintln!("engine alone: {t_claim:?} in claims, {t_complete:?} in completions");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn pickup(kernel: &Kernel, n: usize) -> (f64, f64) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let executors = Executors::empty().with("probe", Probe(tx));
+    let node_id = node(kernel, "bench-probe", executors.kinds()).await;
+    let mut config = PoolConfig::new(node_id, 8);
+    config.claim_wait_ms = 5_000;
+    let pool = WorkerPool::start(Arc::new(kernel.clone()), executors, config);
+    // Let the pool settle into its long-poll.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let t0 = Instant::now();
+        kernel
+            .submit(NewJob::single(format!("probe-{i}"), "probe", json!({})))
+            .await
+            .expect("submit probe");
+        let started = rx.recv().await.expect("probe ran");
+        samples.push(started.duration_since(t0).as_secs_f64() * 1_000.0);
+        // Idle between samples, like a quiet system.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pool.shutdown(Shutdown::Release).await;
+    samples.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+async fn run(label: &str, url: &str, args: &Args) {
+    let kernel = Kernel::open(url, KernelConfig::default())
+        .await
+        .expect("open database");
+    let background = kernel.start_background();
+    let noop_node = node(&kernel, "bench", vec!["noop".into()]).await;
+
+    if std::env::var("BENCH_RAW").is_ok() {
+        enqueue(&kernel, args.tasks, "raw").await;
+        let raw = raw_drain(&kernel, args.tasks, noop_node, 512).await;
+        eprintln!("{label}: engine alone (claim 512, complete, repeat): {raw:.0} tasks/s");
+    }
+    let enqueue_rate = enqueue(&kernel, args.tasks, "batched").await;
+    let batched = drain(&kernel, args.tasks, noop_node, 2_048, 512, args.in_flight).await;
+    let small = (args.tasks / 5).max(1);
+    enqueue(&kernel, small, "single").await;
+    let single = drain(&kernel, small, noop_node, 24, 1, 24).await;
+    let (p50, p99) = pickup(&kernel, args.pickups).await;
+    background.shutdown().await;
+
+    println!(
+        "{}",
+        json!({
+            "backend": label,
+            "tasks": args.tasks,
+            "enqueue_jobs_per_s": enqueue_rate.round(),
+            "drain_batched_tasks_per_s": batched.round(),
+            "drain_one_at_a_time_tasks_per_s": single.round(),
+            "one_at_a_time_tasks": small,
+            "pickup_p50_ms": (p50 * 100.0).round() / 100.0,
+            "pickup_p99_ms": (p99 * 100.0).round() / 100.0,
+            "pickups": args.pickups,
+        })
+    );
+    kernel.db().close().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    if args.sqlite {
+        let path = std::env::temp_dir().join(format!("switchyard-bench-{}.db", std::process::id()));
+        run("sqlite", &format!("sqlite:{}", path.display()), &args).await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+    match &args.postgres {
+        Some(admin) => {
+            let url = fresh_postgres(admin).await;
+            run("postgres", &url, &args).await;
+        }
+        None => eprintln!(
+            "kernel-bench: no Postgres (set SWITCHYARD_TEST_POSTGRES_URL, or run through scripts/with-postgres.sh)"
+        ),
+    }
+}

@@ -129,27 +129,40 @@ impl Kernel {
         let mut w = self.begin().await?;
         let now = w.now;
         // Claiming is a sign of life: an offline node comes back online.
+        // The heartbeat time is written at most once a second, so that
+        // concurrent claims of one node do not queue on its row lock.
         let node =
             w.tx.fetch_optional(
-                "UPDATE nodes SET last_heartbeat_at = $1 WHERE id = $2 RETURNING status",
-                args![now, node_id],
+                "SELECT status, last_heartbeat_at FROM nodes WHERE id = $1",
+                args![node_id],
             )
             .await?
             .ok_or_else(|| KernelError::not_found("node", node_id))?;
-        match node.parse::<NodeStatus>("status")? {
+        let status: NodeStatus = node.parse("status")?;
+        if status == NodeStatus::Offline || node.i64("last_heartbeat_at")? < now - 1_000 {
+            w.tx.execute(
+                "UPDATE nodes SET last_heartbeat_at = $1 WHERE id = $2 AND last_heartbeat_at < $1",
+                args![now, node_id],
+            )
+            .await?;
+        }
+        match status {
             NodeStatus::Draining => {
                 self.finish(w).await?;
                 return Ok(Vec::new());
             }
             NodeStatus::Offline => {
-                w.tx.execute(
-                    "UPDATE nodes SET status = 'online' WHERE id = $1 AND status = 'offline'",
-                    args![node_id],
-                )
-                .await?;
-                w.event(event_type::NODE_ONLINE, None)
-                    .node(Some(node_id))
-                    .data(json!({ "from": "offline" }));
+                let n =
+                    w.tx.execute(
+                        "UPDATE nodes SET status = 'online' WHERE id = $1 AND status = 'offline'",
+                        args![node_id],
+                    )
+                    .await?;
+                if n == 1 {
+                    w.event(event_type::NODE_ONLINE, None)
+                        .node(Some(node_id))
+                        .data(json!({ "from": "offline" }));
+                }
             }
             NodeStatus::Online => {}
         }
@@ -199,8 +212,10 @@ impl Kernel {
         max: i64,
     ) -> Result<Vec<i64>> {
         let now = w.now;
-        // Remaining room per (scope, name); None = unlimited.
+        // Remaining room per (scope, name); absent = unlimited.
         let mut room: HashMap<(QuotaScope, String), i64> = HashMap::new();
+        // Quotas whose starts are counted in `quota_starts`.
+        let mut counted: Vec<(QuotaScope, String)> = Vec::new();
         for q in quotas {
             let scope: QuotaScope = q.parse("scope")?;
             let name = q.text("name")?;
@@ -224,12 +239,13 @@ impl Kernel {
                 let used = w
                     .tx
                     .fetch_one(
-                        &format!("SELECT COUNT(*) AS n FROM attempts WHERE {column} = $1 AND started_at > $2"),
-                        args![name.as_str(), now - 60_000],
+                        "SELECT COUNT(*) AS n FROM quota_starts WHERE scope = $1 AND name = $2 AND started_at > $3",
+                        args![scope.as_str(), name.as_str(), now - 60_000],
                     )
                     .await?
                     .i64("n")?;
                 left = left.min(limit - used);
+                counted.push((scope, name.clone()));
             }
             room.insert((scope, name), left.max(0));
         }
@@ -254,6 +270,7 @@ impl Kernel {
             )
             .await?;
         let mut chosen = Vec::new();
+        let mut starts = Vec::new();
         for c in candidates {
             if chosen.len() as i64 >= max {
                 break;
@@ -262,13 +279,25 @@ impl Kernel {
             let queue = (QuotaScope::Queue, c.text("queue")?);
             let fits = |k: &(QuotaScope, String)| room.get(k).map(|l| *l > 0).unwrap_or(true);
             if fits(&tenant) && fits(&queue) {
-                for k in [tenant, queue] {
-                    if let Some(l) = room.get_mut(&k) {
+                for k in [&tenant, &queue] {
+                    if let Some(l) = room.get_mut(k) {
                         *l -= 1;
                     }
                 }
                 chosen.push(c.i64("id")?);
+                for k in [&tenant, &queue] {
+                    if counted.contains(k) {
+                        starts.push(k.clone());
+                    }
+                }
             }
+        }
+        for (scope, name) in starts {
+            w.tx.execute(
+                "INSERT INTO quota_starts (scope, name, started_at) VALUES ($1, $2, $3)",
+                args![scope.as_str(), name.as_str(), now],
+            )
+            .await?;
         }
         Ok(chosen)
     }
@@ -498,55 +527,113 @@ impl Kernel {
 
     /// Completes many leases in one transaction; one answer per completion.
     /// Stale ones are refused (and recorded) without affecting the others.
+    ///
+    /// The hot path: one guarded update checks every (id, token, epoch)
+    /// triple and ends the matching attempts at once; only the reports it
+    /// did not match are looked at one by one to say why.
     pub async fn complete_many(&self, items: Vec<Completion>) -> Result<Vec<Result<()>>> {
         let mut w = self.begin().await?;
         let now = w.now;
-        let ids: Vec<i64> = items.iter().map(|c| c.attempt_id).collect();
-        let checks = self.load_checks(&mut w, &ids).await?;
+        let ended = match w.tx.backend() {
+            Backend::Sqlite => {
+                let triples: Vec<(i64, &str, i64)> = items
+                    .iter()
+                    .map(|c| (c.attempt_id, c.proof.lease_token.as_str(), c.proof.epoch))
+                    .collect();
+                w.tx.fetch_all(
+                    "UPDATE attempts SET state = 'succeeded', finished_at = $1 \
+                     FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 2 AS epoch FROM json_each($2)) AS p \
+                     WHERE attempts.id = p.id AND attempts.lease_token = p.token AND attempts.epoch = p.epoch \
+                       AND attempts.state = 'active' \
+                     RETURNING attempts.id, attempts.task_id, attempts.job_id, attempts.tenant, attempts.node_id",
+                    args![now, serde_json::to_string(&triples).expect("triples")],
+                )
+                .await?
+            }
+            Backend::Postgres => {
+                let ids: Vec<i64> = items.iter().map(|c| c.attempt_id).collect();
+                let tokens: Vec<String> =
+                    items.iter().map(|c| c.proof.lease_token.clone()).collect();
+                let epochs: Vec<i64> = items.iter().map(|c| c.proof.epoch).collect();
+                w.tx.fetch_all(
+                    "UPDATE attempts a SET state = 'succeeded', finished_at = $1 \
+                     FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS p(id, token, epoch) \
+                     WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state = 'active' \
+                     RETURNING a.id, a.task_id, a.job_id, a.tenant, a.node_id",
+                    vec![
+                        crate::sql::Arg::I64(now),
+                        crate::sql::Arg::Ids(ids),
+                        crate::sql::Arg::Texts(tokens),
+                        crate::sql::Arg::Ids(epochs),
+                    ],
+                )
+                .await?
+            }
+        };
+        let mut done: HashMap<i64, (i64, i64)> = HashMap::with_capacity(ended.len());
+        let mut done_tasks = Vec::with_capacity(ended.len());
+        let mut job_ids = Vec::with_capacity(ended.len());
+        for r in &ended {
+            let (id, task_id, job_id) = (r.i64("id")?, r.i64("task_id")?, r.i64("job_id")?);
+            let tenant = r.text("tenant")?;
+            w.event(event_type::TASK_STATE_CHANGED, Some(&tenant))
+                .job(job_id)
+                .task(task_id)
+                .attempt(id)
+                .node(r.opt_i64("node_id")?)
+                .data(json!({ "from": "leased", "to": "succeeded", "attempt_state": "succeeded" }));
+            done.insert(id, (task_id, job_id));
+            done_tasks.push(task_id);
+            job_ids.push(job_id);
+        }
+        // Why the others were refused.
+        let refused: Vec<i64> = items
+            .iter()
+            .map(|c| c.attempt_id)
+            .filter(|id| !done.contains_key(id))
+            .collect();
+        let checks = if refused.is_empty() {
+            HashMap::new()
+        } else {
+            self.load_checks(&mut w, &refused).await?
+        };
         let mut answers = Vec::with_capacity(items.len());
-        let mut done_attempts = Vec::new();
-        let mut done_tasks = Vec::new();
+        let mut answered = BTreeSet::new();
         let mut outputs = Vec::new();
-        let mut job_ids = Vec::new();
-        let mut seen = BTreeSet::new();
         for c in &items {
-            let answer = match checks.get(&c.attempt_id) {
-                None => Err(KernelError::not_found("attempt", c.attempt_id)),
-                Some(a) => match a.verify(&c.proof) {
-                    Ok(()) if !seen.insert(a.id) => Err(KernelError::StaleLease {
-                        attempt_id: a.id,
+            let answer = if let Some((task_id, _)) = done.get(&c.attempt_id) {
+                if answered.insert(c.attempt_id) {
+                    if let Some(out) = &c.output {
+                        outputs.push((*task_id, out.to_string()));
+                    }
+                    Ok(())
+                } else {
+                    Err(KernelError::StaleLease {
+                        attempt_id: c.attempt_id,
                         reason: "completed twice in one batch".into(),
-                    }),
-                    Ok(()) => {
-                        done_attempts.push(a.id);
-                        done_tasks.push(a.task_id);
-                        job_ids.push(a.job_id);
-                        if let Some(out) = &c.output {
-                            outputs.push((a.task_id, out.to_string()));
+                    })
+                }
+            } else {
+                match checks.get(&c.attempt_id) {
+                    None => Err(KernelError::not_found("attempt", c.attempt_id)),
+                    Some(a) => match a.verify(&c.proof) {
+                        Err(e @ KernelError::TaskCancelled { .. }) => Err(e),
+                        Err(e) => {
+                            record_fenced(&mut w, a, &c.proof, "complete");
+                            Err(e)
                         }
-                        w.event(event_type::TASK_STATE_CHANGED, Some(&a.tenant))
-                            .job(a.job_id)
-                            .task(a.task_id)
-                            .attempt(a.id)
-                            .node(a.node_id)
-                            .data(json!({ "from": "leased", "to": "succeeded", "attempt_state": "succeeded" }));
-                        Ok(())
-                    }
-                    Err(e @ KernelError::TaskCancelled { .. }) => Err(e),
-                    Err(e) => {
-                        record_fenced(&mut w, a, &c.proof, "complete");
-                        Err(e)
-                    }
-                },
+                        // The pair matched and the attempt is active, yet the
+                        // update did not take it: a duplicate in this batch.
+                        Ok(()) => Err(KernelError::StaleLease {
+                            attempt_id: a.id,
+                            reason: "completed twice in one batch".into(),
+                        }),
+                    },
+                }
             };
             answers.push(answer);
         }
-        if !done_attempts.is_empty() {
-            w.tx.execute(
-                "UPDATE attempts SET state = 'succeeded', finished_at = $1 WHERE id @in($2) AND state = 'active'",
-                args![now, done_attempts],
-            )
-            .await?;
+        if !done_tasks.is_empty() {
             let n =
                 w.tx.execute(
                     "UPDATE tasks SET state = 'succeeded', finished_at = $1, updated_at = $1 \
@@ -567,7 +654,26 @@ impl Kernel {
                 .await?;
             }
             self.release_downstream(&mut w, &done_tasks).await?;
-            self.derive_jobs(&mut w, &job_ids).await?;
+            // A success can only finish a job (every task succeeded); it
+            // cannot fail, block or start one. One guarded update says which.
+            job_ids.sort_unstable();
+            job_ids.dedup();
+            let finished = w
+                .tx
+                .fetch_all(
+                    "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1 \
+                     WHERE id @in($2) AND state = 'running' \
+                       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state <> 'succeeded') \
+                     RETURNING id, tenant",
+                    args![now, job_ids],
+                )
+                .await?;
+            for j in finished {
+                let tenant = j.text("tenant")?;
+                w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
+                    .job(j.i64("id")?)
+                    .data(json!({ "from": "running", "to": "succeeded" }));
+            }
         }
         self.finish(w).await?;
         Ok(answers)
@@ -948,6 +1054,11 @@ impl Kernel {
     async fn sweep_nodes(&self) -> Result<()> {
         let mut w = self.begin().await?;
         let cutoff = w.now - self.config().node_offline_after_ms;
+        w.tx.execute(
+            "DELETE FROM quota_starts WHERE started_at < $1",
+            args![w.now - 120_000],
+        )
+        .await?;
         let gone = w
             .tx
             .fetch_all(

@@ -103,6 +103,8 @@ struct Inner {
     work: Notify,
     /// The Postgres sequencer waiting for unsequenced events.
     sequencer: Notify,
+    /// The Postgres notifier: work became ready here; tell other replicas.
+    remote_work: Notify,
     /// Bumped whenever new events become readable; subscribers re-read.
     events_changed: watch::Sender<u64>,
 }
@@ -133,6 +135,7 @@ impl Kernel {
                 config,
                 work: Notify::new(),
                 sequencer: Notify::new(),
+                remote_work: Notify::new(),
                 events_changed,
             }),
         }
@@ -169,27 +172,25 @@ impl Kernel {
         })
     }
 
-    /// Appends the unit's events, commits, then wakes local (and, through
-    /// NOTIFY at commit, remote) waiters.
+    /// Appends the unit's events, commits, then wakes whoever waits: local
+    /// claimers and event subscribers at once; on Postgres the sequencer,
+    /// and other replicas' claimers through the notifier.
+    ///
+    /// NOTIFY is deliberately not sent inside the unit: Postgres holds a
+    /// global lock from a notifying transaction's commit until its end, so
+    /// notifying units could not share a WAL flush (group commit). The
+    /// background notifier sends one coalesced NOTIFY instead.
     pub(crate) async fn finish(&self, mut work: Work) -> Result<()> {
         let wrote_events = !work.events.is_empty();
         if wrote_events {
             events::insert(&mut work.tx, &work.events).await?;
         }
-        if work.tx.backend() == Backend::Postgres && (wrote_events || work.wake_claimers) {
-            // NOTIFY is delivered at commit, and only if the commit happens.
-            let sql = match (wrote_events, work.wake_claimers) {
-                (true, true) => {
-                    "SELECT pg_notify('switchyard_events', ''), pg_notify('switchyard_work', '')"
-                }
-                (true, false) => "SELECT pg_notify('switchyard_events', '')",
-                _ => "SELECT pg_notify('switchyard_work', '')",
-            };
-            work.tx.execute(sql, args![]).await?;
-        }
         work.tx.commit().await?;
         if work.wake_claimers {
             self.inner.work.notify_waiters();
+            if self.backend() == Backend::Postgres {
+                self.inner.remote_work.notify_one();
+            }
         }
         if wrote_events {
             match self.backend() {

@@ -504,9 +504,9 @@ impl Kernel {
                 .read_one(
                     &format!(
                         "SELECT (SELECT COUNT(*) FROM attempts WHERE state = 'active' AND {column} = $1) AS concurrent, \
-                                (SELECT COUNT(*) FROM attempts WHERE {column} = $1 AND started_at > $2) AS starts"
+                                (SELECT COUNT(*) FROM quota_starts WHERE scope = $3 AND name = $1 AND started_at > $2) AS starts"
                     ),
-                    args![name.as_str(), now - 60_000],
+                    args![name.as_str(), now - 60_000, column],
                 )
                 .await?;
             out.push(Quota {

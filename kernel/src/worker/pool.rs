@@ -168,6 +168,11 @@ pub struct PoolConfig {
     pub heartbeat_every: Duration,
     /// Most reports per batch.
     pub report_batch: usize,
+    /// Claim calls in flight at once. One is right for SQLite (one writer);
+    /// on Postgres several let commits overlap (group commit).
+    pub claimers: usize,
+    /// Report batches in flight at once (same reasoning).
+    pub reporters: usize,
 }
 
 impl PoolConfig {
@@ -179,6 +184,8 @@ impl PoolConfig {
             claim_wait_ms: 1_000,
             heartbeat_every: Duration::from_secs(10),
             report_batch: 1_000,
+            claimers: 1,
+            reporters: 1,
         }
     }
 }
@@ -243,6 +250,7 @@ struct Shared {
     running: Mutex<HashMap<i64, Running>>,
     stats: Arc<PoolStats>,
     reports: mpsc::UnboundedSender<Report>,
+    slots: Arc<Semaphore>,
 }
 
 /// A running pool. Stop it with [`WorkerPool::shutdown`].
@@ -265,13 +273,21 @@ impl WorkerPool {
         let shared = Arc::new(Shared {
             source,
             executors,
-            config,
             running: Mutex::new(HashMap::new()),
             stats: Arc::new(PoolStats::default()),
             reports: reports_tx,
+            slots: Arc::new(Semaphore::new(config.slots)),
+            config,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let claim_loop = tokio::spawn(claim_loop(shared.clone(), stop_rx.clone()));
+        let claimers: Vec<JoinHandle<()>> = (0..shared.config.claimers.max(1))
+            .map(|_| tokio::spawn(claim_loop(shared.clone(), stop_rx.clone())))
+            .collect();
+        let claim_loop = tokio::spawn(async move {
+            for c in claimers {
+                let _ = c.await;
+            }
+        });
         let heartbeat_loop = tokio::spawn(heartbeat_loop(shared.clone(), stop_rx));
         let reporter = tokio::spawn(reporter(shared.clone(), reports_rx));
         WorkerPool {
@@ -338,7 +354,7 @@ impl WorkerPool {
 }
 
 async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(shared.config.slots));
+    let slots = shared.slots.clone();
     let kinds = shared.executors.kinds();
     loop {
         if *stop.borrow() {
@@ -470,94 +486,120 @@ async fn reporter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) 
     let source = shared.source.clone();
     let stats = shared.stats.clone();
     let batch_max = shared.config.report_batch;
+    let in_flight = shared.config.reporters.max(1);
     let weak = Arc::downgrade(&shared);
     drop(shared);
-    let shared = weak;
+    let mut calls = tokio::task::JoinSet::new();
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, batch_max).await > 0 {
-        let mut logs: Vec<(i64, LeaseProof, Vec<NewLogLine>)> = Vec::new();
-        let mut completions = Vec::new();
-        let mut finished = Vec::new();
-        let mut others = Vec::new();
-        for report in batch.drain(..) {
-            match report {
-                Report::Log {
+        while calls.len() >= in_flight {
+            let _ = calls.join_next().await;
+        }
+        calls.spawn(report_batch(
+            source.clone(),
+            stats.clone(),
+            weak.clone(),
+            std::mem::take(&mut batch),
+        ));
+    }
+    while calls.join_next().await.is_some() {}
+}
+
+async fn report_batch(
+    source: Arc<dyn LeaseSource>,
+    stats: Arc<PoolStats>,
+    shared: std::sync::Weak<Shared>,
+    batch: Vec<Report>,
+) {
+    let mut logs: Vec<(i64, LeaseProof, Vec<NewLogLine>)> = Vec::new();
+    let mut completions = Vec::new();
+    let mut finished = Vec::new();
+    let mut others = Vec::new();
+    for report in batch {
+        match report {
+            Report::Log {
+                attempt_id,
+                proof,
+                line,
+            } => match logs.iter_mut().find(|(id, _, _)| *id == attempt_id) {
+                Some((_, _, lines)) => lines.push(line),
+                None => logs.push((attempt_id, proof, vec![line])),
+            },
+            // A success is recorded unless the job was cancelled or the
+            // lease lost meanwhile (a run that finished while shutdown was
+            // cancelling it still counts).
+            Report::Done {
+                attempt_id,
+                proof,
+                outcome: TaskOutcome::Succeeded(output),
+                reason: None | Some(CancelReason::Shutdown),
+            } => {
+                finished.push(attempt_id);
+                completions.push(Completion {
                     attempt_id,
                     proof,
-                    line,
-                } => match logs.iter_mut().find(|(id, _, _)| *id == attempt_id) {
-                    Some((_, _, lines)) => lines.push(line),
-                    None => logs.push((attempt_id, proof, vec![line])),
-                },
-                Report::Done {
-                    attempt_id,
-                    proof,
-                    outcome: TaskOutcome::Succeeded(output),
-                    ..
-                } => {
-                    finished.push(attempt_id);
-                    completions.push(Completion {
-                        attempt_id,
-                        proof,
-                        output,
-                    });
-                }
-                Report::Done {
-                    attempt_id,
-                    proof,
-                    outcome,
-                    reason,
-                } => {
-                    finished.push(attempt_id);
-                    others.push((attempt_id, proof, outcome, reason));
-                }
+                    output,
+                });
+            }
+            Report::Done {
+                attempt_id,
+                proof,
+                outcome,
+                reason,
+            } => {
+                finished.push(attempt_id);
+                others.push((attempt_id, proof, outcome, reason));
             }
         }
-        for (attempt_id, proof, lines) in logs {
-            if let Err(e) = source.append_log(attempt_id, proof, lines).await {
-                tracing::warn!(attempt_id, error = %e, "log lines not recorded");
-            }
+    }
+    for (attempt_id, proof, lines) in logs {
+        if let Err(e) = source.append_log(attempt_id, proof, lines).await {
+            tracing::warn!(attempt_id, error = %e, "log lines not recorded");
         }
-        if !completions.is_empty() {
-            let n = completions.len() as u64;
-            match source.complete_many(completions).await {
-                Ok(answers) => {
-                    let refused = answers.iter().filter(|a| a.is_err()).count() as u64;
-                    stats.succeeded.fetch_add(n - refused, Ordering::Relaxed);
-                    stats.refused.fetch_add(refused, Ordering::Relaxed);
-                }
-                // The leases will expire and the tasks run again: at least once.
-                Err(e) => tracing::warn!(error = %e, "completions not recorded"),
+    }
+    if !completions.is_empty() {
+        let n = completions.len() as u64;
+        match source.complete_many(completions).await {
+            Ok(answers) => {
+                let refused = answers.iter().filter(|a| a.is_err()).count() as u64;
+                stats.succeeded.fetch_add(n - refused, Ordering::Relaxed);
+                stats.refused.fetch_add(refused, Ordering::Relaxed);
             }
+            // The leases will expire and the tasks run again: at least once.
+            Err(e) => tracing::warn!(error = %e, "completions not recorded"),
         }
-        for (attempt_id, proof, outcome, reason) in others {
-            let result = match (outcome, reason) {
-                (TaskOutcome::Failed(failure), _) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    source.fail(attempt_id, proof, failure).await
-                }
-                // A run may also end on its own after the signal fired:
-                // shutdown gives the lease back either way.
-                (_, Some(CancelReason::Shutdown)) => {
-                    stats.released.fetch_add(1, Ordering::Relaxed);
-                    source.release(attempt_id, proof).await
-                }
-                (TaskOutcome::Cancelled, _) => {
-                    stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-                (TaskOutcome::Succeeded(_), _) => unreachable!("successes are batched above"),
-            };
-            if let Err(e) = result {
-                stats.refused.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(attempt_id, error = %e, "report refused");
+    }
+    for (attempt_id, proof, outcome, reason) in others {
+        let result = match (outcome, reason) {
+            // Shutdown gives the lease back, however the run ended.
+            (_, Some(CancelReason::Shutdown)) => {
+                stats.released.fetch_add(1, Ordering::Relaxed);
+                source.release(attempt_id, proof).await
             }
+            (TaskOutcome::Failed(failure), _) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                source.fail(attempt_id, proof, failure).await
+            }
+            (TaskOutcome::Cancelled, _) => {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            // Finished after its job was cancelled or its lease lost: the
+            // kernel would refuse the result.
+            (TaskOutcome::Succeeded(_), _) => {
+                stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(attempt_id, error = %e, "report refused");
         }
-        if let Some(shared) = shared.upgrade() {
-            let mut running = shared.running.lock().expect("running");
-            for id in finished {
-                running.remove(&id);
-            }
+    }
+    if let Some(shared) = shared.upgrade() {
+        let mut running = shared.running.lock().expect("running");
+        for id in finished {
+            running.remove(&id);
         }
     }
 }
