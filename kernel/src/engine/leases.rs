@@ -133,7 +133,7 @@ impl Kernel {
         // concurrent claims of one node do not queue on its row lock.
         let node =
             w.tx.fetch_optional(
-                "SELECT status, last_heartbeat_at FROM nodes WHERE id = $1",
+                "SELECT status, last_heartbeat_at, (SELECT COUNT(*) FROM quotas) AS quotas FROM nodes WHERE id = $1",
                 args![node_id],
             )
             .await?
@@ -170,13 +170,15 @@ impl Kernel {
         // Quotas are rare; when there are none the claim is one statement.
         // On Postgres the rows are locked so claims that must count usage
         // take turns (two claimers cannot both see the last free slot).
-        let quotas = w
-            .tx
-            .fetch_all(
+        let quotas = if node.i64("quotas")? == 0 {
+            Vec::new()
+        } else {
+            w.tx.fetch_all(
                 "SELECT scope, name, max_concurrent, max_starts_per_minute FROM quotas ORDER BY scope, name @lock",
                 args![],
             )
-            .await?;
+            .await?
+        };
         let kinds: Vec<String> = kinds.to_vec();
         let leased = if quotas.is_empty() {
             let pick =
@@ -410,21 +412,39 @@ impl Kernel {
         job_ids.dedup();
         // First lease of a job: queued (or blocked, after a replay moved a
         // task to an open queue) → running.
-        for from in ["queued", "blocked"] {
-            let started = w
-                .tx
-                .fetch_all(
-                    "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, $1), updated_at = $1 \
-                     WHERE id @in($2) AND state = $3 RETURNING id, tenant",
-                    args![now, job_ids.clone(), from],
+        let started = match backend {
+            // One round trip, with the state each job came from.
+            Backend::Postgres => {
+                w.tx.fetch_all(
+                    "UPDATE jobs j SET state = 'running', started_at = COALESCE(j.started_at, $1), updated_at = $1 \
+                     FROM (SELECT id, state AS old FROM jobs WHERE id = ANY($2) AND state IN ('queued', 'blocked') \
+                           FOR UPDATE) o \
+                     WHERE j.id = o.id AND j.state = o.old RETURNING j.id, j.tenant, o.old",
+                    args![now, job_ids],
                 )
-                .await?;
-            for j in started {
-                let tenant = j.text("tenant")?;
-                w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
-                    .job(j.i64("id")?)
-                    .data(json!({ "from": from, "to": "running" }));
+                .await?
             }
+            // SQLite's RETURNING cannot name the old state: one update per state.
+            Backend::Sqlite => {
+                let mut rows = Vec::new();
+                for from in ["queued", "blocked"] {
+                    rows.extend(
+                        w.tx.fetch_all(
+                            "UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, $1), updated_at = $1 \
+                             WHERE id @in($2) AND state = $3 RETURNING id, tenant, $3 AS old",
+                            args![now, job_ids.clone(), from],
+                        )
+                        .await?,
+                    );
+                }
+                rows
+            }
+        };
+        for j in started {
+            let tenant = j.text("tenant")?;
+            w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
+                .job(j.i64("id")?)
+                .data(json!({ "from": j.text("old")?, "to": "running" }));
         }
         Ok(leases)
     }
