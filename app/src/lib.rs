@@ -6,6 +6,7 @@
 //! Server-only code stays behind the `ssr` feature.
 
 pub mod components;
+pub mod dag;
 pub mod legacy;
 pub mod pages;
 pub mod routes;

@@ -1,0 +1,3 @@
+//! The task graph of a job as the console draws it.
+
+pub mod layout;
