@@ -1094,17 +1094,16 @@ async fn event_log_is_ordered_without_gaps(env: Env) {
     rx.mark_unchanged();
     let seen = tail.await.unwrap();
     let all: Vec<i64> = env.all_events().await.into_iter().map(|e| e.seq).collect();
-    assert_eq!(all.len(), 200);
-    assert_eq!(
-        all,
-        (1..=200).collect::<Vec<i64>>(),
-        "seq is 1..N with no gap"
-    );
+    assert_eq!(all.len(), 200, "every committed event is in the log");
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "seq increases");
+    if env.kernel.backend() == kernel::Backend::Sqlite {
+        assert_eq!(all, (1..=200).collect::<Vec<i64>>(), "SQLite numbers 1..N");
+    }
     assert_eq!(
         seen, all,
         "the tailing reader saw every event once, in order"
     );
-    assert_eq!(k.last_event_seq().await.unwrap(), 200);
+    assert_eq!(k.last_event_seq().await.unwrap(), *all.last().unwrap());
     background.shutdown().await;
 }
 

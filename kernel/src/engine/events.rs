@@ -1,18 +1,22 @@
 //! The event log: appending, numbering (`seq`) and tailing; plus the
-//! background duties (sweeps, the Postgres sequencer and listener).
+//! background duties (sweeps, the Postgres notifier and listener).
 //!
 //! The guarantee readers rely on (SPEC §5): a reader that has seen `seq` N
 //! and asks for events after N never later misses an event with a seq ≤ N.
 //!
 //! - SQLite: one writer connection, so transactions commit in the order they
-//!   insert; the AUTOINCREMENT key is the seq.
-//! - Postgres: transactions commit in any order, so rows are inserted with a
-//!   NULL seq and a *sequencer* numbers committed rows: it takes an advisory
-//!   lock, then in one statement gives the unnumbered rows it can see the
-//!   seqs after the current maximum, and commits. Sequencer transactions are
-//!   serialised by the lock and each one starts after the previous committed,
-//!   so seqs become visible in increasing order with no gap. Every replica
-//!   may run one; they take turns.
+//!   insert; the INTEGER PRIMARY KEY is the seq (1, 2, 3, …).
+//! - Postgres: transactions commit in any order, so a BIGSERIAL would let a
+//!   late commit appear below what a reader has already passed. Instead the
+//!   seq of an event is `xid << 20 | n`: the 64-bit id of the transaction
+//!   that wrote it, then its position within that transaction. Readers only
+//!   return events whose transaction id is below the oldest transaction
+//!   still running (`pg_snapshot_xmin`): every transaction below that has
+//!   ended, and every transaction that has not yet committed has a higher
+//!   id, so nothing can later appear below what was returned. Seqs are
+//!   increasing and unique but not contiguous. Writers never wait for each
+//!   other and no row is written twice; the cost is that a long-running
+//!   transaction holds back the visibility of newer events until it ends.
 //!
 //! This module never interprets events; it stores and orders them.
 
@@ -31,11 +35,6 @@ use crate::model::{Event, EventPage, EventSubject};
 use crate::sql::{args, Arg, Row, Tx};
 
 use super::{Kernel, NewEvent};
-
-/// Advisory lock key of the Postgres sequencer ("SWYD-SEQ").
-const SEQUENCER_LOCK: i64 = 0x0053_5759_4453_4551;
-/// Most rows one sequencer transaction numbers.
-const SEQUENCER_BATCH: i64 = 50_000;
 
 pub(super) async fn insert(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
     match tx.backend() {
@@ -69,12 +68,15 @@ pub(super) async fn insert(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
             }
         }
         Backend::Postgres => {
+            debug_assert!(events.len() < 1 << 20, "seq keeps 20 bits for the position");
             let json = serde_json::to_string(events).expect("events serialise");
             tx.execute(
-                "INSERT INTO events (ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data) \
-                 SELECT r.ts, r.type, r.tenant, r.job_id, r.task_id, r.attempt_id, r.node_id, r.dead_letter_id, r.queue, r.data \
-                 FROM json_to_recordset($1::json) AS r(ts BIGINT, type TEXT, tenant TEXT, job_id BIGINT, task_id BIGINT, \
-                      attempt_id BIGINT, node_id BIGINT, dead_letter_id BIGINT, queue TEXT, data TEXT)",
+                "INSERT INTO events (seq, ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data) \
+                 SELECT (pg_current_xact_id()::text::bigint << 20) + r.n - 1, \
+                        r.ts, r.type, r.tenant, r.job_id, r.task_id, r.attempt_id, r.node_id, r.dead_letter_id, r.queue, r.data \
+                 FROM ROWS FROM (json_to_recordset($1::json) AS (ts BIGINT, type TEXT, tenant TEXT, job_id BIGINT, \
+                      task_id BIGINT, attempt_id BIGINT, node_id BIGINT, dead_letter_id BIGINT, queue TEXT, data TEXT)) \
+                      WITH ORDINALITY AS r(ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data, n)",
                 args![json],
             )
             .await?;
@@ -130,6 +132,15 @@ fn event_from_row(r: &Row) -> Result<Event> {
 const EVENT_COLUMNS: &str =
     "seq, ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data";
 
+/// The condition that keeps readers below the visibility horizon (see the
+/// module doc); always true on SQLite.
+fn horizon(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "1 = 1",
+        Backend::Postgres => "seq < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)",
+    }
+}
+
 impl Kernel {
     /// Events with `seq > after`, oldest first, at most `limit` (1–10,000).
     pub async fn events_after(&self, after: i64, limit: i64) -> Result<EventPage> {
@@ -137,7 +148,10 @@ impl Kernel {
         let rows = self
             .db()
             .read_all(
-                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND {} ORDER BY seq LIMIT $2",
+                    horizon(self.backend())
+                ),
                 args![after, limit],
             )
             .await?;
@@ -156,7 +170,8 @@ impl Kernel {
             .db()
             .read_all(
                 &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 AND seq > $2 AND {} ORDER BY seq LIMIT $3",
+                    horizon(self.backend())
                 ),
                 args![job_id, after, limit],
             )
@@ -174,61 +189,51 @@ impl Kernel {
         let row = self
             .db()
             .read_one(
-                "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM events",
+                &format!(
+                    "SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS seq FROM events WHERE {}",
+                    horizon(self.backend())
+                ),
                 args![],
             )
             .await?;
         Ok(row.i64("seq")?)
     }
 
-    /// Numbers every committed, unnumbered event now (Postgres; a no-op on
-    /// SQLite). The background sequencer does this continuously; tests and
-    /// shutdown call it to be sure. Returns how many rows it numbered.
-    pub async fn sync_events(&self) -> Result<u64> {
-        let Pools::Postgres(pool) = &self.db().pools else {
-            return Ok(0);
-        };
-        let mut total = 0;
-        loop {
-            let mut tx = pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(SEQUENCER_LOCK)
-                .execute(&mut *tx)
-                .await?;
-            // A new statement: its snapshot includes the previous
-            // sequencer's commit, which released the lock we now hold.
-            let numbered = sqlx::query(
-                "WITH base AS (SELECT COALESCE(MAX(seq), 0) AS b FROM events), \
-                      todo AS (SELECT id, row_number() OVER (ORDER BY id) AS rn \
-                               FROM events WHERE seq IS NULL ORDER BY id LIMIT $1) \
-                 UPDATE events e SET seq = base.b + todo.rn FROM todo, base WHERE e.id = todo.id",
-            )
-            .bind(SEQUENCER_BATCH)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if numbered > 0 {
-                // Subscribers on every replica re-read (one NOTIFY per batch).
-                sqlx::query("SELECT pg_notify('switchyard_events', '')")
-                    .execute(&mut *tx)
+    /// Waits (up to 10 s) until every event committed before the call is
+    /// readable, and returns the last readable seq. Immediate on SQLite; on
+    /// Postgres it waits for older transactions still running to end.
+    pub async fn sync_events(&self) -> Result<i64> {
+        if self.backend() == Backend::Postgres {
+            let Pools::Postgres(pool) = &self.db().pools else {
+                unreachable!("backend is postgres")
+            };
+            // Everything committed so far has an xid below the next one.
+            let (next,): (i64,) =
+                sqlx::query_as("SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint)")
+                    .fetch_one(pool)
                     .await?;
-            }
-            tx.commit().await?;
-            total += numbered;
-            if numbered > 0 {
-                self.inner.events_changed.send_modify(|g| *g += 1);
-            }
-            if (numbered as i64) < SEQUENCER_BATCH {
-                return Ok(total);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (xmin,): (i64,) = sqlx::query_as(
+                    "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
+                )
+                .fetch_one(pool)
+                .await?;
+                if xmin >= next || tokio::time::Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
+        self.last_event_seq().await
     }
 
     /// Starts the background duties of this replica: the lease-expiry and
-    /// node sweep every `config.sweep_every`; on Postgres also the event
-    /// sequencer, the notifier (tells other replicas that work is ready) and
-    /// a LISTEN connection (wakes local claimers and event subscribers when
-    /// another replica writes). Safe to run on every replica.
+    /// node sweep every `config.sweep_every`; on Postgres also a watcher of
+    /// the event horizon (wakes subscribers when events become readable),
+    /// the notifier (tells other replicas that work is ready or events were
+    /// written) and a LISTEN connection (wakes local claimers and event
+    /// subscribers when another replica writes). Safe on every replica.
     pub fn start_background(&self) -> Background {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -249,29 +254,31 @@ impl Kernel {
         }));
 
         if self.backend() == Backend::Postgres {
+            // New events become readable when older transactions end, which
+            // no commit of ours announces: watch the readable maximum.
             let kernel = self.clone();
             let mut stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
+                let mut last = -1;
                 loop {
-                    if let Err(e) = kernel.sync_events().await {
-                        tracing::warn!(error = %e, "event sequencer failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
                     tokio::select! {
-                        _ = kernel.inner.sequencer.notified() => {}
-                        // A safety net: rows committed by a replica that
-                        // stopped before numbering them still get numbered.
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        _ = stop.changed() => {
-                            let _ = kernel.sync_events().await;
-                            return;
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    match kernel.last_event_seq().await {
+                        Ok(seq) if seq != last => {
+                            last = seq;
+                            kernel.inner.events_changed.send_modify(|g| *g += 1);
                         }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot read the event horizon"),
                     }
                 }
             }));
 
             // The notifier: one NOTIFY for any number of local commits that
-            // made work ready, sent outside their transactions.
+            // made work ready (or wrote events), sent outside their
+            // transactions.
             let kernel = self.clone();
             let mut stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
@@ -279,15 +286,17 @@ impl Kernel {
                     return;
                 };
                 loop {
-                    tokio::select! {
-                        _ = kernel.inner.remote_work.notified() => {}
+                    let channel = tokio::select! {
+                        _ = kernel.inner.remote_work.notified() => "switchyard_work",
+                        _ = kernel.inner.remote_events.notified() => "switchyard_events",
                         _ = stop.changed() => return,
-                    }
-                    if let Err(e) = sqlx::query("SELECT pg_notify('switchyard_work', '')")
+                    };
+                    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(channel)
                         .execute(&pool)
                         .await
                     {
-                        tracing::warn!(error = %e, "cannot notify other replicas of new work");
+                        tracing::warn!(error = %e, "cannot notify other replicas");
                     }
                 }
             }));
@@ -338,8 +347,7 @@ pub struct Background {
 }
 
 impl Background {
-    /// Stops the duties and waits for them (the sequencer numbers what is
-    /// committed before it exits).
+    /// Stops the duties and waits for them.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {

@@ -201,6 +201,17 @@ impl Kernel {
                 .await?
             }
         };
+        if !leased.is_empty() && w.tx.backend() == Backend::Postgres {
+            // A grant need not wait for its WAL flush. If the server crashes
+            // before the flush, the grant is lost as a whole: the task is
+            // ready again and the worker's report is refused (stale), so
+            // the task runs again: at-least-once, as for any lost worker.
+            // Any later durable commit (e.g. the completion) flushes
+            // the grant first, since WAL is written in order. Submits and
+            // completions stay synchronous.
+            w.tx.execute("SET LOCAL synchronous_commit = off", args![])
+                .await?;
+        }
         self.finish(w).await?;
         Ok(leased)
     }

@@ -5,7 +5,7 @@
 //! validates first, then applies guarded transitions (`UPDATE … WHERE state =
 //! expected`; zero rows is an answer, never ignored) and appends the events
 //! of every change it made, in the same transaction. After commit it wakes
-//! whoever waits in this process (claimers, the event sequencer, event
+//! whoever waits in this process (claimers, event
 //! subscribers); on Postgres `NOTIFY` does the same for other replicas.
 //!
 //! The engine never speaks HTTP and never decides how a task is executed:
@@ -101,10 +101,10 @@ struct Inner {
     config: KernelConfig,
     /// Claimers waiting for work.
     work: Notify,
-    /// The Postgres sequencer waiting for unsequenced events.
-    sequencer: Notify,
     /// The Postgres notifier: work became ready here; tell other replicas.
     remote_work: Notify,
+    /// The Postgres notifier: events were written here; tell other replicas.
+    remote_events: Notify,
     /// Bumped whenever new events become readable; subscribers re-read.
     events_changed: watch::Sender<u64>,
 }
@@ -121,7 +121,7 @@ impl std::fmt::Debug for Kernel {
 impl Kernel {
     /// Opens and migrates the database at `url` and builds a kernel on it.
     /// Call [`Kernel::start_background`] to run the sweeps (and, on Postgres,
-    /// the event sequencer and the cross-replica listener).
+    /// the notifier and listener that connect replicas).
     pub async fn open(url: &str, config: KernelConfig) -> Result<Kernel> {
         let db = Db::open(url).await?;
         Ok(Kernel::new(db, config))
@@ -134,8 +134,8 @@ impl Kernel {
                 db,
                 config,
                 work: Notify::new(),
-                sequencer: Notify::new(),
                 remote_work: Notify::new(),
+                remote_events: Notify::new(),
                 events_changed,
             }),
         }
@@ -173,8 +173,8 @@ impl Kernel {
     }
 
     /// Appends the unit's events, commits, then wakes whoever waits: local
-    /// claimers and event subscribers at once; on Postgres the sequencer,
-    /// and other replicas' claimers through the notifier.
+    /// claimers and event subscribers at once; on Postgres, other replicas
+    /// through the notifier.
     ///
     /// NOTIFY is deliberately not sent inside the unit: Postgres holds a
     /// global lock from a notifying transaction's commit until its end, so
@@ -193,10 +193,9 @@ impl Kernel {
             }
         }
         if wrote_events {
-            match self.backend() {
-                // One writer: the rows are numbered and readable already.
-                Backend::Sqlite => self.inner.events_changed.send_modify(|g| *g += 1),
-                Backend::Postgres => self.inner.sequencer.notify_one(),
+            self.inner.events_changed.send_modify(|g| *g += 1);
+            if self.backend() == Backend::Postgres {
+                self.inner.remote_events.notify_one();
             }
         }
         Ok(())

@@ -131,7 +131,7 @@ impl Env {
             .expect("claim")
     }
 
-    /// Every event, after numbering what is committed (Postgres).
+    /// Every event, once everything committed is readable.
     pub async fn all_events(&self) -> Vec<kernel::model::Event> {
         self.kernel.sync_events().await.expect("sync events");
         let mut out = Vec::new();
