@@ -11,8 +11,8 @@
 //! - enqueue: N one-task `noop` jobs submitted in batches of 1,000;
 //! - drain, batched: those N tasks run by an in-process pool (2,048 slots,
 //!   claims of up to 512, batched completions, `--in-flight` claims and
-//!   report batches at once, default 2); tasks/s from pool start to the
-//!   last completion recorded;
+//!   report batches at once, default 2 on SQLite and 4 on Postgres);
+//!   tasks/s from pool start to the last completion recorded;
 //! - drain, one at a time: N/5 tasks with 24 slots, one lease per claim and
 //!   one completion per call, 24 calls in flight (graphile-worker's
 //!   unbatched shape: 24 workers fetching one job each);
@@ -36,8 +36,9 @@ struct Args {
     pickups: usize,
     postgres: Option<String>,
     sqlite: bool,
-    /// Claims and report batches in flight in the batched drain.
-    in_flight: usize,
+    /// Claims and report batches in flight in the batched drain (default:
+    /// 2 on SQLite, 4 on Postgres).
+    in_flight: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -46,7 +47,7 @@ fn parse_args() -> Args {
         pickups: 300,
         postgres: std::env::var("SWITCHYARD_TEST_POSTGRES_URL").ok(),
         sqlite: true,
-        in_flight: 2,
+        in_flight: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -57,10 +58,11 @@ fn parse_args() -> Args {
             }
             "--postgres" => args.postgres = it.next(),
             "--in-flight" => {
-                args.in_flight = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--in-flight N")
+                args.in_flight = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--in-flight N"),
+                )
             }
             "--sqlite-only" => args.postgres = None,
             "--postgres-only" => args.sqlite = false,
@@ -240,7 +242,11 @@ async fn run(label: &str, url: &str, args: &Args) {
         eprintln!("{label}: engine alone (claim 512, complete, repeat): {raw:.0} tasks/s");
     }
     let enqueue_rate = enqueue(&kernel, args.tasks, "batched").await;
-    let batched = drain(&kernel, args.tasks, noop_node, 2_048, 512, args.in_flight).await;
+    let in_flight = args.in_flight.unwrap_or(match kernel.backend() {
+        kernel::Backend::Sqlite => 2,
+        kernel::Backend::Postgres => 4,
+    });
+    let batched = drain(&kernel, args.tasks, noop_node, 2_048, 512, in_flight).await;
     let small = (args.tasks / 5).max(1);
     enqueue(&kernel, small, "single").await;
     let single = drain(&kernel, small, noop_node, 24, 1, 24).await;
@@ -259,6 +265,7 @@ async fn run(label: &str, url: &str, args: &Args) {
             "pickup_p50_ms": (p50 * 100.0).round() / 100.0,
             "pickup_p99_ms": (p99 * 100.0).round() / 100.0,
             "pickups": args.pickups,
+            "in_flight": in_flight,
         })
     );
     kernel.db().close().await;

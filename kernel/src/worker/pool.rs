@@ -168,8 +168,9 @@ pub struct PoolConfig {
     pub heartbeat_every: Duration,
     /// Most reports per batch.
     pub report_batch: usize,
-    /// Claim calls in flight at once. One is right for SQLite (one writer);
-    /// on Postgres several let commits overlap (group commit).
+    /// Claim calls in flight at once (default 2). SQLite has one writer, so
+    /// more only queue; on Postgres several let commits overlap (group
+    /// commit): the bench uses 4.
     pub claimers: usize,
     /// Report batches in flight at once (same reasoning).
     pub reporters: usize,
@@ -184,8 +185,8 @@ impl PoolConfig {
             claim_wait_ms: 1_000,
             heartbeat_every: Duration::from_secs(10),
             report_batch: 1_000,
-            claimers: 1,
-            reporters: 1,
+            claimers: 2,
+            reporters: 2,
         }
     }
 }
