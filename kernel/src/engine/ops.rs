@@ -25,6 +25,8 @@ use super::{Kernel, Work};
 pub const MAX_DEAD_LETTER_BATCH: usize = 10_000;
 /// Largest number of log lines one append takes.
 pub const MAX_LOG_LINES: usize = 10_000;
+/// Longest stored log line, in bytes.
+pub const MAX_LOG_LINE_BYTES: usize = 16_384;
 
 impl Kernel {
     /// Cancels a job: its unfinished tasks become cancelled, their active
@@ -726,11 +728,9 @@ impl Kernel {
             .map(|l| LogRow {
                 attempt_id,
                 stream: l.stream.as_str(),
-                line: if l.line.len() > 16_384 {
-                    &l.line[..l.line.floor_char_boundary_compat(16_384)]
-                } else {
-                    &l.line
-                },
+                // One line is at most 16 KiB; a longer one is cut (at a
+                // character boundary) rather than refusing the whole batch.
+                line: prefix_within(&l.line, MAX_LOG_LINE_BYTES),
                 ts: l.ts,
             })
             .collect();
@@ -754,17 +754,17 @@ impl Kernel {
     }
 }
 
-trait FloorCharBoundary {
-    fn floor_char_boundary_compat(&self, i: usize) -> usize;
-}
-
-impl FloorCharBoundary for String {
-    fn floor_char_boundary_compat(&self, mut i: usize) -> usize {
-        while !self.is_char_boundary(i) {
-            i -= 1;
-        }
-        i
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+fn prefix_within(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn check_reason(reason: &str) -> Result<&str> {
