@@ -91,6 +91,7 @@ async fn run(label: &str, url: &str, args: &Args) {
     let router = app(AppState {
         leptos_options: LeptosOptions::builder().output_name("switchyard").build(),
         kernel: kernel.clone(),
+        live: Default::default(),
     });
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 

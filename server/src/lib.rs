@@ -23,6 +23,25 @@ use tower_http::compression::CompressionLayer;
 pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub kernel: kernel::Kernel,
+    /// The SSE streams: their settings and the shutdown token that ends
+    /// them, so graceful shutdown is not held open by subscribers.
+    pub live: api::stream::LiveStreams,
+}
+
+impl AppState {
+    /// State with default stream settings, whose streams end when
+    /// `shutdown` is cancelled.
+    pub fn new(
+        leptos_options: LeptosOptions,
+        kernel: kernel::Kernel,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> AppState {
+        AppState {
+            leptos_options,
+            kernel,
+            live: api::stream::LiveStreams::new(api::stream::LiveConfig::default(), shutdown),
+        }
+    }
 }
 
 /// The complete HTTP surface: health probes, the REST API, console pages, static site

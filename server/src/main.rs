@@ -92,12 +92,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         args.addr
     );
 
-    let state = AppState {
-        leptos_options,
-        kernel: kernel.clone(),
-    };
+    // Cancelled on SIGINT/SIGTERM: ends every SSE stream, so the graceful
+    // shutdown below is not held open by subscribers.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let state = AppState::new(leptos_options, kernel.clone(), shutdown.clone());
     let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        })
         .await
         .map_err(|err| format!("serving HTTP: {err}"));
 

@@ -28,6 +28,7 @@ async fn api() -> Api {
         router: app(AppState {
             leptos_options,
             kernel: kernel.clone(),
+            live: Default::default(),
         }),
         kernel,
         _dir: dir,

@@ -32,6 +32,7 @@ async fn test_app() -> TestApp {
         router: app(AppState {
             leptos_options,
             kernel,
+            live: Default::default(),
         }),
         _dir: dir,
     }
@@ -76,6 +77,7 @@ async fn readyz_reports_an_unreachable_database() {
     let response = app(AppState {
         leptos_options,
         kernel,
+        live: Default::default(),
     })
     .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
     .await

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod leases;
 pub mod openapi;
+pub mod stream;
 
 use axum::http::StatusCode;
 use axum::Router;
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
         .merge(dead_letter::router())
         .merge(events::router())
         .merge(openapi::router())
+        .merge(stream::router())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         });
