@@ -7,6 +7,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 export PATH="$ROOT/.tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 
+# cargo-leptos runs wasm-opt on release builds and fails without one.
+printf 'wasm-opt: %s (%s)\n' "$(command -v wasm-opt)" "$(wasm-opt --version)"
 cargo leptos build --release
 
 wasm=$(ls target/site/pkg/*.wasm | head -n 1)
