@@ -118,8 +118,7 @@ impl LeaseSource for HttpLeaseSource {
                 .into_iter()
                 .map(|(attempt_id, proof)| LeaseRef {
                     attempt_id,
-                    lease_token: proof.lease_token,
-                    epoch: proof.epoch,
+                    proof,
                     output: None,
                 })
                 .collect();
@@ -139,8 +138,7 @@ impl LeaseSource for HttpLeaseSource {
                 .into_iter()
                 .map(|c| LeaseRef {
                     attempt_id: c.attempt_id,
-                    lease_token: c.proof.lease_token,
-                    epoch: c.proof.epoch,
+                    proof: c.proof,
                     output: c.output,
                 })
                 .collect();
@@ -162,8 +160,7 @@ impl LeaseSource for HttpLeaseSource {
     ) -> BoxFuture<'_, SourceResult<()>> {
         Box::pin(async move {
             let body = FailRequest {
-                lease_token: proof.lease_token,
-                epoch: proof.epoch,
+                proof,
                 error: failure,
             };
             let _: serde_json::Value = self
@@ -189,11 +186,7 @@ impl LeaseSource for HttpLeaseSource {
         lines: Vec<NewLogLine>,
     ) -> BoxFuture<'_, SourceResult<()>> {
         Box::pin(async move {
-            let body = LogRequest {
-                lease_token: proof.lease_token,
-                epoch: proof.epoch,
-                lines,
-            };
+            let body = LogRequest { proof, lines };
             let _: serde_json::Value = self
                 .post(&format!("/leases/{attempt_id}/log"), &body)
                 .await?;

@@ -92,8 +92,9 @@ pub(crate) async fn heartbeat(
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CompleteRequest {
-    pub lease_token: String,
-    pub epoch: i64,
+    /// `lease_token` and `epoch`, at the top level of the body.
+    #[serde(flatten)]
+    pub proof: LeaseProof,
     #[serde(default)]
     pub output: Option<Value>,
 }
@@ -118,11 +119,9 @@ pub(crate) async fn complete(
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> ApiResult<Json<Done>> {
-    let proof = LeaseProof {
-        lease_token: request.lease_token,
-        epoch: request.epoch,
-    };
-    kernel.complete(attempt_id, &proof, request.output).await?;
+    kernel
+        .complete(attempt_id, &request.proof, request.output)
+        .await?;
     Ok(Json(Done {
         attempt_id,
         state: "succeeded".to_string(),
@@ -131,8 +130,8 @@ pub(crate) async fn complete(
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailRequest {
-    pub lease_token: String,
-    pub epoch: i64,
+    #[serde(flatten)]
+    pub proof: LeaseProof,
     pub error: TaskFailure,
 }
 
@@ -150,11 +149,11 @@ pub(crate) async fn fail(
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<FailRequest>,
 ) -> ApiResult<Json<FailOutcome>> {
-    let proof = LeaseProof {
-        lease_token: request.lease_token,
-        epoch: request.epoch,
-    };
-    Ok(Json(kernel.fail(attempt_id, &proof, &request.error).await?))
+    Ok(Json(
+        kernel
+            .fail(attempt_id, &request.proof, &request.error)
+            .await?,
+    ))
 }
 
 #[utoipa::path(
@@ -182,8 +181,8 @@ pub(crate) async fn release(
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseRef {
     pub attempt_id: i64,
-    pub lease_token: String,
-    pub epoch: i64,
+    #[serde(flatten)]
+    pub proof: LeaseProof,
     /// Only read by batch complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
@@ -260,16 +259,8 @@ pub(crate) async fn heartbeat_batch(
     check_batch(&request.items)?;
     let leases: Vec<(i64, LeaseProof)> = request
         .items
-        .iter()
-        .map(|item| {
-            (
-                item.attempt_id,
-                LeaseProof {
-                    lease_token: item.lease_token.clone(),
-                    epoch: item.epoch,
-                },
-            )
-        })
+        .into_iter()
+        .map(|item| (item.attempt_id, item.proof))
         .collect();
     let results = kernel.heartbeat_many(&leases).await?;
     Ok(Json(item_results(
@@ -297,10 +288,7 @@ pub(crate) async fn complete_batch(
         .into_iter()
         .map(|item| Completion {
             attempt_id: item.attempt_id,
-            proof: LeaseProof {
-                lease_token: item.lease_token,
-                epoch: item.epoch,
-            },
+            proof: item.proof,
             output: item.output,
         })
         .collect();
@@ -321,8 +309,8 @@ pub(crate) async fn complete_batch(
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogRequest {
-    pub lease_token: String,
-    pub epoch: i64,
+    #[serde(flatten)]
+    pub proof: LeaseProof,
     pub lines: Vec<NewLogLine>,
 }
 
@@ -345,12 +333,8 @@ pub(crate) async fn append_log(
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<LogRequest>,
 ) -> ApiResult<Json<Appended>> {
-    let proof = LeaseProof {
-        lease_token: request.lease_token,
-        epoch: request.epoch,
-    };
     let appended = kernel
-        .append_attempt_log(attempt_id, &proof, &request.lines)
+        .append_attempt_log(attempt_id, &request.proof, &request.lines)
         .await?;
     Ok(Json(Appended { appended }))
 }
