@@ -5,6 +5,11 @@
 //! renders on the server (`ssr`) and hydrates in the browser (`hydrate`).
 //! Server-only code stays behind the `ssr` feature.
 
+// Leptos view types nest deeply; the hydrate build of the larger pages needs
+// more than the default 128 levels to compute their layout.
+#![recursion_limit = "256"]
+
+pub mod api;
 pub mod components;
 pub mod dag;
 pub mod legacy;
@@ -15,11 +20,11 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet};
 use leptos_router::{
     components::{Redirect, Route, Router, Routes},
-    path,
+    path, SsrMode,
 };
 
 use components::shell::Shell;
-use routes::{not_found::Fallback, StaticPage};
+use routes::{job::JobPage, not_found::Fallback, ops::OpsSnapshotPage, StaticPage};
 
 /// The HTML document around the app, rendered by the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -53,12 +58,12 @@ pub fn App() -> impl IntoView {
             <Shell>
                 <Routes fallback=Fallback>
                     <Route path=path!("/") view=|| view! { <Redirect path="/ops"/> }/>
-                    <Route path=path!("/ops") view=|| view! { <StaticPage id="snapshot"/> }/>
+                    <Route path=path!("/ops") view=OpsSnapshotPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/approvals") view=|| view! { <StaticPage id="approvals"/> }/>
                     <Route path=path!("/ops/operations/jobs-queues") view=|| view! { <StaticPage id="jobs-queues"/> }/>
                     <Route path=path!("/ops/operations/jobengine") view=|| view! { <StaticPage id="jobengine"/> }/>
                     <Route path=path!("/ops/operations/jobengine/jobs") view=|| view! { <StaticPage id="jobs"/> }/>
-                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId") view=|| view! { <StaticPage id="job"/> }/>
+                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId") view=JobPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/jobs/:jobId/dag") view=|| view! { <StaticPage id="job-dag"/> }/>
                     <Route path=path!("/ops/operations/jobengine/quotas") view=|| view! { <StaticPage id="quotas"/> }/>
                     <Route path=path!("/ops/operations/dead-letter") view=|| view! { <StaticPage id="dead-letter"/> }/>

@@ -1,4 +1,5 @@
 //! Reusable pieces of the console.
 
+pub mod live;
 pub mod page;
 pub mod shell;

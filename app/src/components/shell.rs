@@ -3,12 +3,17 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use crate::components::live::{start_clock, LiveBoard, LiveIndicator, SilenceBanner};
 use crate::pages::{NavGroup, PAGES};
 
 /// The frame around every page.
 #[component]
 pub fn Shell(children: Children) -> impl IntoView {
     let (nav_open, set_nav_open) = signal(true);
+    // The page's live feed reports here; the header shows it.
+    let board = LiveBoard::new();
+    provide_context(board);
+    start_clock(board);
 
     view! {
         <div class="shell" class:nav-collapsed=move || !nav_open.get()>
@@ -25,11 +30,15 @@ pub fn Shell(children: Children) -> impl IntoView {
                 </button>
                 <a class="brand" href="/ops">"Switchyard"</a>
                 <span class="topbar-section">"Ops › Operations"</span>
+                <LiveIndicator/>
             </header>
             <nav id="ops-nav" class="sidenav" aria-label="Ops navigation" hidden=move || !nav_open.get()>
                 {NavGroup::ALL.map(|group| view! { <NavSection group/> })}
             </nav>
-            <main class="content">{children()}</main>
+            <main class="content">
+                <SilenceBanner/>
+                {children()}
+            </main>
         </div>
     }
 }

@@ -4,7 +4,9 @@
 //! page's frame and an honest statement of what will appear there. Each page
 //! graduates to its own module here when it starts reading the kernel.
 
+pub mod job;
 pub mod not_found;
+pub mod ops;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;

@@ -24,7 +24,7 @@
 //!   takes frames after its cursor from the ring; when they were already
 //!   evicted (a replay from long ago, or a subscriber too slow to keep up) it
 //!   reads them from the log in pages instead, then rejoins the ring. Both
-//!   sources hold the same gapless sequence, so a reconnect neither skips nor
+//!   sources hold the same ordered sequence, so a reconnect neither skips nor
 //!   repeats an event, even while events are written during the replay.
 //! - Streams are pulled: a stream only reads when its client's socket takes
 //!   more, and holds at most one batch. A slow subscriber therefore never
@@ -377,6 +377,9 @@ fn control_frame(event: &str, data: serde_json::Value) -> Bytes {
 }
 
 /// The shared, bounded, in-order copy of the newest part of the log.
+///
+/// Seqs only ever increase; they are contiguous on SQLite but not on
+/// Postgres (`xid << 20 | n`), so nothing here does arithmetic on them.
 struct Tail {
     ring: Mutex<Ring>,
     /// The highest seq the ring holds (or the log's head when the tail started).
@@ -386,40 +389,35 @@ struct Tail {
 struct Ring {
     frames: VecDeque<Arc<Frame>>,
     capacity: usize,
-    /// Seq the next pushed frame must have to keep the ring contiguous.
-    next: i64,
+    /// The ring holds every event with a seq above this one (up to the
+    /// head). Seqs increase but need not be contiguous (on Postgres they
+    /// are not), so coverage is tracked rather than inferred.
+    covers_after: i64,
 }
 
 enum Take {
     /// Frames after the cursor, in order (possibly fewer than asked).
     Frames(Vec<Arc<Frame>>),
-    /// What follows the cursor is no longer (or not yet) in the ring.
+    /// What follows the cursor is no longer in the ring.
     Evicted,
 }
 
 impl Ring {
+    /// Appends the next event of the log (the tail reads the log in order).
     fn push(&mut self, frame: Frame) {
-        if frame.seq != self.next {
-            // The log is gapless, so this does not happen; if it ever did,
-            // starting over keeps the ring contiguous and readers fall back
-            // to the log, which is the truth.
-            self.frames.clear();
-        }
-        self.next = frame.seq + 1;
         if self.frames.len() == self.capacity {
-            self.frames.pop_front();
+            if let Some(old) = self.frames.pop_front() {
+                self.covers_after = old.seq;
+            }
         }
         self.frames.push_back(Arc::new(frame));
     }
 
     fn take_after(&self, cursor: i64, max: usize) -> Take {
-        let Some(first) = self.frames.front().map(|f| f.seq) else {
-            return Take::Evicted;
-        };
-        if cursor + 1 < first {
+        if cursor < self.covers_after {
             return Take::Evicted;
         }
-        let start = (cursor + 1 - first) as usize;
+        let start = self.frames.partition_point(|f| f.seq <= cursor);
         Take::Frames(self.frames.iter().skip(start).take(max).cloned().collect())
     }
 }
@@ -440,7 +438,7 @@ impl Tail {
             ring: Mutex::new(Ring {
                 frames: VecDeque::with_capacity(config.tail_capacity.min(1024)),
                 capacity: config.tail_capacity.max(1),
-                next: head + 1,
+                covers_after: head,
             }),
             head: watch::channel(head).0,
         });
@@ -525,8 +523,8 @@ struct Subscription {
     /// The resume point asked for, reported in `connection.connected`.
     resumed_after: Option<i64>,
     connected_sent: bool,
-    /// Caught up once since (re)joining the tail: falling out of it again
-    /// means the subscriber is lagging and is told so.
+    /// Reading from the shared tail (or waiting at its head): falling out
+    /// of it means the subscriber is lagging and is told so.
     live: bool,
     heartbeat_every: Duration,
     next_heartbeat: Instant,
@@ -591,6 +589,7 @@ impl Subscription {
             if self.cursor < head {
                 match self.tail.take_after(self.cursor, BATCH) {
                     Take::Frames(frames) if !frames.is_empty() => {
+                        self.live = true;
                         if let Some(chunk) = self.frame_chunk(frames) {
                             return Some(chunk);
                         }
@@ -601,11 +600,7 @@ impl Subscription {
                             self.live = false;
                             return Some(control_frame(
                                 connection_event::LAGGING,
-                                json!({
-                                    "after": self.cursor,
-                                    "head": head,
-                                    "behind": head - self.cursor,
-                                }),
+                                json!({ "after": self.cursor, "head": head }),
                             ));
                         }
                         match self.read_log(head).await {

@@ -1,0 +1,260 @@
+//! One job for its detail page: the job, its tasks and their attempts, and
+//! how an event of the job's stream changes them.
+
+use kernel::model::{event_type, Attempt, AttemptState, Event, JobDetail, JobState, TaskState};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Most events the job's timeline keeps.
+pub const JOB_TIMELINE_LEN: usize = 50;
+
+/// What the job page renders first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Kernel clock when read (unix ms).
+    pub read_at: i64,
+    /// Last event seq reflected here; the job's stream resumes after it.
+    pub seq: i64,
+    pub job: JobDetail,
+    /// The job's events, newest first.
+    pub timeline: Vec<Event>,
+}
+
+fn text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+    event.data.get(key).and_then(|v| v.as_str())
+}
+
+impl JobView {
+    /// Patches the view with one event of the job's stream. Events at or
+    /// before `seq` are already reflected and change nothing.
+    pub fn apply(&mut self, event: &Event) {
+        if event.seq <= self.seq || event.subject.job_id != Some(self.job.job.id) {
+            return;
+        }
+        self.seq = event.seq;
+        let ts = event.ts;
+        match event.event_type.as_str() {
+            event_type::JOB_STATE_CHANGED => {
+                if let Some(to) = text(event, "to").and_then(|t| t.parse::<JobState>().ok()) {
+                    let job = &mut self.job.job;
+                    job.state = to;
+                    job.updated_at = ts;
+                    if to == JobState::Running && job.started_at.is_none() {
+                        job.started_at = Some(ts);
+                    }
+                    if to.is_terminal() {
+                        job.finished_at = Some(ts);
+                    } else {
+                        job.finished_at = None;
+                    }
+                }
+            }
+            event_type::TASK_STATE_CHANGED => {
+                let to = text(event, "to").and_then(|t| t.parse::<TaskState>().ok());
+                let from = text(event, "from").and_then(|t| t.parse::<TaskState>().ok());
+                let attempt_state = text(event, "attempt_state")
+                    .and_then(|t| t.parse::<AttemptState>().ok())
+                    .or_else(|| {
+                        // A failed report carries the error, not the attempt's
+                        // new state: the attempt failed.
+                        (from == Some(TaskState::Leased) && event.data.get("error").is_some())
+                            .then_some(AttemptState::Failed)
+                    });
+                let error = text(event, "error").map(str::to_string);
+                let used = event.data.get("attempts_used").and_then(|v| v.as_i64());
+                let moved = match (self.task_mut(event), to) {
+                    (Some(task), Some(to)) => {
+                        let was = task.state;
+                        task.state = to;
+                        task.updated_at = ts;
+                        task.finished_at = to.is_finished().then_some(ts);
+                        if error.is_some() {
+                            task.last_error = error.clone();
+                        }
+                        if let Some(used) = used {
+                            task.attempts_used = used;
+                        }
+                        Some((was, to))
+                    }
+                    _ => None,
+                };
+                if let Some((was, to)) = moved {
+                    self.job.job.task_counts.add(was, -1);
+                    self.job.job.task_counts.add(to, 1);
+                }
+                if let (Some(state), Some(attempt)) = (attempt_state, self.attempt_mut(event)) {
+                    // Only an active attempt ends here; an expired one stays expired.
+                    if attempt.state == AttemptState::Active {
+                        attempt.state = state;
+                        attempt.finished_at = Some(ts);
+                        if state == AttemptState::Failed {
+                            attempt.error = error;
+                        }
+                    }
+                }
+            }
+            event_type::LEASE_GRANTED => {
+                let epoch = event
+                    .data
+                    .get("epoch")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
+                let expires = event
+                    .data
+                    .get("lease_expires_at")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
+                let (Some(attempt_id), Some(task_id)) =
+                    (event.subject.attempt_id, event.subject.task_id)
+                else {
+                    return self.remember(event);
+                };
+                let job_id = self.job.job.id;
+                let node_id = event.subject.node_id;
+                let mut moved = None;
+                if let Some(task) = self.task_mut(event) {
+                    if !task.attempts.iter().any(|a| a.id == attempt_id) {
+                        let number = task.attempts.iter().map(|a| a.number).max().unwrap_or(0) + 1;
+                        task.attempts.push(Attempt {
+                            id: attempt_id,
+                            task_id,
+                            job_id,
+                            number,
+                            state: AttemptState::Active,
+                            node_id,
+                            epoch,
+                            lease_expires_at: expires,
+                            started_at: ts,
+                            heartbeat_at: None,
+                            finished_at: None,
+                            error: None,
+                        });
+                    }
+                    task.epoch = task.epoch.max(epoch);
+                    // A lease spends one attempt of the budget.
+                    task.attempts_used += 1;
+                    if task.state != TaskState::Leased {
+                        moved = Some(task.state);
+                        task.state = TaskState::Leased;
+                        task.updated_at = ts;
+                    }
+                }
+                if let Some(from) = moved {
+                    self.job.job.task_counts.add(from, -1);
+                    self.job.job.task_counts.add(TaskState::Leased, 1);
+                }
+            }
+            event_type::LEASE_RENEWED => {
+                let expires = event.data.get("lease_expires_at").and_then(|v| v.as_i64());
+                if let Some(attempt) = self.attempt_mut(event) {
+                    attempt.heartbeat_at = Some(ts);
+                    if let Some(expires) = expires {
+                        attempt.lease_expires_at = expires;
+                    }
+                }
+            }
+            event_type::LEASE_EXPIRED => {
+                if let Some(attempt) = self.attempt_mut(event) {
+                    attempt.state = AttemptState::Expired;
+                    attempt.finished_at = Some(ts);
+                }
+            }
+            event_type::LEASE_RELEASED => {
+                let state = text(event, "attempt_state")
+                    .and_then(|t| t.parse::<AttemptState>().ok())
+                    .unwrap_or(AttemptState::Cancelled);
+                let returned = event
+                    .data
+                    .get("task_state")
+                    .and_then(|t| t.get("to"))
+                    .and_then(|v| v.as_str())
+                    == Some("ready");
+                if let Some(attempt) = self.attempt_mut(event) {
+                    attempt.state = state;
+                    attempt.finished_at = Some(ts);
+                }
+                if returned {
+                    // A released lease gives its attempt back (the kernel
+                    // does not count it) and the task is ready again.
+                    let mut moved = None;
+                    if let Some(task) = self.task_mut(event) {
+                        task.attempts_used = (task.attempts_used - 1).max(0);
+                        if task.state == TaskState::Leased {
+                            task.state = TaskState::Ready;
+                            moved = Some(TaskState::Leased);
+                        }
+                    }
+                    if let Some(from) = moved {
+                        self.job.job.task_counts.add(from, -1);
+                        self.job.job.task_counts.add(TaskState::Ready, 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.remember(event);
+    }
+
+    fn remember(&mut self, event: &Event) {
+        self.timeline.insert(0, event.clone());
+        self.timeline.truncate(JOB_TIMELINE_LEN);
+    }
+
+    fn task_mut(&mut self, event: &Event) -> Option<&mut kernel::model::Task> {
+        let id = event.subject.task_id?;
+        self.job.tasks.iter_mut().find(|t| t.id == id)
+    }
+
+    fn attempt_mut(&mut self, event: &Event) -> Option<&mut Attempt> {
+        let id = event.subject.attempt_id?;
+        self.job
+            .tasks
+            .iter_mut()
+            .flat_map(|t| t.attempts.iter_mut())
+            .find(|a| a.id == id)
+    }
+}
+
+/// Reads one job. `Ok(None)` when no job has this id (or the id is not a
+/// job id at all).
+#[server]
+pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnError> {
+    use super::{kernel, kernel_error};
+
+    let Ok(id) = job_id.trim().parse::<i64>() else {
+        return Ok(None);
+    };
+    let kernel = kernel()?;
+    let seq = kernel.last_event_seq().await.map_err(kernel_error)?;
+    let read_at = super::ops::now_ms();
+    let job = match kernel.get_job(id).await {
+        Ok(job) => job,
+        Err(e) if e.code() == "not_found" => return Ok(None),
+        Err(e) => return Err(kernel_error(e)),
+    };
+    // The job's events up to `seq`, newest last, keeping the latest ones.
+    let mut timeline = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = kernel
+            .job_events_after(id, after, 1_000)
+            .await
+            .map_err(kernel_error)?;
+        let n = page.items.len();
+        after = page.next_after;
+        timeline.extend(page.items.into_iter().filter(|e| e.seq <= seq));
+        if timeline.len() > JOB_TIMELINE_LEN {
+            timeline.drain(..timeline.len() - JOB_TIMELINE_LEN);
+        }
+        if n < 1_000 || after > seq {
+            break;
+        }
+    }
+    timeline.reverse();
+    Ok(Some(JobView {
+        read_at,
+        seq,
+        job,
+        timeline,
+    }))
+}
