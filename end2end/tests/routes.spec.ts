@@ -33,7 +33,15 @@ for (const [path, title] of routes) {
     await expect(page).toHaveTitle(`${title} · Switchyard`);
     await expect(page.locator('h1')).toHaveText(title);
     await expect(page.getByRole('navigation', { name: 'Breadcrumbs' })).toBeVisible();
-    await expect(page.locator('.empty-state')).toContainText('Nothing to show yet');
+    if (path === '/ops') {
+      // Connected to the kernel: the snapshot, not an empty state.
+      await expect(page.locator('[data-card="active-jobs"]')).toBeVisible();
+    } else if (path === '/ops/operations/jobengine/jobs/job-17') {
+      // Connected to the kernel: "job-17" is not a job id it knows.
+      await expect(page.locator('.not-found-state')).toContainText('No such job');
+    } else {
+      await expect(page.locator('.empty-state')).toContainText('Nothing to show yet');
+    }
     await hydrated(page);
   });
 }
