@@ -186,23 +186,41 @@ async fn a_subscriber_receives_every_event_in_order_with_id_and_type() {
     assert_eq!(received, log, "the log, in order, each event once");
 }
 
+/// Small enough that some reconnects replay from the log rather than from
+/// the shared tail; heartbeats let the reader notice the producer is done.
+fn resumption_config() -> LiveConfig {
+    LiveConfig {
+        tail_capacity: 64,
+        page: 50,
+        heartbeat_every: Duration::from_millis(100),
+        ..LiveConfig::default()
+    }
+}
+
 #[tokio::test]
 async fn reconnecting_with_last_event_id_while_a_producer_writes_yields_the_log_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let server = sqlite_server(
-        &dir,
-        LiveConfig {
-            // Small enough that some reconnects replay from the log rather
-            // than from the shared tail.
-            tail_capacity: 64,
-            page: 50,
-            // Heartbeats let the reader notice the producer is done.
-            heartbeat_every: Duration::from_millis(100),
-            ..LiveConfig::default()
-        },
-    )
-    .await;
+    let server = sqlite_server(&dir, resumption_config()).await;
+    exact_resumption(&server).await;
+}
 
+/// The same on Postgres, where seqs are increasing but not contiguous.
+#[tokio::test]
+async fn on_postgres_reconnecting_while_a_producer_writes_yields_the_log_exactly() {
+    let Some(url) = postgres_url() else { return };
+    let db = fresh_postgres_database(&url).await;
+    let kernel = Kernel::open(&db, KernelConfig::default()).await.unwrap();
+    let background = kernel.start_background();
+    let server = serve(kernel, resumption_config()).await;
+    exact_resumption(&server).await;
+    server.shutdown.cancel();
+    let _ = server.served.await;
+    background.shutdown().await;
+}
+
+/// Disconnects at random points and reconnects with `Last-Event-ID` while a
+/// producer writes; the union received must be the log, exactly.
+async fn exact_resumption(server: &Server) {
     let producer = {
         let kernel = server.kernel.clone();
         tokio::spawn(async move {
@@ -456,15 +474,7 @@ async fn graceful_shutdown_ends_open_streams() {
 /// one reaches a subscriber of the other.
 #[tokio::test]
 async fn on_postgres_an_event_written_through_one_instance_reaches_a_subscriber_of_another() {
-    let Ok(url) = std::env::var("SWITCHYARD_TEST_POSTGRES_URL") else {
-        if std::env::var("SWITCHYARD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-            panic!("SWITCHYARD_REQUIRE_POSTGRES=1 but SWITCHYARD_TEST_POSTGRES_URL is not set");
-        }
-        eprintln!(
-            "skipped: SWITCHYARD_TEST_POSTGRES_URL is not set (run under scripts/with-postgres.sh)"
-        );
-        return;
-    };
+    let Some(url) = postgres_url() else { return };
     let db = fresh_postgres_database(&url).await;
     let one = Kernel::open(&db, KernelConfig::default()).await.unwrap();
     let two = Kernel::open(&db, KernelConfig::default()).await.unwrap();
@@ -496,6 +506,21 @@ async fn on_postgres_an_event_written_through_one_instance_reaches_a_subscriber_
     let _ = b.served.await;
     bg_one.shutdown().await;
     bg_two.shutdown().await;
+}
+
+/// The test server's URL, or `None` (with a note) when there is none;
+/// with `SWITCHYARD_REQUIRE_POSTGRES=1` a missing server fails the test.
+fn postgres_url() -> Option<String> {
+    match std::env::var("SWITCHYARD_TEST_POSTGRES_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            if std::env::var("SWITCHYARD_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("SWITCHYARD_REQUIRE_POSTGRES=1 but SWITCHYARD_TEST_POSTGRES_URL is not set");
+            }
+            eprintln!("skipped: SWITCHYARD_TEST_POSTGRES_URL is not set (run under scripts/with-postgres.sh)");
+            None
+        }
+    }
 }
 
 /// A new, empty database on the test server, so this test does not share
