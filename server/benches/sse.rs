@@ -10,8 +10,8 @@
 //! 1. N subscribers connect to `/api/v1/events/stream` and idle: the RSS
 //!    difference divided by N is the memory per idle subscriber.
 //! 2. A producer submits one-task jobs at R/s for D seconds (one
-//!    `job.submitted` event each, nothing claims them) and records when each
-//!    commit returned. Every subscriber records when each event's frame
+//!    `job.submitted` event each, nothing claims them; four concurrent
+//!    producers) and records when each commit returned. Every subscriber records when each event's frame
 //!    arrived (a 1-in-10 sample of seqs per subscriber). Delivery latency =
 //!    arrival − commit, both on the system clock of the same machine.
 //!
@@ -124,22 +124,45 @@ fn server() {
         let rss_idle = rss_kib();
         let per_subscriber = (rss_idle.saturating_sub(rss_before)) as f64 * 1024.0 / n as f64;
 
-        // Produce at `rate` events/s.
+        // Produce at `rate` events/s from a few concurrent producers (one
+        // alone is bound by its own round trips on a loaded machine); each
+        // looks up the seq of its job's event to pair it with its commit time.
+        const PRODUCERS: u64 = 4;
         let total = rate * seconds;
-        let mut commits: HashMap<i64, u128> = HashMap::with_capacity(total as usize);
-        let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let started = std::time::Instant::now();
-        for i in 0..total {
-            tick.tick().await;
-            kernel
-                .submit(NewJob::single(format!("e{i}"), "bench-nobody-claims", serde_json::json!({})))
-                .await
-                .unwrap();
-            let at = now_ns();
-            // One producer on SQLite: the newest seq is this submit's event.
-            let seq = kernel.last_event_seq().await.unwrap();
-            commits.insert(seq, at);
+        let mut producers = Vec::new();
+        for p in 0..PRODUCERS {
+            let kernel = kernel.clone();
+            producers.push(tokio::spawn(async move {
+                let mut commits: Vec<(i64, u128)> = Vec::new();
+                let mut tick =
+                    tokio::time::interval(Duration::from_nanos(1_000_000_000 * PRODUCERS / rate));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                for i in 0..total / PRODUCERS {
+                    tick.tick().await;
+                    let job = kernel
+                        .submit(NewJob::single(
+                            format!("p{p}-e{i}"),
+                            "bench-nobody-claims",
+                            serde_json::json!({}),
+                        ))
+                        .await
+                        .unwrap();
+                    let at = now_ns();
+                    let seq = kernel
+                        .job_events_after(job.job.id, 0, 1)
+                        .await
+                        .unwrap()
+                        .items[0]
+                        .seq;
+                    commits.push((seq, at));
+                }
+                commits
+            }));
+        }
+        let mut commits: HashMap<i64, u128> = HashMap::with_capacity(total as usize);
+        for p in producers {
+            commits.extend(p.await.unwrap());
         }
         let produced_in = started.elapsed();
         let last = kernel.last_event_seq().await.unwrap();

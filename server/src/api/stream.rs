@@ -603,7 +603,10 @@ impl Subscription {
                                 json!({ "after": self.cursor, "head": head }),
                             ));
                         }
-                        match self.read_log(head).await {
+                        // Boxed: the database read is the largest future
+                        // a stream awaits, and an idle stream should not
+                        // carry its space.
+                        match Box::pin(self.read_log(head)).await {
                             Ok(Some(chunk)) => return Some(chunk),
                             Ok(None) => continue,
                             Err(e) => {
