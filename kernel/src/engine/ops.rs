@@ -358,63 +358,6 @@ impl Kernel {
         self.get_dead_letter(id).await
     }
 
-    async fn select_dead_letters(
-        &self,
-        w: &mut Work,
-        selection: &DeadLetterSelection,
-    ) -> Result<(Vec<i64>, Vec<i64>)> {
-        match selection {
-            DeadLetterSelection::Ids(ids) => {
-                if ids.len() > MAX_DEAD_LETTER_BATCH {
-                    return Err(KernelError::validation(format!(
-                        "at most {MAX_DEAD_LETTER_BATCH} entries per batch"
-                    )));
-                }
-                let open: BTreeSet<i64> =
-                    w.tx.fetch_all(
-                        "SELECT id FROM dead_letters WHERE id @in($1) AND status = 'open'",
-                        args![ids.clone()],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| r.i64("id"))
-                    .collect::<Result<_, _>>()?;
-                let skipped = ids.iter().copied().filter(|i| !open.contains(i)).collect();
-                Ok((open.into_iter().collect(), skipped))
-            }
-            DeadLetterSelection::Filter(filter) => {
-                if filter.status.is_some_and(|s| s != DeadLetterStatus::Open) {
-                    return Err(KernelError::validation(
-                        "batch actions apply to open entries; drop the status filter",
-                    ));
-                }
-                let open = DeadLetterFilter {
-                    status: Some(DeadLetterStatus::Open),
-                    ..filter.clone()
-                };
-                let (cond, args) = dead_letter_conditions(&open);
-                let rows =
-                    w.tx.fetch_all(
-                        &format!(
-                            "SELECT id FROM dead_letters WHERE {cond} ORDER BY id LIMIT {}",
-                            MAX_DEAD_LETTER_BATCH + 1
-                        ),
-                        args,
-                    )
-                    .await?;
-                if rows.len() > MAX_DEAD_LETTER_BATCH {
-                    return Err(KernelError::validation(format!(
-                        "the filter matches more than {MAX_DEAD_LETTER_BATCH} open entries; narrow it"
-                    )));
-                }
-                Ok((
-                    rows.iter().map(|r| r.i64("id")).collect::<Result<_, _>>()?,
-                    Vec::new(),
-                ))
-            }
-        }
-    }
-
     /// Replays every open entry of the selection in one transaction. With
     /// `dry_run`, changes nothing and counts what would be replayed.
     pub async fn replay_dead_letters(
@@ -424,28 +367,11 @@ impl Kernel {
         dry_run: bool,
     ) -> Result<BatchOutcome> {
         let payload = self.check_replay_options(opts)?;
-        let mut w = self.begin().await?;
-        let (open, skipped) = self.select_dead_letters(&mut w, selection).await?;
-        let mut outcome = BatchOutcome {
-            dry_run,
-            matched: open.len() as i64,
-            changed: Vec::new(),
-            skipped,
+        let action = BatchAction::Replay {
+            opts,
+            payload: payload.as_deref(),
         };
-        if dry_run {
-            return Ok(outcome);
-        }
-        for id in open {
-            match self
-                .replay_one(&mut w, id, opts, payload.as_deref())
-                .await?
-            {
-                Some(()) => outcome.changed.push(id),
-                None => outcome.skipped.push(id),
-            }
-        }
-        self.finish(w).await?;
-        Ok(outcome)
+        self.batch_dead_letters(selection, action, dry_run).await
     }
 
     /// Resolves every open entry of the selection with `reason`.
@@ -456,22 +382,50 @@ impl Kernel {
         dry_run: bool,
     ) -> Result<BatchOutcome> {
         let reason = check_reason(reason)?;
+        self.batch_dead_letters(selection, BatchAction::Resolve { reason }, dry_run)
+            .await
+    }
+
+    /// Applies `action` to every open entry of the selection, in one
+    /// transaction; an entry that is no longer open by then is skipped. A
+    /// dry run only reads (on SQLite it does not take the writer).
+    async fn batch_dead_letters(
+        &self,
+        selection: &DeadLetterSelection,
+        action: BatchAction<'_>,
+        dry_run: bool,
+    ) -> Result<BatchOutcome> {
+        let (sql, args) = selection_query(selection)?;
+        if dry_run {
+            let rows = self.db().read_all(&sql, args).await?;
+            let (open, skipped) = split_selection(selection, &rows)?;
+            return Ok(BatchOutcome {
+                dry_run,
+                matched: open.len() as i64,
+                changed: Vec::new(),
+                skipped,
+            });
+        }
         let mut w = self.begin().await?;
-        let (open, skipped) = self.select_dead_letters(&mut w, selection).await?;
+        let rows = w.tx.fetch_all(&sql, args).await?;
+        let (open, skipped) = split_selection(selection, &rows)?;
         let mut outcome = BatchOutcome {
             dry_run,
             matched: open.len() as i64,
             changed: Vec::new(),
             skipped,
         };
-        if dry_run {
-            return Ok(outcome);
-        }
         for id in open {
-            if self
-                .close_dead_letter(&mut w, id, DeadLetterStatus::Resolved, Some(reason))
-                .await?
-            {
+            let applied = match action {
+                BatchAction::Replay { opts, payload } => {
+                    self.replay_one(&mut w, id, opts, payload).await?.is_some()
+                }
+                BatchAction::Resolve { reason } => {
+                    self.close_dead_letter(&mut w, id, DeadLetterStatus::Resolved, Some(reason))
+                        .await?
+                }
+            };
+            if applied {
                 outcome.changed.push(id);
             } else {
                 outcome.skipped.push(id);
@@ -751,6 +705,78 @@ impl Kernel {
         .await?;
         self.finish(w).await?;
         Ok(lines.len())
+    }
+}
+
+/// What a batch does to each open dead-letter entry it selects.
+#[derive(Clone, Copy)]
+enum BatchAction<'a> {
+    Replay {
+        opts: &'a ReplayOptions,
+        payload: Option<&'a str>,
+    },
+    Resolve {
+        reason: &'a str,
+    },
+}
+
+/// The statement listing the open entries of a batch selection.
+fn selection_query(selection: &DeadLetterSelection) -> Result<(String, Vec<Arg>)> {
+    match selection {
+        DeadLetterSelection::Ids(ids) => {
+            if ids.len() > MAX_DEAD_LETTER_BATCH {
+                return Err(KernelError::validation(format!(
+                    "at most {MAX_DEAD_LETTER_BATCH} entries per batch"
+                )));
+            }
+            Ok((
+                "SELECT id FROM dead_letters WHERE id @in($1) AND status = 'open' ORDER BY id"
+                    .to_string(),
+                args![ids.clone()],
+            ))
+        }
+        DeadLetterSelection::Filter(filter) => {
+            if filter.status.is_some_and(|s| s != DeadLetterStatus::Open) {
+                return Err(KernelError::validation(
+                    "batch actions apply to open entries; drop the status filter",
+                ));
+            }
+            let open = DeadLetterFilter {
+                status: Some(DeadLetterStatus::Open),
+                ..filter.clone()
+            };
+            let (cond, args) = dead_letter_conditions(&open);
+            Ok((
+                format!(
+                    "SELECT id FROM dead_letters WHERE {cond} ORDER BY id LIMIT {}",
+                    MAX_DEAD_LETTER_BATCH + 1
+                ),
+                args,
+            ))
+        }
+    }
+}
+
+/// The open entries `rows` (from [`selection_query`]) name, and the ids of
+/// the selection that are not open (unknown, replayed or resolved).
+fn split_selection(
+    selection: &DeadLetterSelection,
+    rows: &[crate::sql::Row],
+) -> Result<(Vec<i64>, Vec<i64>)> {
+    let open: BTreeSet<i64> = rows.iter().map(|r| r.i64("id")).collect::<Result<_, _>>()?;
+    match selection {
+        DeadLetterSelection::Ids(ids) => {
+            let skipped = ids.iter().copied().filter(|i| !open.contains(i)).collect();
+            Ok((open.into_iter().collect(), skipped))
+        }
+        DeadLetterSelection::Filter(_) => {
+            if open.len() > MAX_DEAD_LETTER_BATCH {
+                return Err(KernelError::validation(format!(
+                    "the filter matches more than {MAX_DEAD_LETTER_BATCH} open entries; narrow it"
+                )));
+            }
+            Ok((open.into_iter().collect(), Vec::new()))
+        }
     }
 }
 
