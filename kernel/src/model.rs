@@ -137,10 +137,11 @@ named_enum!(
         Expired => "expired",
         /// The job was cancelled, or the worker released the lease on shutdown.
         Cancelled => "cancelled",
-        /// Superseded by a newer lease. This kernel recovers lapsed leases
-        /// through the sweep (`expired`) before re-leasing, so it does not
-        /// produce this state today; the rejection of a superseded lease's
-        /// late results is recorded as a `lease.fenced` event instead.
+        /// Superseded by a newer lease: the lease expired, the task was
+        /// leased again with a higher epoch, and then the old holder
+        /// reported (and was refused with `stale_lease`, recorded as a
+        /// `lease.fenced` event). An expired attempt whose holder never
+        /// reports stays `expired`.
         Fenced => "fenced",
     }
 );

@@ -36,6 +36,7 @@ conformance!(
     worker_pool_runs_the_builtin_kinds,
     cancellation_reaches_a_running_worker,
     pool_shutdown_releases_running_leases,
+    late_completion_leaves_a_fenced_attempt,
 );
 
 mod postgres_only {
@@ -473,7 +474,7 @@ async fn stale_epoch_is_fenced_after_a_re_lease(env: Env) {
     assert_eq!(task.state, TaskState::Leased);
     assert_eq!(task.epoch, new.epoch);
     assert_eq!(task.output, None);
-    assert_eq!(task.attempts[0].state, AttemptState::Expired);
+    assert_eq!(task.attempts[0].state, AttemptState::Fenced);
     assert_eq!(task.attempts[1].state, AttemptState::Active);
 
     let fenced = env
@@ -1443,4 +1444,100 @@ async fn pool_shutdown_releases_running_leases(env: Env) {
     let task = &k.get_job(job).await.unwrap().tasks[0];
     assert_eq!(task.state, TaskState::Ready);
     assert_eq!(task.attempts_used, 0);
+}
+
+async fn late_completion_leaves_a_fenced_attempt(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = k
+        .submit(NewJob::single("late", "noop", json!({})))
+        .await
+        .unwrap();
+    let old = env.claim(node, 1).await.pop().unwrap();
+    env.clock.advance(10_001);
+    assert_eq!(k.sweep().await.unwrap(), 1);
+    // Not superseded yet (the task waits out its backoff): the late report
+    // is refused and the attempt stays expired.
+    assert_eq!(
+        k.heartbeat(old.attempt_id, &old.proof())
+            .await
+            .unwrap_err()
+            .code(),
+        "stale_lease"
+    );
+    let detail = k.get_job(job.job.id).await.unwrap();
+    assert_eq!(detail.tasks[0].attempts[0].state, AttemptState::Expired);
+
+    env.clock.advance(120_000);
+    let new = env.claim(node, 1).await.pop().unwrap();
+    assert!(new.epoch > old.epoch);
+    // A pair that is not the attempt's own fences nothing.
+    let forged = LeaseProof {
+        lease_token: "not-the-token".into(),
+        epoch: old.epoch,
+    };
+    assert_eq!(
+        k.complete(old.attempt_id, &forged, None)
+            .await
+            .unwrap_err()
+            .code(),
+        "stale_lease"
+    );
+    assert_eq!(
+        k.get_job(job.job.id).await.unwrap().tasks[0].attempts[0].state,
+        AttemptState::Expired
+    );
+    // The old holder completes late: refused, and its attempt is fenced.
+    assert_eq!(
+        k.complete(old.attempt_id, &old.proof(), Some(json!("late")))
+            .await
+            .unwrap_err()
+            .code(),
+        "stale_lease"
+    );
+    let detail = k.get_job(job.job.id).await.unwrap();
+    let task = &detail.tasks[0];
+    assert_eq!(task.state, TaskState::Leased);
+    assert_eq!(task.output, None);
+    assert_eq!(task.attempts.len(), 2);
+    assert_eq!(task.attempts[0].id, old.attempt_id);
+    assert_eq!(task.attempts[0].state, AttemptState::Fenced);
+    assert_eq!(task.attempts[0].epoch, old.epoch);
+    assert_eq!(task.attempts[1].state, AttemptState::Active);
+    // Fenced for good: another late report is refused the same way.
+    let again = k
+        .fail(
+            old.attempt_id,
+            &old.proof(),
+            &TaskFailure {
+                message: "late".into(),
+                retryable: true,
+            },
+        )
+        .await;
+    assert_eq!(again.unwrap_err().code(), "stale_lease");
+
+    let fenced: Vec<Event> = env
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "lease.fenced")
+        .collect();
+    assert_eq!(fenced.len(), 4, "every refusal is recorded");
+    assert!(fenced
+        .iter()
+        .all(|e| e.subject.attempt_id == Some(old.attempt_id)));
+    let states: Vec<&str> = fenced
+        .iter()
+        .map(|e| e.data["attempt_state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["expired", "expired", "fenced", "fenced"]);
+    assert_eq!(fenced[2].data["superseded"], json!(true));
+
+    k.complete(new.attempt_id, &new.proof(), None)
+        .await
+        .unwrap();
+    let detail = k.get_job(job.job.id).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Succeeded);
+    assert_eq!(detail.tasks[0].attempts[0].state, AttemptState::Fenced);
 }

@@ -6,7 +6,9 @@
 //! a higher one, so a worker holding an old pair can never act on the task
 //! again (fencing). Every report is checked against the attempt row, locked
 //! for the transaction, before anything is applied; a stale report is
-//! recorded as a `lease.fenced` event and refused with `stale_lease`.
+//! recorded as a `lease.fenced` event and refused with `stale_lease`; when
+//! it comes from the holder of a lease that expired and was superseded by a
+//! newer one, its attempt becomes `fenced`.
 //!
 //! This is the hot path of the product: claims and completions work on
 //! batches with a fixed number of set-based statements, whatever the batch
@@ -505,7 +507,7 @@ impl Kernel {
                         cancelled: true,
                     }),
                     Err(e) => {
-                        record_fenced(&mut w, a, proof, "heartbeat");
+                        self.record_fenced(&mut w, a, proof, "heartbeat").await?;
                         Err(e)
                     }
                 },
@@ -650,7 +652,7 @@ impl Kernel {
                     Some(a) => match a.verify(&c.proof) {
                         Err(e @ KernelError::TaskCancelled { .. }) => Err(e),
                         Err(e) => {
-                            record_fenced(&mut w, a, &c.proof, "complete");
+                            self.record_fenced(&mut w, a, &c.proof, "complete").await?;
                             Err(e)
                         }
                         // The pair matched and the attempt is active, yet the
@@ -763,7 +765,7 @@ impl Kernel {
             .ok_or_else(|| KernelError::not_found("attempt", attempt_id))?;
         if let Err(e) = a.verify(proof) {
             if matches!(e, KernelError::StaleLease { .. }) {
-                record_fenced(&mut w, a, proof, "fail");
+                self.record_fenced(&mut w, a, proof, "fail").await?;
                 self.finish(w).await?;
             }
             return Err(e);
@@ -801,7 +803,7 @@ impl Kernel {
             // Already cancelled with its job: nothing to give back.
             Err(KernelError::TaskCancelled { .. }) => return Ok(()),
             Err(e) => {
-                record_fenced(&mut w, a, proof, "release");
+                self.record_fenced(&mut w, a, proof, "release").await?;
                 self.finish(w).await?;
                 return Err(e);
             }
@@ -1107,19 +1109,51 @@ impl Kernel {
     }
 }
 
-/// Records the refusal of a stale report (SPEC §2: "rejected and recorded").
-fn record_fenced(w: &mut Work, a: &AttemptCheck, proof: &LeaseProof, action: &str) {
-    w.event(event_type::LEASE_FENCED, Some(&a.tenant))
-        .job(a.job_id)
-        .task(a.task_id)
-        .attempt(a.id)
-        .node(a.node_id)
-        .data(json!({
-            "action": action,
-            "presented_epoch": proof.epoch,
-            "lease_epoch": a.epoch,
-            "attempt_state": a.state,
-        }));
+impl Kernel {
+    /// Records the refusal of a stale report (SPEC §2: "rejected and
+    /// recorded") as a `lease.fenced` event.
+    ///
+    /// When the report comes from the attempt's own holder (its pair
+    /// matches) after the lease expired and the task was leased again with a
+    /// higher epoch, the attempt was superseded: it becomes `fenced`, so its
+    /// history shows that its holder was still alive and was fenced out. An
+    /// expired attempt whose holder never reports, or whose task was not
+    /// leased again (in backoff, dead-lettered), stays `expired`.
+    async fn record_fenced(
+        &self,
+        w: &mut Work,
+        a: &AttemptCheck,
+        proof: &LeaseProof,
+        action: &str,
+    ) -> Result<()> {
+        let own_pair = proof.lease_token == a.token && proof.epoch == a.epoch;
+        let mut state = a.state;
+        if own_pair && a.state == AttemptState::Expired {
+            let n =
+                w.tx.execute(
+                    "UPDATE attempts SET state = 'fenced' WHERE id = $1 AND state = 'expired' \
+                       AND epoch < (SELECT t.epoch FROM tasks t WHERE t.id = attempts.task_id)",
+                    args![a.id],
+                )
+                .await?;
+            if n == 1 {
+                state = AttemptState::Fenced;
+            }
+        }
+        w.event(event_type::LEASE_FENCED, Some(&a.tenant))
+            .job(a.job_id)
+            .task(a.task_id)
+            .attempt(a.id)
+            .node(a.node_id)
+            .data(json!({
+                "action": action,
+                "presented_epoch": proof.epoch,
+                "lease_epoch": a.epoch,
+                "attempt_state": state,
+                "superseded": state == AttemptState::Fenced,
+            }));
+        Ok(())
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
