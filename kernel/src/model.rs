@@ -85,7 +85,8 @@ named_enum!(
         Failed => "failed",
         /// Cancelled by an operator.
         Cancelled => "cancelled",
-        /// Work remains but cannot start: its queue is paused.
+        /// Work remains but cannot start: its queue is paused, or a quota
+        /// of its tenant or queue is exhausted (and none of its tasks runs).
         Blocked => "blocked",
     }
 );

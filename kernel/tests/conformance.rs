@@ -37,6 +37,7 @@ conformance!(
     cancellation_reaches_a_running_worker,
     pool_shutdown_releases_running_leases,
     late_completion_leaves_a_fenced_attempt,
+    quota_blocks_jobs_until_it_has_room,
 );
 
 mod postgres_only {
@@ -1540,4 +1541,114 @@ async fn late_completion_leaves_a_fenced_attempt(env: Env) {
     let detail = k.get_job(job.job.id).await.unwrap();
     assert_eq!(detail.job.state, JobState::Succeeded);
     assert_eq!(detail.tasks[0].attempts[0].state, AttemptState::Fenced);
+}
+
+async fn quota_blocks_jobs_until_it_has_room(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let state = |id: i64| async move { k.get_job_summary(id).await.unwrap().state };
+    let acme = |name: &str, priority: i64| NewJob {
+        tenant: "acme".into(),
+        priority,
+        ..NewJob::single(name, "noop", json!({}))
+    };
+    let one = QuotaLimits {
+        max_concurrent: Some(1),
+        max_starts_per_minute: None,
+    };
+    k.set_quota(QuotaScope::Tenant, "acme", &one).await.unwrap();
+    // A job with two independent tasks, a dozen single ones, all acme and
+    // ahead of another tenant's job.
+    let wide = NewJob {
+        tasks: vec![
+            NewTask::new("a", "noop", json!({})),
+            NewTask::new("b", "noop", json!({})),
+        ],
+        ..acme("wide", 10)
+    };
+    let wide = k.submit(wide).await.unwrap().job.id;
+    let mut singles = Vec::new();
+    for i in 0..12 {
+        singles.push(k.submit(acme(&format!("s{i}"), 5)).await.unwrap().job.id);
+    }
+    let other = k
+        .submit(NewJob::single("other", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+
+    // acme gets its one slot; the task behind thirteen held ones is not
+    // starved by them.
+    let leases = env.claim(node, 2).await;
+    assert_eq!(leases.len(), 2);
+    assert!(leases.iter().any(|l| l.job_id == other));
+    let first = leases.iter().find(|l| l.job_id == wide).unwrap();
+    assert_eq!(state(wide).await, JobState::Running);
+    for &s in &singles {
+        assert_eq!(state(s).await, JobState::Blocked, "job {s} waits on acme");
+    }
+    assert!(env.claim(node, 10).await.is_empty());
+    // New acme work starts blocked.
+    let late = k.submit(acme("late", 0)).await.unwrap();
+    assert_eq!(late.job.state, JobState::Blocked);
+    // The running job's other task waits on the quota once its first task
+    // is done: the sweep says so.
+    k.complete(first.attempt_id, &first.proof(), None)
+        .await
+        .unwrap();
+    k.sweep().await.unwrap();
+    assert_eq!(state(wide).await, JobState::Blocked);
+
+    // Raising the limit lets them all go.
+    let plenty = QuotaLimits {
+        max_concurrent: Some(50),
+        max_starts_per_minute: None,
+    };
+    k.set_quota(QuotaScope::Tenant, "acme", &plenty)
+        .await
+        .unwrap();
+    assert_eq!(state(wide).await, JobState::Running, "it had started");
+    for &s in singles.iter().chain([&late.job.id]) {
+        assert_eq!(state(s).await, JobState::Queued);
+    }
+    assert_eq!(env.claim(node, 50).await.len(), 14);
+    for &s in singles.iter().chain([&wide, &late.job.id]) {
+        assert_eq!(state(s).await, JobState::Running);
+    }
+    let blocks = env
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.event_type == "job.stateChanged"
+                && e.data["to"] == json!("blocked")
+                && e.data["reason"] == json!("quota")
+        })
+        .count();
+    assert_eq!(blocks, 12 + 1, "the singles, then the wide job");
+
+    // A quota set to a limit already used up blocks at once; removing it
+    // unblocks.
+    let none_left = QuotaLimits {
+        max_concurrent: Some(0),
+        max_starts_per_minute: None,
+    };
+    k.set_quota(QuotaScope::Queue, "slow", &none_left)
+        .await
+        .unwrap();
+    let slow = k
+        .submit(NewJob {
+            queue: "slow".into(),
+            ..NewJob::single("slow", "noop", json!({}))
+        })
+        .await
+        .unwrap();
+    assert_eq!(slow.job.state, JobState::Blocked);
+    assert!(env.claim(node, 10).await.is_empty());
+    k.set_quota(QuotaScope::Queue, "slow", &QuotaLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(state(slow.job.id).await, JobState::Queued);
+    assert_eq!(env.claim(node, 10).await.len(), 1);
 }

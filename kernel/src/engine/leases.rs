@@ -28,6 +28,7 @@ use crate::model::{
 use crate::sql::{args, Row};
 
 use super::dag::JobGraph;
+use super::quotas::{QuotaRow, QUOTA_COLUMNS};
 use super::{error_fingerprint, Kernel, Work};
 
 /// Most tasks one claim may lease.
@@ -89,7 +90,7 @@ impl AttemptCheck {
 
 /// Candidate ready tasks, best first (priority, then age). The caller adds
 /// the limit parameter and, on Postgres, the row locks.
-const READY_CANDIDATES: &str = "SELECT id, tenant, queue FROM tasks \
+const READY_CANDIDATES: &str = "SELECT id, tenant, queue, priority FROM tasks \
      WHERE state = 'ready' AND not_before <= $1 AND kind @in($2) \
        AND queue NOT IN (SELECT name FROM queues WHERE paused)";
 
@@ -176,10 +177,13 @@ impl Kernel {
             Vec::new()
         } else {
             w.tx.fetch_all(
-                "SELECT scope, name, max_concurrent, max_starts_per_minute FROM quotas ORDER BY scope, name @lock",
+                &format!("SELECT {QUOTA_COLUMNS} FROM quotas ORDER BY scope, name @lock"),
                 args![],
             )
             .await?
+            .iter()
+            .map(QuotaRow::from_row)
+            .collect::<Result<Vec<_>>>()?
         };
         let kinds: Vec<String> = kinds.to_vec();
         let leased = if quotas.is_empty() {
@@ -188,10 +192,10 @@ impl Kernel {
             self.lease_tasks(&mut w, node_id, &pick, args![now, kinds, max])
                 .await?
         } else {
-            let chosen = self
+            let (chosen, marks) = self
                 .pick_within_quotas(&mut w, &quotas, &kinds, max)
                 .await?;
-            if chosen.is_empty() {
+            let leased = if chosen.is_empty() {
                 Vec::new()
             } else {
                 self.lease_tasks(
@@ -201,7 +205,13 @@ impl Kernel {
                     args![now, chosen],
                 )
                 .await?
+            };
+            // After the leases, so the jobs that just started are not
+            // counted as waiting.
+            for (q, exhausted) in marks {
+                self.set_quota_mark(&mut w, &q, exhausted).await?;
             }
+            leased
         };
         if !leased.is_empty() && w.tx.backend() == Backend::Postgres {
             // A grant need not wait for its WAL flush. If the server crashes
@@ -218,93 +228,93 @@ impl Kernel {
         Ok(leased)
     }
 
-    /// Chooses up to `max` ready tasks whose tenant and queue quotas have room.
+    /// Chooses up to `max` ready tasks whose tenant and queue quotas have
+    /// room. Returns them with the quotas whose `exhausted` mark this claim
+    /// changes (applied by the caller once the leases exist).
+    ///
+    /// Candidates come in pages of the best remaining tasks, skipping
+    /// tenants and queues already full. A page can hold tasks of a quota
+    /// that fills up on the way; the next page starts after it without that
+    /// quota, so tasks it holds never starve claimable ones behind them. Each
+    /// further page follows a quota filling up: at most one page more than
+    /// there are quotas.
     async fn pick_within_quotas(
         &self,
         w: &mut Work,
-        quotas: &[Row],
+        quotas: &[QuotaRow],
         kinds: &[String],
         max: i64,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<(Vec<i64>, Vec<(QuotaRow, bool)>)> {
         let now = w.now;
         // Remaining room per (scope, name); absent = unlimited.
-        let mut room: HashMap<(QuotaScope, String), i64> = HashMap::new();
+        let mut room: HashMap<(QuotaScope, String), i64> = HashMap::with_capacity(quotas.len());
         // Quotas whose starts are counted in `quota_starts`.
         let mut counted: Vec<(QuotaScope, String)> = Vec::new();
         for q in quotas {
-            let scope: QuotaScope = q.parse("scope")?;
-            let name = q.text("name")?;
-            let column = match scope {
-                QuotaScope::Tenant => "tenant",
-                QuotaScope::Queue => "queue",
-            };
-            let mut left = i64::MAX;
-            if let Some(limit) = q.opt_i64("max_concurrent")? {
-                let used = w
-                    .tx
-                    .fetch_one(
-                        &format!("SELECT COUNT(*) AS n FROM attempts WHERE state = 'active' AND {column} = $1"),
-                        args![name.as_str()],
-                    )
-                    .await?
-                    .i64("n")?;
-                left = left.min(limit - used);
+            let left = self.quota_room(w, q).await?;
+            room.insert(q.key(), left);
+            if q.max_starts_per_minute.is_some() {
+                counted.push(q.key());
             }
-            if let Some(limit) = q.opt_i64("max_starts_per_minute")? {
-                let used = w
-                    .tx
-                    .fetch_one(
-                        "SELECT COUNT(*) AS n FROM quota_starts WHERE scope = $1 AND name = $2 AND started_at > $3",
-                        args![scope.as_str(), name.as_str(), now - 60_000],
-                    )
-                    .await?
-                    .i64("n")?;
-                left = left.min(limit - used);
-                counted.push((scope, name.clone()));
-            }
-            room.insert((scope, name), left.max(0));
         }
-        let full_tenants: Vec<String> = room
-            .iter()
-            .filter(|((s, _), left)| *s == QuotaScope::Tenant && **left == 0)
-            .map(|((_, n), _)| n.clone())
-            .collect();
-        let full_queues: Vec<String> = room
-            .iter()
-            .filter(|((s, _), left)| *s == QuotaScope::Queue && **left == 0)
-            .map(|((_, n), _)| n.clone())
-            .collect();
-        let sql = format!(
-            "{READY_CANDIDATES} AND NOT (tenant @in($3)) AND NOT (queue @in($4)) \
-             ORDER BY priority DESC, id LIMIT $5 @skip_locked"
-        );
-        let candidates =
-            w.tx.fetch_all(
-                &sql,
-                args![now, kinds.to_vec(), full_tenants, full_queues, max * 4],
-            )
-            .await?;
-        let mut chosen = Vec::new();
-        let mut starts = Vec::new();
-        for c in candidates {
-            if chosen.len() as i64 >= max {
-                break;
+        let full = |room: &HashMap<(QuotaScope, String), i64>, scope: QuotaScope| -> Vec<String> {
+            room.iter()
+                .filter(|((s, _), left)| *s == scope && **left == 0)
+                .map(|((_, n), _)| n.clone())
+                .collect()
+        };
+        let mut chosen: Vec<i64> = Vec::new();
+        let mut starts: Vec<(QuotaScope, String)> = Vec::new();
+        // The (priority, id) of the last candidate seen: the next page
+        // starts after it, in the claim order (priority desc, id asc).
+        let mut after: Option<(i64, i64)> = None;
+        loop {
+            let want = max - chosen.len() as i64;
+            let page = want * 4;
+            let (cond, mut page_args) = match after {
+                None => (String::new(), args![]),
+                Some((p, id)) => (
+                    " AND (priority < $6 OR (priority = $6 AND id > $7))".to_string(),
+                    args![p, id],
+                ),
+            };
+            let sql = format!(
+                "{READY_CANDIDATES}{cond} AND NOT (tenant @in($3)) AND NOT (queue @in($4)) \
+                 ORDER BY priority DESC, id LIMIT $5 @skip_locked"
+            );
+            let mut all = args![
+                now,
+                kinds.to_vec(),
+                full(&room, QuotaScope::Tenant),
+                full(&room, QuotaScope::Queue),
+                page
+            ];
+            all.append(&mut page_args);
+            let candidates = w.tx.fetch_all(&sql, all).await?;
+            for c in &candidates {
+                if chosen.len() as i64 >= max {
+                    break;
+                }
+                after = Some((c.i64("priority")?, c.i64("id")?));
+                let tenant = (QuotaScope::Tenant, c.text("tenant")?);
+                let queue = (QuotaScope::Queue, c.text("queue")?);
+                let fits = |k: &(QuotaScope, String)| room.get(k).map(|l| *l > 0).unwrap_or(true);
+                if fits(&tenant) && fits(&queue) {
+                    for k in [&tenant, &queue] {
+                        if let Some(l) = room.get_mut(k) {
+                            *l -= 1;
+                        }
+                    }
+                    chosen.push(c.i64("id")?);
+                    for k in [tenant, queue] {
+                        if counted.contains(&k) {
+                            starts.push(k);
+                        }
+                    }
+                }
             }
-            let tenant = (QuotaScope::Tenant, c.text("tenant")?);
-            let queue = (QuotaScope::Queue, c.text("queue")?);
-            let fits = |k: &(QuotaScope, String)| room.get(k).map(|l| *l > 0).unwrap_or(true);
-            if fits(&tenant) && fits(&queue) {
-                for k in [&tenant, &queue] {
-                    if let Some(l) = room.get_mut(k) {
-                        *l -= 1;
-                    }
-                }
-                chosen.push(c.i64("id")?);
-                for k in [&tenant, &queue] {
-                    if counted.contains(k) {
-                        starts.push(k.clone());
-                    }
-                }
+            if chosen.len() as i64 >= max || (candidates.len() as i64) < page {
+                break;
             }
         }
         for (scope, name) in starts {
@@ -314,7 +324,14 @@ impl Kernel {
             )
             .await?;
         }
-        Ok(chosen)
+        let marks = quotas
+            .iter()
+            .filter_map(|q| {
+                let exhausted = room.get(&q.key()).copied().unwrap_or(i64::MAX) == 0;
+                (exhausted != q.exhausted).then(|| (q.clone(), exhausted))
+            })
+            .collect();
+        Ok((chosen, marks))
     }
 
     /// Leases the ready tasks that `pick` (a `SELECT id …` with `args`, whose
@@ -1020,9 +1037,10 @@ impl Kernel {
         Ok(g)
     }
 
-    /// Recovers lapsed leases and marks silent nodes offline. Run by the
-    /// background duty every `sweep_every`; safe on every replica at once
-    /// (each recovery is a guarded update). Returns how many leases expired.
+    /// Recovers lapsed leases, marks silent nodes offline and blocks the
+    /// jobs that came to wait on an exhausted quota. Run by the background
+    /// duty every `sweep_every`; safe on every replica at once (each
+    /// recovery is a guarded update). Returns how many leases expired.
     pub async fn sweep(&self) -> Result<usize> {
         let mut expired = 0;
         loop {
@@ -1033,6 +1051,7 @@ impl Kernel {
             }
         }
         self.sweep_nodes().await?;
+        self.sweep_quota_blocks().await?;
         Ok(expired)
     }
 

@@ -15,6 +15,7 @@ mod dag;
 mod events;
 mod leases;
 mod ops;
+mod quotas;
 mod read;
 mod submit;
 
@@ -336,12 +337,13 @@ pub fn error_fingerprint(message: &str) -> String {
 }
 
 /// The state a job is in given its tasks (SPEC §2). A cancelled job stays
-/// cancelled; otherwise the tasks decide.
+/// cancelled; otherwise the tasks decide. `held`: its queue is paused or a
+/// quota of its tenant or queue is exhausted, so its ready tasks wait.
 pub(crate) fn derive_job_state(
     current: JobState,
     counts: &TaskCounts,
     started: bool,
-    queue_paused: bool,
+    held: bool,
 ) -> JobState {
     if current == JobState::Cancelled {
         return JobState::Cancelled;
@@ -360,7 +362,7 @@ pub(crate) fn derive_job_state(
     }
     if counts.leased > 0 {
         JobState::Running
-    } else if queue_paused {
+    } else if held {
         JobState::Blocked
     } else if started {
         JobState::Running
@@ -385,7 +387,9 @@ impl Kernel {
         let jobs = w
             .tx
             .fetch_all(
-                "SELECT j.id, j.state, j.tenant, j.started_at, COALESCE(q.paused, false) AS paused \
+                "SELECT j.id, j.state, j.tenant, j.started_at, \
+                        (COALESCE(q.paused, false) OR EXISTS (SELECT 1 FROM quotas x WHERE x.exhausted \
+                            AND ((x.scope = 'tenant' AND x.name = j.tenant) OR (x.scope = 'queue' AND x.name = j.queue)))) AS held \
                  FROM jobs j LEFT JOIN queues q ON q.name = j.queue WHERE j.id @in($1)",
                 args![ids.clone()],
             )
@@ -414,7 +418,7 @@ impl Kernel {
                 current,
                 counts.get(&id).unwrap_or(&TaskCounts::default()),
                 r.opt_i64("started_at")?.is_some(),
-                r.bool("paused")?,
+                r.bool("held")?,
             );
             if next != current {
                 changes

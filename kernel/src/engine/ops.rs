@@ -19,6 +19,7 @@ use crate::model::{
 use crate::sql::{args, Arg};
 
 use super::dag::check_identifier;
+use super::quotas::{QuotaRow, QUOTA_COLUMNS};
 use super::{Kernel, Work};
 
 /// Largest batch of dead-letter entries one call replays or resolves.
@@ -436,7 +437,8 @@ impl Kernel {
     }
 
     /// Pauses a queue: its tasks are not leased (running ones finish); its
-    /// jobs that have not started are `blocked`.
+    /// jobs that have not started are `blocked`. Resuming re-derives its
+    /// blocked jobs (one may still wait on an exhausted quota).
     pub async fn pause_queue(&self, name: &str) -> Result<Queue> {
         self.set_paused(name, true).await
     }
@@ -471,23 +473,25 @@ impl Kernel {
             )
             .queue(name)
             .data(json!({ "paused": paused }));
-            let (from, to) = if paused {
-                ("queued", "blocked")
+            if paused {
+                let jobs = w
+                    .tx
+                    .fetch_all(
+                        "UPDATE jobs SET state = 'blocked', updated_at = $1 WHERE queue = $2 AND state = 'queued' \
+                         RETURNING id, tenant",
+                        args![now, name],
+                    )
+                    .await?;
+                for j in jobs {
+                    let tenant = j.text("tenant")?;
+                    w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
+                        .job(j.i64("id")?)
+                        .data(json!({ "from": "queued", "to": "blocked" }));
+                }
             } else {
-                ("blocked", "queued")
-            };
-            let jobs = w
-                .tx
-                .fetch_all(
-                    "UPDATE jobs SET state = $1, updated_at = $2 WHERE queue = $3 AND state = $4 RETURNING id, tenant",
-                    args![to, now, name, from],
-                )
-                .await?;
-            for j in jobs {
-                let tenant = j.text("tenant")?;
-                w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
-                    .job(j.i64("id")?)
-                    .data(json!({ "from": from, "to": to }));
+                // A job may still be held by an exhausted quota: derive.
+                self.rederive_blocked_jobs(&mut w, QuotaScope::Queue, name)
+                    .await?;
             }
             w.wake_claimers = !paused;
         }
@@ -608,11 +612,18 @@ impl Kernel {
         let mut w = self.begin().await?;
         let now = w.now;
         if limits.max_concurrent.is_none() && limits.max_starts_per_minute.is_none() {
-            w.tx.execute(
-                "DELETE FROM quotas WHERE scope = $1 AND name = $2",
-                args![scope.as_str(), name],
-            )
-            .await?;
+            let removed =
+                w.tx.fetch_optional(
+                    "DELETE FROM quotas WHERE scope = $1 AND name = $2 RETURNING exhausted",
+                    args![scope.as_str(), name],
+                )
+                .await?;
+            if let Some(r) = removed {
+                if r.bool("exhausted")? {
+                    // Nothing limits its jobs any more.
+                    self.rederive_blocked_jobs(&mut w, scope, name).await?;
+                }
+            }
         } else {
             w.tx.execute(
                 "INSERT INTO quotas (scope, name, max_concurrent, max_starts_per_minute, updated_at) \
@@ -622,6 +633,19 @@ impl Kernel {
                 args![scope.as_str(), name, limits.max_concurrent, limits.max_starts_per_minute, now],
             )
             .await?;
+            // The new limits may leave no room (their jobs now wait) or room
+            // again (its blocked jobs move on).
+            let row =
+                w.tx.fetch_one(
+                    &format!(
+                        "SELECT {QUOTA_COLUMNS} FROM quotas WHERE scope = $1 AND name = $2 @lock"
+                    ),
+                    args![scope.as_str(), name],
+                )
+                .await?;
+            let q = QuotaRow::from_row(&row)?;
+            let room = self.quota_room(&mut w, &q).await?;
+            self.set_quota_mark(&mut w, &q, room == 0).await?;
         }
         let tenant = (scope == QuotaScope::Tenant).then_some(name);
         let ev = w.event(event_type::QUOTA_UPDATED, tenant);

@@ -200,15 +200,24 @@ impl Kernel {
             )
             .await?;
         }
-        let paused: BTreeSet<String> =
+        // Queues that are paused, and tenants and queues whose quota is
+        // exhausted: their new jobs start `blocked`.
+        let held: BTreeSet<(String, String)> =
             w.tx.fetch_all(
-                "SELECT name FROM queues WHERE paused AND name @in($1)",
-                args![queues],
+                "SELECT 'queue' AS scope, name FROM queues WHERE paused AND name @in($1) \
+                 UNION ALL SELECT scope, name FROM quotas WHERE exhausted \
+                   AND ((scope = 'queue' AND name @in($1)) OR (scope = 'tenant' AND name @in($2)))",
+                args![
+                    queues,
+                    tenants.iter().map(|t| t.to_string()).collect::<Vec<_>>()
+                ],
             )
             .await?
             .iter()
-            .map(|r| r.text("name"))
-            .collect::<Result<_, _>>()?;
+            .map(|r| Ok((r.text("scope")?, r.text("name")?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        let is_held =
+            |scope: &str, name: &str| held.contains(&(scope.to_string(), name.to_string()));
 
         // Idempotency: earlier jobs, and repeats within this batch.
         let mut outcome: Vec<Option<(i64, bool)>> = vec![None; jobs.len()];
@@ -247,7 +256,7 @@ impl Kernel {
         let mut any_ready = false;
         for (&i, &job_id) in to_create.iter().zip(&job_ids) {
             let job = &jobs[i];
-            let state = if paused.contains(&job.queue) {
+            let state = if is_held("queue", &job.queue) || is_held("tenant", &job.tenant) {
                 JobState::Blocked
             } else {
                 JobState::Queued
