@@ -31,6 +31,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "storage")]
 pub use db::{Backend, Db, DbError, DbOptions};
 #[cfg(feature = "storage")]
-pub use engine::{error_fingerprint, validate_job, Background, Kernel, KernelConfig};
+pub use engine::{
+    error_fingerprint, validate_job, Background, Kernel, KernelConfig, RetentionReport,
+};
 #[cfg(feature = "storage")]
 pub use error::{KernelError, Result};

@@ -38,6 +38,7 @@ conformance!(
     pool_shutdown_releases_running_leases,
     late_completion_leaves_a_fenced_attempt,
     quota_blocks_jobs_until_it_has_room,
+    retention_deletes_old_finished_jobs_and_events,
 );
 
 mod postgres_only {
@@ -1651,4 +1652,142 @@ async fn quota_blocks_jobs_until_it_has_room(env: Env) {
         .unwrap();
     assert_eq!(state(slow.job.id).await, JobState::Queued);
     assert_eq!(env.claim(node, 10).await.len(), 1);
+}
+
+async fn retention_deletes_old_finished_jobs_and_events(env: Env) {
+    const DAY: i64 = 24 * 60 * 60 * 1_000;
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    // Old: a succeeded a → b job with a log line; a failed job whose entry
+    // is resolved; a failed job whose entry is still open; a cancelled job;
+    // a job that never finished.
+    let done = k
+        .submit(NewJob {
+            tasks: vec![
+                NewTask::new("a", "noop", json!({})),
+                NewTask::new("b", "noop", json!({})).after(&["a"]),
+            ],
+            ..NewJob::single("done", "noop", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let a = env.claim(node, 1).await.pop().unwrap();
+    let line = NewLogLine {
+        stream: LogStream::Stdout,
+        line: "hello".into(),
+        ts: 0,
+    };
+    k.append_attempt_log(a.attempt_id, &a.proof(), &[line])
+        .await
+        .unwrap();
+    k.complete(a.attempt_id, &a.proof(), None).await.unwrap();
+    let b = env.claim(node, 1).await.pop().unwrap();
+    k.complete(b.attempt_id, &b.proof(), None).await.unwrap();
+    assert_eq!(
+        k.get_job_summary(done).await.unwrap().state,
+        JobState::Succeeded
+    );
+    let (resolved_job, resolved_entry) = dead_lettered(&env, node, "resolved").await;
+    k.resolve_dead_letter(resolved_entry, "known noise")
+        .await
+        .unwrap();
+    let (open_job, open_entry) = dead_lettered(&env, node, "open").await;
+    let cancelled = k
+        .submit(NewJob::single("cancelled", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    k.cancel_job(cancelled).await.unwrap();
+    let unfinished = k
+        .submit(NewJob::single("unfinished", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let old_events = env.all_events().await;
+    let first_seq = old_events.first().unwrap().seq;
+
+    // A month later, a job finishes.
+    env.clock.advance(31 * DAY);
+    let recent = k
+        .submit(NewJob {
+            priority: 10,
+            ..NewJob::single("recent", "noop", json!({}))
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let r = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!(r.job_id, recent);
+    k.complete(r.attempt_id, &r.proof(), None).await.unwrap();
+
+    let report = k.apply_retention().await.unwrap();
+    assert_eq!(report.jobs, 3, "done, resolved and cancelled");
+    assert_eq!(report.events, old_events.len() as u64);
+    for gone in [done, resolved_job, cancelled] {
+        assert_eq!(k.get_job(gone).await.unwrap_err().code(), "not_found");
+    }
+    assert_eq!(
+        k.get_dead_letter(resolved_entry).await.unwrap_err().code(),
+        "not_found"
+    );
+    assert!(k.attempt_log(a.attempt_id, 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        k.get_job_summary(open_job).await.unwrap().state,
+        JobState::Failed
+    );
+    assert_eq!(
+        k.get_dead_letter(open_entry).await.unwrap().status,
+        DeadLetterStatus::Open
+    );
+    assert_eq!(
+        k.get_job_summary(unfinished).await.unwrap().state,
+        JobState::Queued
+    );
+    assert_eq!(
+        k.get_job(recent).await.unwrap().job.state,
+        JobState::Succeeded
+    );
+
+    // Only the recent events remain; a reader resuming from a deleted seq
+    // gets exactly those.
+    let events = env.all_events().await;
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e.ts > env.clock_now() - DAY));
+    let resumed = k.events_after(first_seq, 1_000).await.unwrap();
+    assert_eq!(
+        resumed.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        events.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        k.apply_retention().await.unwrap(),
+        kernel::RetentionReport::default(),
+        "nothing more is old enough"
+    );
+
+    // Everything ages out: the log empties, new events continue above every
+    // seq it had, and unfinished work is still there.
+    let last_seq = events.last().unwrap().seq;
+    env.clock.advance(31 * DAY);
+    let report = k.apply_retention().await.unwrap();
+    assert_eq!(report.jobs, 1, "the recent job");
+    assert!(env.all_events().await.is_empty());
+    k.submit(NewJob::single("after", "noop", json!({})))
+        .await
+        .unwrap();
+    let events = env.all_events().await;
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e.seq > last_seq));
+    assert_eq!(
+        k.get_job_summary(unfinished).await.unwrap().state,
+        JobState::Queued
+    );
+    assert_eq!(
+        k.get_dead_letter(open_entry).await.unwrap().status,
+        DeadLetterStatus::Open
+    );
 }

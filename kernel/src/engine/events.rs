@@ -1,5 +1,6 @@
 //! The event log: appending, numbering (`seq`) and tailing; plus the
-//! background duties (sweeps, the Postgres notifier and listener).
+//! background duties (sweeps, retention, the Postgres notifier and
+//! listener).
 //!
 //! The guarantee readers rely on (SPEC §5): a reader that has seen `seq` N
 //! and asks for events after N never later misses an event with a seq ≤ N.
@@ -229,7 +230,8 @@ impl Kernel {
     }
 
     /// Starts the background duties of this replica: the lease-expiry and
-    /// node sweep every `config.sweep_every`; on Postgres also a watcher of
+    /// node sweep, then retention (old events and finished jobs), every
+    /// `config.sweep_every`; on Postgres also a watcher of
     /// the event horizon (wakes subscribers when events become readable),
     /// the notifier (tells other replicas that work is ready or events were
     /// written) and a LISTEN connection (wakes local claimers and event
@@ -249,6 +251,17 @@ impl Kernel {
                 }
                 if let Err(e) = kernel.sweep().await {
                     tracing::warn!(error = %e, "lease sweep failed; retrying next round");
+                }
+                match kernel.apply_retention().await {
+                    Ok(r) if r.events > 0 || r.jobs > 0 => {
+                        tracing::debug!(
+                            events = r.events,
+                            jobs = r.jobs,
+                            "retention deleted old records"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention failed; retrying next round"),
                 }
             }
         }));

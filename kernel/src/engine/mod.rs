@@ -17,6 +17,7 @@ mod leases;
 mod ops;
 mod quotas;
 mod read;
+mod retention;
 mod submit;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -36,6 +37,9 @@ use crate::sql::{args, Tx};
 
 pub use dag::validate_job;
 pub use events::Background;
+pub use retention::RetentionReport;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
 
 /// Tunables of the engine. `Default` is what `switchyard serve` uses.
 #[derive(Clone)]
@@ -59,6 +63,15 @@ pub struct KernelConfig {
     /// How often an idle long-poll re-checks for work that became claimable
     /// without a wake-up (a retry's backoff ending, a lost NOTIFY).
     pub claim_poll_every: Duration,
+    /// Events older than this are deleted by the background sweep; 0 keeps
+    /// them forever. A reader resuming after a deleted seq gets what remains.
+    pub event_retention_ms: i64,
+    /// Jobs that finished (succeeded, failed, cancelled) longer ago than this
+    /// are deleted by the background sweep, with their tasks, edges,
+    /// attempts, attempt logs and closed dead-letter entries; 0 keeps them
+    /// forever. Unfinished jobs, and jobs with an open dead-letter entry, are
+    /// never deleted.
+    pub finished_job_retention_ms: i64,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -74,6 +87,8 @@ impl Default for KernelConfig {
             node_offline_after_ms: 60_000,
             sweep_every: Duration::from_secs(1),
             claim_poll_every: Duration::from_millis(250),
+            event_retention_ms: 7 * DAY_MS,
+            finished_job_retention_ms: 30 * DAY_MS,
             clock: Arc::new(SystemClock),
         }
     }
@@ -87,6 +102,8 @@ impl std::fmt::Debug for KernelConfig {
             .field("backoff_max_ms", &self.backoff_max_ms)
             .field("default_max_attempts", &self.default_max_attempts)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("event_retention_ms", &self.event_retention_ms)
+            .field("finished_job_retention_ms", &self.finished_job_retention_ms)
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,165 @@
+//! Retention: the background sweep deletes old events and old finished
+//! jobs, in bounded batches, each batch its own short transaction (so on
+//! SQLite the one writer is free between batches).
+//!
+//! - Events older than `event_retention_ms` go, oldest seq first. Readers
+//!   never depend on a deleted row: `events_after(seq)` returns the events
+//!   with a higher seq that remain, so a client resuming from a seq older
+//!   than the retention simply gets what is left. Seqs are never reused
+//!   (SQLite AUTOINCREMENT; Postgres transaction ids).
+//! - Jobs that finished longer ago than `finished_job_retention_ms` go with
+//!   their tasks, edges, attempts, attempt logs and dead-letter entries.
+//!   An unfinished job is never deleted, nor one with an open dead-letter
+//!   entry (an operator may still replay it). Events of deleted jobs stay
+//!   until their own retention ends.
+//!
+//! When nothing is old enough, a pass costs two indexed reads on the read
+//! side and no write transaction.
+
+use crate::error::Result;
+use crate::sql::args;
+
+use super::Kernel;
+
+/// Events deleted per transaction.
+const EVENT_BATCH: i64 = 5_000;
+/// Jobs deleted per transaction, at most; fewer when they have many tasks.
+const JOB_BATCH: i64 = 200;
+/// Tasks deleted per transaction, about (a job is never split).
+const JOB_BATCH_TASKS: i64 = 5_000;
+/// Batches of each kind one pass runs at most; the rest waits for the next
+/// pass, so a large backlog (retention just enabled) never holds the writer
+/// for long.
+const MAX_BATCHES: usize = 20;
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub events: u64,
+    pub jobs: u64,
+}
+
+impl Kernel {
+    /// Deletes the events and finished jobs that retention lets go now, in
+    /// at most a bounded number of batches of each. Run by the background
+    /// duty after every sweep; safe on every replica at once.
+    pub async fn apply_retention(&self) -> Result<RetentionReport> {
+        let mut report = RetentionReport::default();
+        let now = self.now();
+        let config = self.config();
+        if config.event_retention_ms > 0 {
+            let cutoff = now - config.event_retention_ms;
+            for _ in 0..MAX_BATCHES {
+                let n = self.delete_old_events(cutoff).await?;
+                report.events += n;
+                if (n as i64) < EVENT_BATCH {
+                    break;
+                }
+            }
+        }
+        if config.finished_job_retention_ms > 0 {
+            let cutoff = now - config.finished_job_retention_ms;
+            for _ in 0..MAX_BATCHES {
+                let (deleted, more) = self.delete_old_jobs(cutoff).await?;
+                report.jobs += deleted;
+                if !more {
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// One batch: the oldest events (by seq) with `ts < cutoff`.
+    async fn delete_old_events(&self, cutoff: i64) -> Result<u64> {
+        let oldest = self
+            .db()
+            .read_optional("SELECT ts FROM events ORDER BY seq LIMIT 1", args![])
+            .await?;
+        match oldest {
+            Some(r) if r.i64("ts")? < cutoff => {}
+            _ => return Ok(0),
+        }
+        // From the head of the log only: the seq index bounds the work even
+        // when few events of the head are old.
+        let mut w = self.begin().await?;
+        let n =
+            w.tx.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM \
+                     (SELECT seq, ts FROM events ORDER BY seq LIMIT $1) head WHERE head.ts < $2)",
+                args![EVENT_BATCH, cutoff],
+            )
+            .await?;
+        self.finish(w).await?;
+        Ok(n)
+    }
+
+    /// One batch of finished jobs with `finished_at < cutoff`. Returns how
+    /// many were deleted and whether more may be waiting.
+    async fn delete_old_jobs(&self, cutoff: i64) -> Result<(u64, bool)> {
+        // Chosen on the read side: an idle pass writes nothing.
+        let candidates = self
+            .db()
+            .read_all(
+                // Only finished jobs have a `finished_at` (the state is
+                // checked again below, by id): the range is the index's.
+                "SELECT j.id, (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.id) AS tasks FROM jobs j \
+                 WHERE j.finished_at < $1 \
+                   AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.job_id = j.id AND d.status = 'open') \
+                 ORDER BY j.finished_at, j.id LIMIT $2",
+                args![cutoff, JOB_BATCH],
+            )
+            .await?;
+        if candidates.is_empty() {
+            return Ok((0, false));
+        }
+        let mut ids = Vec::new();
+        let mut tasks = 0;
+        for r in &candidates {
+            let n = r.i64("tasks")?;
+            if !ids.is_empty() && tasks + n > JOB_BATCH_TASKS {
+                break;
+            }
+            tasks += n;
+            ids.push(r.i64("id")?);
+        }
+        let more = ids.len() < candidates.len() || candidates.len() as i64 == JOB_BATCH;
+
+        let mut w = self.begin().await?;
+        // Checked again under the row locks: a job retried since it was
+        // chosen is unfinished (or finished later) and stays. A finished job
+        // cannot gain an open dead-letter entry without being retried first.
+        let ids: Vec<i64> =
+            w.tx.fetch_all(
+                "SELECT id FROM jobs WHERE id @in($1) AND finished_at < $2 \
+                   AND state IN ('succeeded', 'failed', 'cancelled') @skip_locked",
+                args![ids, cutoff],
+            )
+            .await?
+            .iter()
+            .map(|r| r.i64("id"))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() {
+            // Retried meanwhile, or another replica has them: next pass.
+            self.finish(w).await?;
+            return Ok((0, false));
+        }
+        const OF_JOBS: &str = "SELECT id FROM tasks WHERE job_id @in($1)";
+        for sql in [
+            format!(
+                "DELETE FROM attempt_logs WHERE attempt_id IN (SELECT id FROM attempts WHERE task_id IN ({OF_JOBS}))"
+            ),
+            format!("DELETE FROM attempts WHERE task_id IN ({OF_JOBS})"),
+            format!("DELETE FROM task_deps WHERE task_id IN ({OF_JOBS})"),
+            format!("DELETE FROM dead_letters WHERE task_id IN ({OF_JOBS}) AND status <> 'open'"),
+            "DELETE FROM tasks WHERE job_id @in($1)".to_string(),
+        ] {
+            w.tx.execute(&sql, args![ids.clone()]).await?;
+        }
+        let deleted =
+            w.tx.execute("DELETE FROM jobs WHERE id @in($1)", args![ids])
+                .await?;
+        self.finish(w).await?;
+        Ok((deleted, more))
+    }
+}
