@@ -81,6 +81,9 @@ async fn fresh_postgres(admin_url: &str) -> String {
     }
 }
 
+/// The secret the bench's remote workers enroll with.
+const ENROLLMENT_SECRET: &str = "bench-enrollment";
+
 async fn run(label: &str, url: &str, args: &Args) {
     let kernel = Kernel::open(url, KernelConfig::default())
         .await
@@ -88,11 +91,15 @@ async fn run(label: &str, url: &str, args: &Args) {
     let background = kernel.start_background();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let router = app(AppState {
-        leptos_options: LeptosOptions::builder().output_name("switchyard").build(),
-        kernel: kernel.clone(),
-        live: Default::default(),
-    });
+    let router = app(AppState::new(
+        LeptosOptions::builder().output_name("switchyard").build(),
+        kernel.clone(),
+        Default::default(),
+        server::auth::AuthSettings {
+            enrollment_secret: Some(ENROLLMENT_SECRET.into()),
+            ..Default::default()
+        },
+    ));
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
     let jobs: Vec<NewJob> = (0..args.tasks)
@@ -124,15 +131,18 @@ async fn run(label: &str, url: &str, args: &Args) {
         let source = HttpLeaseSource::new(&base);
         let executors = executors_for(&["noop".to_string()]).unwrap();
         let node_id = source
-            .register(&NewNode {
-                name: format!("bench-http-{w}"),
-                kinds: executors.kinds(),
-                capacity: args.slots as i64,
-                labels: Default::default(),
-                file_scopes: vec![],
-            })
+            .enroll(
+                &NewNode {
+                    name: format!("bench-http-{w}"),
+                    kinds: executors.kinds(),
+                    capacity: args.slots as i64,
+                    labels: Default::default(),
+                    file_scopes: vec![],
+                },
+                ENROLLMENT_SECRET,
+            )
             .await
-            .expect("register");
+            .expect("enroll");
         pools.push(WorkerPool::start(
             Arc::new(source),
             executors,
@@ -158,7 +168,7 @@ async fn run(label: &str, url: &str, args: &Args) {
     for pool in pools {
         pool.shutdown(Shutdown::Release).await;
     }
-    let overview = kernel.overview().await.expect("overview");
+    let overview = kernel.overview(None).await.expect("overview");
     let succeeded = overview
         .jobs_by_state
         .get("succeeded")

@@ -26,7 +26,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kernel::model::NewJob;
 use kernel::{Kernel, KernelConfig};
 use leptos::prelude::LeptosOptions;
-use server::api::stream::LiveStreams;
 use server::{app, AppState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -74,11 +73,25 @@ fn server() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite:{}", dir.path().join("sse-bench.db").display());
         let kernel = Kernel::open(&url, KernelConfig::default()).await.unwrap();
-        let state = AppState {
-            leptos_options: LeptosOptions::builder().output_name("switchyard").build(),
-            kernel: kernel.clone(),
-            live: LiveStreams::default(),
-        };
+        let state = AppState::new(
+            LeptosOptions::builder().output_name("switchyard").build(),
+            kernel.clone(),
+            Default::default(),
+            Default::default(),
+        );
+        let token = kernel
+            .create_token(
+                &kernel::model::NewToken {
+                    name: "sse-bench".into(),
+                    scopes: vec![kernel::model::Scope::RunsRead],
+                    tenants: vec!["*".into()],
+                },
+                "bench",
+            )
+            .await
+            .unwrap()
+            .secret;
+        let request = stream_request(&token);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app(state)).await });
@@ -91,9 +104,7 @@ fn server() {
             .unwrap();
         {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: bench\r\n\r\n")
-                .await
-                .unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await.unwrap();
         }
@@ -104,6 +115,7 @@ fn server() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .env("SSE_BENCH_ROLE", "subscribers")
             .env("SSE_BENCH_ADDR", addr.to_string())
+            .env("SSE_BENCH_TOKEN", &token)
             .env("SSE_BENCH_SUBSCRIBERS", n.to_string())
             .env("SSE_BENCH_SAMPLES", &samples)
             .stdin(Stdio::piped())
@@ -209,11 +221,19 @@ fn server() {
     });
 }
 
+/// A raw HTTP/1.1 request for the global stream, with a bearer token.
+fn stream_request(token: &str) -> String {
+    format!(
+        "GET /api/v1/events/stream HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+}
+
 /// The child process: N raw HTTP/1.1 clients of the global stream.
 fn subscribers() {
     let n = env("SSE_BENCH_SUBSCRIBERS", 1_000) as usize;
     let addr: std::net::SocketAddr = std::env::var("SSE_BENCH_ADDR").unwrap().parse().unwrap();
     let samples_path = std::env::var("SSE_BENCH_SAMPLES").unwrap();
+    let request: &'static str = stream_request(&std::env::var("SSE_BENCH_TOKEN").unwrap()).leak();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -227,9 +247,7 @@ fn subscribers() {
             let mut last = last_rx.clone();
             clients.push(tokio::spawn(async move {
                 let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                s.write_all(b"GET /api/v1/events/stream HTTP/1.1\r\nHost: bench\r\n\r\n")
-                    .await
-                    .unwrap();
+                s.write_all(request.as_bytes()).await.unwrap();
                 let mut buf = vec![0u8; 16 * 1024];
                 let mut carry: Vec<u8> = Vec::new();
                 let mut seen: Vec<(i64, u128)> = Vec::new();

@@ -16,7 +16,28 @@ use tower::ServiceExt;
 struct Api {
     router: Router,
     kernel: Kernel,
+    /// An admin API token of every tenant, sent on every call.
+    token: String,
+    /// The node token of the last node registered, sent on lease calls.
+    node_token: std::sync::Mutex<Option<String>>,
     _dir: tempfile::TempDir,
+}
+
+const ENROLLMENT_SECRET: &str = "test-enrollment";
+
+async fn admin_token(kernel: &Kernel) -> String {
+    kernel
+        .create_token(
+            &kernel::model::NewToken {
+                name: "test-admin".into(),
+                scopes: vec![kernel::model::Scope::Admin],
+                tenants: vec!["*".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap()
+        .secret
 }
 
 async fn api() -> Api {
@@ -24,20 +45,40 @@ async fn api() -> Api {
     let url = format!("sqlite:{}", dir.path().join("api.db").display());
     let kernel = Kernel::open(&url, KernelConfig::default()).await.unwrap();
     let leptos_options = LeptosOptions::builder().output_name("switchyard").build();
+    let token = admin_token(&kernel).await;
     Api {
-        router: app(AppState {
+        router: app(AppState::new(
             leptos_options,
-            kernel: kernel.clone(),
-            live: Default::default(),
-        }),
+            kernel.clone(),
+            Default::default(),
+            server::auth::AuthSettings {
+                enrollment_secret: Some(ENROLLMENT_SECRET.into()),
+                ..Default::default()
+            },
+        )),
         kernel,
+        token,
+        node_token: Default::default(),
         _dir: dir,
     }
 }
 
 impl Api {
     async fn call(&self, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = Request::builder().method(method).uri(uri);
+        // Lease calls speak for the registered node (before one is, the
+        // admin token, which the lease protocol refuses).
+        let node_token = self.node_token.lock().unwrap().clone();
+        let bearer = match node_token {
+            Some(token) if uri.starts_with("/api/v1/leases/") => token,
+            _ => self.token.clone(),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {bearer}"));
+        if uri == "/api/v1/nodes/register" {
+            request = request.header("x-enrollment-secret", ENROLLMENT_SECRET);
+        }
         let body = match body {
             Some(value) => {
                 request = request.header(header::CONTENT_TYPE, "application/json");
@@ -78,6 +119,7 @@ impl Api {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
+        *self.node_token.lock().unwrap() = Some(body["token"].as_str().unwrap().to_string());
         body["node_id"].as_i64().unwrap()
     }
 
@@ -517,6 +559,7 @@ async fn the_http_worker_runs_jobs_end_to_end() {
         let job = one_task_job(&format!("n{i}"), "noop");
         let body: Value = client
             .post(format!("{base}/api/v1/jobs"))
+            .bearer_auth(&api.token)
             .json(&job)
             .send()
             .await
@@ -530,6 +573,7 @@ async fn the_http_worker_runs_jobs_end_to_end() {
         "payload": { "cmd": "sh", "args": ["-c", "echo hello from exec; echo oops >&2"] } }] });
     let body: Value = client
         .post(format!("{base}/api/v1/jobs"))
+        .bearer_auth(&api.token)
         .json(&exec)
         .send()
         .await
@@ -543,13 +587,16 @@ async fn the_http_worker_runs_jobs_end_to_end() {
     let source = HttpLeaseSource::new(&base);
     let executors = executors_for(&[]).unwrap();
     let node_id = source
-        .register(&NewNode {
-            name: "remote-1".into(),
-            kinds: executors.kinds(),
-            capacity: 4,
-            labels: Default::default(),
-            file_scopes: vec![],
-        })
+        .enroll(
+            &NewNode {
+                name: "remote-1".into(),
+                kinds: executors.kinds(),
+                capacity: 4,
+                labels: Default::default(),
+                file_scopes: vec![],
+            },
+            ENROLLMENT_SECRET,
+        )
         .await
         .unwrap();
     let pool = WorkerPool::start(Arc::new(source), executors, PoolConfig::new(node_id, 4));
@@ -560,6 +607,7 @@ async fn the_http_worker_runs_jobs_end_to_end() {
         for id in &job_ids {
             let body: Value = client
                 .get(format!("{base}/api/v1/jobs/{id}"))
+                .bearer_auth(&api.token)
                 .send()
                 .await
                 .unwrap()
@@ -581,6 +629,7 @@ async fn the_http_worker_runs_jobs_end_to_end() {
 
     let detail: Value = client
         .get(format!("{base}/api/v1/jobs/{exec_id}"))
+        .bearer_auth(&api.token)
         .send()
         .await
         .unwrap()
@@ -591,6 +640,7 @@ async fn the_http_worker_runs_jobs_end_to_end() {
     assert_eq!(detail["tasks"][0]["attempts"][0]["node_id"], node_id);
     let log: Value = client
         .get(format!("{base}/api/v1/attempts/{attempt}/log"))
+        .bearer_auth(&api.token)
         .send()
         .await
         .unwrap()

@@ -12,8 +12,12 @@ use tower::ServiceExt;
 
 struct TestApp {
     router: Router,
+    /// `Cookie` header value of a signed-in admin session.
+    cookie: String,
     _dir: tempfile::TempDir,
 }
+
+const ADMIN_PASSWORD: &str = "correct horse battery";
 
 async fn test_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
@@ -28,12 +32,32 @@ async fn test_app() -> TestApp {
         .output_name("switchyard")
         .site_root(dir.path().to_string_lossy().as_ref())
         .build();
+    kernel.ensure_admin(Some(ADMIN_PASSWORD)).await.unwrap();
+    let router = app(AppState::new(
+        leptos_options,
+        kernel,
+        Default::default(),
+        Default::default(),
+    ));
+    let login = router
+        .clone()
+        .oneshot(
+            Request::post("/api/v1/auth/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "username": "admin", "password": ADMIN_PASSWORD })
+                        .to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let set_cookie = login.headers()[header::SET_COOKIE].to_str().unwrap();
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
     TestApp {
-        router: app(AppState {
-            leptos_options,
-            kernel,
-            live: Default::default(),
-        }),
+        router,
+        cookie,
         _dir: dir,
     }
 }
@@ -42,7 +66,12 @@ async fn get(app: &TestApp, uri: &str) -> (StatusCode, http::HeaderMap, String) 
     let response = app
         .router
         .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(uri)
+                .header(header::COOKIE, &app.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = response.status();
@@ -74,11 +103,12 @@ async fn readyz_reports_an_unreachable_database() {
     .unwrap();
     kernel.db().close().await;
     let leptos_options = LeptosOptions::builder().output_name("switchyard").build();
-    let response = app(AppState {
+    let response = app(AppState::new(
         leptos_options,
         kernel,
-        live: Default::default(),
-    })
+        Default::default(),
+        Default::default(),
+    ))
     .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
     .await
     .unwrap();

@@ -41,6 +41,47 @@ fn start(db: &str, port: u16, workdir: &std::path::Path) -> Child {
         .expect("start switchyard")
 }
 
+/// An admin token of every tenant, created with `switchyard tokens create`
+/// on the database before the server starts.
+fn create_token(db: &str, workdir: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "tokens",
+            "create",
+            "--name",
+            "crash-test",
+            "--scope",
+            "admin",
+            "--tenant",
+            "*",
+            "--database-url",
+            db,
+        ])
+        .current_dir(workdir)
+        .env("SWITCHYARD_LOG", "warn")
+        .output()
+        .expect("run switchyard tokens create");
+    assert!(
+        out.status.success(),
+        "tokens create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A client that sends `token` on every request.
+fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -73,7 +114,7 @@ async fn sigkill_mid_workload_loses_nothing_and_completes_nothing_twice() {
     let db = format!("sqlite:{}", dir.path().join("crash.db").display());
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = client_with(&create_token(&db, dir.path()));
 
     let mut server = start(&db, port, dir.path());
     wait_ready(&client, &base).await;

@@ -23,6 +23,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 struct Server {
     base: String,
+    /// An admin token of every tenant on this server's database.
+    token: String,
     kernel: Kernel,
     shutdown: CancellationToken,
     served: JoinHandle<()>,
@@ -30,13 +32,28 @@ struct Server {
 
 async fn serve(kernel: Kernel, config: LiveConfig) -> Server {
     let shutdown = CancellationToken::new();
-    let state = AppState {
-        leptos_options: LeptosOptions::builder().output_name("switchyard").build(),
-        kernel: kernel.clone(),
-        live: LiveStreams::new(config, shutdown.clone()),
-    };
+    let mut state = AppState::new(
+        LeptosOptions::builder().output_name("switchyard").build(),
+        kernel.clone(),
+        shutdown.clone(),
+        Default::default(),
+    );
+    state.live = LiveStreams::new(config, shutdown.clone());
+    let token = kernel
+        .create_token(
+            &kernel::model::NewToken {
+                name: "sse-test".into(),
+                scopes: vec![kernel::model::Scope::Admin],
+                tenants: vec!["*".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap()
+        .secret;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    TOKENS.lock().unwrap().insert(base.clone(), token.clone());
     let signal = shutdown.clone();
     let served = tokio::spawn(async move {
         axum::serve(listener, app(state))
@@ -46,6 +63,7 @@ async fn serve(kernel: Kernel, config: LiveConfig) -> Server {
     });
     Server {
         base,
+        token,
         kernel,
         shutdown,
         served,
@@ -56,6 +74,21 @@ async fn sqlite_server(dir: &tempfile::TempDir, config: LiveConfig) -> Server {
     let url = format!("sqlite:{}", dir.path().join("sse.db").display());
     let kernel = Kernel::open(&url, KernelConfig::default()).await.unwrap();
     serve(kernel, config).await
+}
+
+/// The admin token of each server by its base URL, for [`Sse::open`].
+static TOKENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The token of the server `url` belongs to.
+fn token_for(url: &str) -> String {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(base, _)| url.starts_with(&format!("{base}/")))
+        .map(|(_, token)| token.clone())
+        .expect("a server started by serve()")
 }
 
 /// One parsed SSE frame.
@@ -75,7 +108,7 @@ struct Sse {
 
 impl Sse {
     async fn open(url: &str, last_event_id: Option<i64>) -> Sse {
-        let mut request = reqwest::Client::new().get(url);
+        let mut request = reqwest::Client::new().get(url).bearer_auth(token_for(url));
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-ID", id.to_string());
         }
@@ -413,6 +446,7 @@ async fn filters_filter_and_bad_requests_are_refused() {
     let client = reqwest::Client::new();
     let bad = client
         .get(format!("{}/api/v1/events/stream?family=jobz", server.base))
+        .bearer_auth(&server.token)
         .send()
         .await
         .unwrap();
@@ -421,12 +455,14 @@ async fn filters_filter_and_bad_requests_are_refused() {
     assert_eq!(body["code"], "bad_request");
     let missing = client
         .get(format!("{}/api/v1/jobs/999999/stream", server.base))
+        .bearer_auth(&server.token)
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
     let bad_id = client
         .get(format!("{}/api/v1/events/stream", server.base))
+        .bearer_auth(&server.token)
         .header("Last-Event-ID", "not-a-number")
         .send()
         .await
@@ -488,6 +524,7 @@ async fn on_postgres_an_event_written_through_one_instance_reaches_a_subscriber_
 
     let response = reqwest::Client::new()
         .post(format!("{}/api/v1/jobs", a.base))
+        .bearer_auth(&a.token)
         .json(&json!({ "name": "cross-replica", "tasks": [{ "key": "k", "kind": "noop" }] }))
         .send()
         .await
