@@ -1,0 +1,732 @@
+//! What the JobEngine console pages read and do beyond the plain API: the
+//! jobs search (filters by kind, time, task state and payload text, both
+//! orders keyset-paginated on the id), bulk cancel and retry by ids or by
+//! filter with a dry-run count and per-item results, queue health and the
+//! quota board.
+//!
+//! A bulk action is one transaction of guarded transitions with their
+//! events, like every operator action (`ops`). It never speaks HTTP: tenant
+//! grants arrive as a plain list of tenant names.
+//!
+//! Cost with 1,000,000 jobs: the list walks an id index (or the state,
+//! queue, tenant index of the filter) and stops after one page; the task
+//! state filter starts from the active-task index. Filters on a task's kind
+//! or payload text check each job on the way, so a rare match may walk far.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::json;
+
+use crate::error::{KernelError, Result};
+use crate::model::{
+    event_type, BulkItemResult, BulkItemStatus, BulkJobAction, BulkJobOutcome, Job, JobRow,
+    JobSearch, JobSelection, JobSort, JobState, Page, QueueHealth, QueueHealthReport, QuotaBoard,
+    QuotaLimits, QuotaScope, QuotaStatus, QuotaUsage, TaskCounts, TaskState,
+    SEARCHABLE_TASK_STATES,
+};
+use crate::sql::{args, Arg, Row};
+
+use super::ops::escape_like;
+use super::Kernel;
+
+/// Most jobs one bulk call acts on.
+pub const MAX_BULK_JOBS: i64 = 10_000;
+/// Largest page of the jobs search.
+pub const MAX_SEARCH_PAGE: i64 = 500;
+
+const HOUR_MS: i64 = 60 * 60 * 1_000;
+
+const COLUMNS: &str = "id, name, tenant, queue, priority, state, idempotency_key, created_at, \
+                       started_at, finished_at, updated_at";
+
+/// SQL conditions on `jobs` (aliased as the table itself) and their
+/// arguments, numbered from `$1`.
+struct Conditions {
+    sql: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Conditions {
+    fn new() -> Conditions {
+        Conditions {
+            sql: vec!["1 = 1".into()],
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds `sql`, where each `$?` is replaced by the next argument's number.
+    fn push(&mut self, sql: &str, values: Vec<Arg>) {
+        let mut out = String::with_capacity(sql.len() + 8);
+        let mut values = values.into_iter();
+        let mut parts = sql.split("$?");
+        out.push_str(parts.next().unwrap_or_default());
+        for part in parts {
+            self.args.push(values.next().expect("one value per $?"));
+            out.push_str(&format!("${}", self.args.len()));
+            out.push_str(part);
+        }
+        self.sql.push(out);
+    }
+
+    fn push_raw(&mut self, sql: &str) {
+        self.sql.push(sql.to_string());
+    }
+
+    fn next_arg(&mut self, value: Arg) -> String {
+        self.args.push(value);
+        format!("${}", self.args.len())
+    }
+
+    fn joined(&self) -> String {
+        self.sql.join(" AND ")
+    }
+}
+
+fn text(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// The conditions of `search`, with `tenants` (the caller's grant) applied.
+fn search_conditions(search: &JobSearch, tenants: Option<&[String]>) -> Result<Conditions> {
+    let mut c = Conditions::new();
+    if let Some(s) = search.state {
+        c.push("state = $?", vec![s.as_str().into()]);
+    }
+    if let Some(t) = text(&search.tenant) {
+        c.push("tenant = $?", vec![t.into()]);
+    }
+    if let Some(t) = tenants.or(search.tenants.as_deref()) {
+        c.push("tenant @in($?)", vec![t.to_vec().into()]);
+    }
+    match (search.task_state, text(&search.queue)) {
+        (Some(ts), queue) => {
+            if !SEARCHABLE_TASK_STATES.contains(&ts) {
+                return Err(KernelError::validation(format!(
+                    "task_state must be pending, ready or leased, not {ts}"
+                )));
+            }
+            // The state is a literal from a closed set, so both planners
+            // can use the partial index on active tasks.
+            let state = ts.as_str();
+            match queue {
+                Some(q) => c.push(
+                    &format!(
+                        "id IN (SELECT job_id FROM tasks WHERE state IN ('pending', 'ready', 'leased') \
+                         AND state = '{state}' AND queue = $?)"
+                    ),
+                    vec![q.into()],
+                ),
+                None => c.push_raw(&format!(
+                    "id IN (SELECT job_id FROM tasks WHERE state IN ('pending', 'ready', 'leased') \
+                     AND state = '{state}')"
+                )),
+            }
+        }
+        (None, Some(q)) => c.push("queue = $?", vec![q.into()]),
+        (None, None) => {}
+    }
+    if let Some(k) = text(&search.kind) {
+        c.push(
+            "EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.kind = $?)",
+            vec![k.into()],
+        );
+    }
+    if let Some(from) = search.created_from {
+        c.push("created_at >= $?", vec![from.into()]);
+    }
+    if let Some(to) = search.created_to {
+        c.push("created_at < $?", vec![to.into()]);
+    }
+    if let Some(from) = search.finished_from {
+        c.push("finished_at >= $?", vec![from.into()]);
+    }
+    if let Some(q) = text(&search.q) {
+        let id = q.parse::<i64>().ok();
+        let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
+        let id_arg = c.next_arg(id.into());
+        let like = c.next_arg(pattern.into());
+        c.push_raw(&format!(
+            "(id = {id_arg} OR LOWER(name) LIKE {like} ESCAPE '\\' OR EXISTS \
+             (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND LOWER(t.payload) LIKE {like} ESCAPE '\\'))"
+        ));
+    }
+    Ok(c)
+}
+
+/// The condition on `state` that selects the jobs `action` applies to.
+fn applicable_sql(action: BulkJobAction) -> &'static str {
+    match action {
+        BulkJobAction::Cancel => "state IN ('queued', 'running', 'blocked')",
+        BulkJobAction::Retry => "state = 'failed'",
+    }
+}
+
+fn job_from_row(r: &Row) -> Result<Job> {
+    Ok(Job {
+        id: r.i64("id")?,
+        name: r.text("name")?,
+        tenant: r.text("tenant")?,
+        queue: r.text("queue")?,
+        priority: r.i64("priority")?,
+        state: r.parse("state")?,
+        idempotency_key: r.opt_text("idempotency_key")?,
+        created_at: r.i64("created_at")?,
+        started_at: r.opt_i64("started_at")?,
+        finished_at: r.opt_i64("finished_at")?,
+        updated_at: r.i64("updated_at")?,
+        task_counts: TaskCounts::default(),
+    })
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
+    match cursor.map(str::trim).filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => c
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| KernelError::validation(format!("invalid cursor {c:?}"))),
+    }
+}
+
+impl Kernel {
+    /// The jobs `search` selects, in `sort` order, `limit` (1–500) per page;
+    /// `cursor` is the previous page's `next_cursor`. Each row carries its
+    /// task counts and its number of attempts.
+    pub async fn search_jobs(
+        &self,
+        search: &JobSearch,
+        sort: JobSort,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<Page<JobRow>> {
+        let limit = limit.clamp(1, MAX_SEARCH_PAGE);
+        let mut c = search_conditions(search, None)?;
+        let (after, order) = match sort {
+            JobSort::Newest => ("id < $?", "DESC"),
+            JobSort::Oldest => ("id > $?", "ASC"),
+        };
+        if let Some(id) = parse_cursor(cursor)? {
+            c.push(after, vec![id.into()]);
+        }
+        let limit_arg = c.next_arg((limit + 1).into());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE {} ORDER BY id {order} LIMIT {limit_arg}",
+            c.joined()
+        );
+        let rows = self.db().read_all(&sql, c.args).await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let next_cursor = if jobs.len() as i64 > limit {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|j| j.id.to_string())
+        } else {
+            None
+        };
+        let items = self.job_rows(jobs).await?;
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Task counts and attempt totals for a page of jobs: two indexed reads.
+    async fn job_rows(&self, jobs: Vec<Job>) -> Result<Vec<JobRow>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let mut counts: HashMap<i64, TaskCounts> = HashMap::new();
+        for r in self
+            .db()
+            .read_all(
+                "SELECT job_id, state, COUNT(*) AS n FROM tasks WHERE job_id @in($1) GROUP BY job_id, state",
+                args![ids.clone()],
+            )
+            .await?
+        {
+            let state: TaskState = r.parse("state")?;
+            counts
+                .entry(r.i64("job_id")?)
+                .or_default()
+                .add(state, r.i64("n")?);
+        }
+        let mut attempts: HashMap<i64, i64> = HashMap::new();
+        for r in self
+            .db()
+            .read_all(
+                "SELECT t.job_id, COUNT(a.id) AS n FROM tasks t JOIN attempts a ON a.task_id = t.id \
+                 WHERE t.job_id @in($1) GROUP BY t.job_id",
+                args![ids],
+            )
+            .await?
+        {
+            attempts.insert(r.i64("job_id")?, r.i64("n")?);
+        }
+        Ok(jobs
+            .into_iter()
+            .map(|mut job| {
+                job.task_counts = counts.remove(&job.id).unwrap_or_default();
+                JobRow {
+                    attempts: attempts.get(&job.id).copied().unwrap_or(0),
+                    job,
+                }
+            })
+            .collect())
+    }
+
+    /// How many jobs `search` selects.
+    pub async fn count_jobs(&self, search: &JobSearch) -> Result<i64> {
+        let c = search_conditions(search, None)?;
+        let sql = format!("SELECT COUNT(*) AS n FROM jobs WHERE {}", c.joined());
+        Ok(self.db().read_one(&sql, c.args).await?.i64("n")?)
+    }
+
+    /// Cancels or retries the selected jobs, or with `dry_run` only counts
+    /// them. `tenants` is the caller's grant (`None`: every tenant): a job
+    /// of another tenant named by id is answered `not_found`, a filter is
+    /// narrowed to the grant. A filter selecting more than
+    /// [`MAX_BULK_JOBS`] applicable jobs acts on the newest that many.
+    pub async fn bulk_jobs(
+        &self,
+        action: BulkJobAction,
+        selection: &JobSelection,
+        tenants: Option<&[String]>,
+        dry_run: bool,
+    ) -> Result<BulkJobOutcome> {
+        let mut outcome = BulkJobOutcome {
+            action,
+            dry_run,
+            matched: 0,
+            applicable: 0,
+            limit: MAX_BULK_JOBS,
+            truncated: false,
+            results: Vec::new(),
+        };
+        let mut w = self.begin().await?;
+        // (id, state, tenant) of the jobs to act on, newest first.
+        let mut targets: Vec<(i64, JobState, String)> = Vec::new();
+        match selection {
+            JobSelection::Ids(ids) => {
+                let mut ids = ids.clone();
+                ids.sort_unstable_by_key(|id| std::cmp::Reverse(*id));
+                ids.dedup();
+                if ids.is_empty() {
+                    return Err(KernelError::validation("select at least one job"));
+                }
+                if ids.len() as i64 > MAX_BULK_JOBS {
+                    return Err(KernelError::validation(format!(
+                        "select at most {MAX_BULK_JOBS} jobs by id, or select by filter"
+                    )));
+                }
+                let rows =
+                    w.tx.fetch_all(
+                        "SELECT id, state, tenant FROM jobs WHERE id @in($1) ORDER BY id DESC @lock",
+                        args![ids.clone()],
+                    )
+                    .await?;
+                let mut found: BTreeMap<i64, (JobState, String)> = BTreeMap::new();
+                for r in rows {
+                    let tenant = r.text("tenant")?;
+                    if tenants.is_none_or(|t| t.contains(&tenant)) {
+                        found.insert(r.i64("id")?, (r.parse("state")?, tenant));
+                    }
+                }
+                for id in ids {
+                    match found.remove(&id) {
+                        None => outcome.results.push(BulkItemResult {
+                            job_id: id,
+                            status: BulkItemStatus::NotFound,
+                            from: None,
+                            message: format!("job {id} does not exist"),
+                        }),
+                        Some((state, tenant)) => {
+                            outcome.matched += 1;
+                            if action.applies_to(state) {
+                                outcome.applicable += 1;
+                                targets.push((id, state, tenant));
+                            } else {
+                                outcome.results.push(BulkItemResult {
+                                    job_id: id,
+                                    status: BulkItemStatus::Skipped,
+                                    from: Some(state),
+                                    message: skip_reason(action, state),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            JobSelection::Filter(search) => {
+                let c = search_conditions(search, tenants)?;
+                let row =
+                    w.tx.fetch_one(
+                        &format!(
+                            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN {} THEN 1 ELSE 0 END), 0) AS a \
+                             FROM jobs WHERE {}",
+                            applicable_sql(action),
+                            c.joined()
+                        ),
+                        c.args.clone(),
+                    )
+                    .await?;
+                outcome.matched = row.i64("n")?;
+                outcome.applicable = row.i64("a")?;
+                outcome.truncated = outcome.applicable > MAX_BULK_JOBS;
+                if !dry_run {
+                    let mut c = c;
+                    let limit = c.next_arg(MAX_BULK_JOBS.into());
+                    for r in w
+                        .tx
+                        .fetch_all(
+                            &format!(
+                                "SELECT id, state, tenant FROM jobs WHERE {} AND {} ORDER BY id DESC LIMIT {limit} @lock",
+                                c.joined(),
+                                applicable_sql(action)
+                            ),
+                            c.args,
+                        )
+                        .await?
+                    {
+                        targets.push((r.i64("id")?, r.parse("state")?, r.text("tenant")?));
+                    }
+                }
+            }
+        }
+        if dry_run {
+            outcome.results.clear();
+            return Ok(outcome);
+        }
+        let changed = match action {
+            BulkJobAction::Cancel => self.cancel_in(&mut w, &targets).await?,
+            BulkJobAction::Retry => self.retry_in(&mut w, &targets).await?,
+        };
+        self.finish(w).await?;
+        let mut acted: Vec<BulkItemResult> = targets
+            .iter()
+            .map(|(id, from, _)| {
+                if changed.contains(id) {
+                    BulkItemResult {
+                        job_id: *id,
+                        status: BulkItemStatus::Changed,
+                        from: Some(*from),
+                        message: match action {
+                            BulkJobAction::Cancel => "cancelled".into(),
+                            BulkJobAction::Retry => {
+                                "retried: its failed tasks are ready again".into()
+                            }
+                        },
+                    }
+                } else {
+                    BulkItemResult {
+                        job_id: *id,
+                        status: BulkItemStatus::Skipped,
+                        from: Some(*from),
+                        message: "the job changed state concurrently".into(),
+                    }
+                }
+            })
+            .collect();
+        acted.append(&mut outcome.results);
+        acted.sort_by_key(|r| std::cmp::Reverse(r.job_id));
+        outcome.results = acted;
+        Ok(outcome)
+    }
+
+    /// Cancels `targets` (unfinished jobs, locked) set-wise: their active
+    /// attempts and unfinished tasks are cancelled, then the jobs, each by
+    /// a guarded update from the state read. Answers the jobs cancelled.
+    async fn cancel_in(
+        &self,
+        w: &mut super::Work,
+        targets: &[(i64, JobState, String)],
+    ) -> Result<Vec<i64>> {
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = w.now;
+        let ids: Vec<i64> = targets.iter().map(|t| t.0).collect();
+        let tenant_of: HashMap<i64, &str> = targets.iter().map(|t| (t.0, t.2.as_str())).collect();
+        for a in w
+            .tx
+            .fetch_all(
+                "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'job cancelled' \
+                 WHERE job_id @in($2) AND state = 'active' RETURNING id, task_id, job_id, node_id",
+                args![now, ids.clone()],
+            )
+            .await?
+        {
+            let job = a.i64("job_id")?;
+            w.event(event_type::LEASE_RELEASED, tenant_of.get(&job).copied())
+                .job(job)
+                .task(a.i64("task_id")?)
+                .attempt(a.i64("id")?)
+                .node(a.opt_i64("node_id")?)
+                .data(json!({ "reason": "job cancelled", "attempt_state": "cancelled" }));
+        }
+        let tasks = w
+            .tx
+            .fetch_all(
+                "SELECT id, job_id, state FROM tasks WHERE job_id @in($1) AND state IN ('pending', 'ready', 'leased')",
+                args![ids.clone()],
+            )
+            .await?;
+        w.tx.execute(
+            "UPDATE tasks SET state = 'cancelled', finished_at = $1, updated_at = $1 \
+             WHERE job_id @in($2) AND state IN ('pending', 'ready', 'leased')",
+            args![now, ids.clone()],
+        )
+        .await?;
+        for t in &tasks {
+            let job = t.i64("job_id")?;
+            let from: TaskState = t.parse("state")?;
+            w.event(event_type::TASK_STATE_CHANGED, tenant_of.get(&job).copied())
+                .job(job)
+                .task(t.i64("id")?)
+                .data(json!({ "from": from, "to": "cancelled" }));
+        }
+        let mut by_state: BTreeMap<JobState, Vec<i64>> = BTreeMap::new();
+        for (id, from, _) in targets {
+            by_state.entry(*from).or_default().push(*id);
+        }
+        let mut changed = Vec::new();
+        for (from, ids) in by_state {
+            for r in
+                w.tx.fetch_all(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1 \
+                     WHERE id @in($2) AND state = $3 RETURNING id",
+                    args![now, ids, from.as_str()],
+                )
+                .await?
+            {
+                let id = r.i64("id")?;
+                w.event(event_type::JOB_STATE_CHANGED, tenant_of.get(&id).copied())
+                    .job(id)
+                    .data(json!({ "from": from, "to": "cancelled" }));
+                changed.push(id);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Retries `targets` (failed jobs, locked) as `retry_job` does, each:
+    /// open dead-letter entries of its failed tasks are marked replayed,
+    /// the tasks get a fresh budget, skipped tasks downstream wait again.
+    async fn retry_in(
+        &self,
+        w: &mut super::Work,
+        targets: &[(i64, JobState, String)],
+    ) -> Result<Vec<i64>> {
+        let mut changed = Vec::new();
+        for (job_id, _, tenant) in targets {
+            let graph = self.load_graph(w, *job_id).await?;
+            let failed: Vec<i64> = graph
+                .state
+                .iter()
+                .filter(|(_, s)| **s == TaskState::Failed)
+                .map(|(id, _)| *id)
+                .collect();
+            if failed.is_empty() {
+                continue;
+            }
+            let open =
+                w.tx.fetch_all(
+                    "SELECT id FROM dead_letters WHERE task_id @in($1) AND status = 'open'",
+                    args![failed.clone()],
+                )
+                .await?;
+            for r in &open {
+                self.close_dead_letter(
+                    w,
+                    r.i64("id")?,
+                    crate::model::DeadLetterStatus::Replayed,
+                    Some("job retried"),
+                )
+                .await?;
+            }
+            self.revive_tasks(w, *job_id, tenant, &failed, None, None)
+                .await?;
+            changed.push(*job_id);
+        }
+        self.derive_jobs(w, &changed).await?;
+        Ok(changed)
+    }
+
+    /// Queue health: per queue its task depth (ready, leased, pending), the
+    /// jobs that failed in the last hour, the oldest ready task and whether
+    /// it is paused. With `tenants`, only those tenants' tasks and jobs are
+    /// counted (queues themselves are shared).
+    pub async fn queue_health(&self, tenants: Option<&[String]>) -> Result<QueueHealthReport> {
+        let now = self.now();
+        let mut queues: BTreeMap<String, QueueHealth> = BTreeMap::new();
+        let blank = |name: String| QueueHealth {
+            name,
+            paused: false,
+            paused_at: None,
+            ready: 0,
+            leased: 0,
+            pending: 0,
+            failed_last_hour: 0,
+            oldest_ready_at: None,
+        };
+        for r in self
+            .db()
+            .read_all("SELECT name, paused, paused_at FROM queues", args![])
+            .await?
+        {
+            let name = r.text("name")?;
+            let mut q = blank(name.clone());
+            q.paused = r.bool("paused")?;
+            q.paused_at = r.opt_i64("paused_at")?;
+            queues.insert(name, q);
+        }
+        let (only, tenant_arg): (&str, Arg) = match tenants {
+            Some(t) => ("tenant @in($1)", t.to_vec().into()),
+            None => ("$1 IS NULL", Option::<String>::None.into()),
+        };
+        for r in self
+            .db()
+            .read_all(
+                &format!(
+                    "SELECT queue, state, COUNT(*) AS n, MIN(created_at) AS oldest FROM tasks \
+                     WHERE state IN ('pending', 'ready', 'leased') AND {only} GROUP BY queue, state"
+                ),
+                vec![tenant_arg.clone()],
+            )
+            .await?
+        {
+            let name = r.text("queue")?;
+            let q = queues.entry(name.clone()).or_insert_with(|| blank(name));
+            let n = r.i64("n")?;
+            match r.parse::<TaskState>("state")? {
+                TaskState::Pending => q.pending = n,
+                TaskState::Ready => {
+                    q.ready = n;
+                    q.oldest_ready_at = r.opt_i64("oldest")?;
+                }
+                TaskState::Leased => q.leased = n,
+                _ => {}
+            }
+        }
+        for r in self
+            .db()
+            .read_all(
+                &format!(
+                    "SELECT queue, COUNT(*) AS n FROM jobs WHERE finished_at >= $2 AND state = 'failed' \
+                     AND {only} GROUP BY queue"
+                ),
+                vec![tenant_arg, (now - HOUR_MS).into()],
+            )
+            .await?
+        {
+            let name = r.text("queue")?;
+            queues
+                .entry(name.clone())
+                .or_insert_with(|| blank(name))
+                .failed_last_hour = r.i64("n")?;
+        }
+        Ok(QueueHealthReport {
+            measured_at: now,
+            tenants: tenants.map(<[String]>::to_vec),
+            queues: queues.into_values().collect(),
+        })
+    }
+
+    /// Every tenant (of `tenants`, when given) and every queue with its
+    /// quota, if any, and live usage: active leases now, and starts in the
+    /// last minute where a starts limit makes the kernel count them.
+    pub async fn quota_board(&self, tenants: Option<&[String]>) -> Result<QuotaBoard> {
+        let now = self.now();
+        let mut items: BTreeMap<(QuotaScope, String), QuotaStatus> = BTreeMap::new();
+        let blank = |scope: QuotaScope, name: String| QuotaStatus {
+            scope,
+            name,
+            configured: false,
+            limits: QuotaLimits::default(),
+            usage: QuotaUsage::default(),
+            starts_tracked: false,
+            exhausted: false,
+            updated_at: None,
+        };
+        let visible = |scope: QuotaScope, name: &str| {
+            scope == QuotaScope::Queue || tenants.is_none_or(|t| t.iter().any(|x| x == name))
+        };
+        for (scope, table) in [
+            (QuotaScope::Tenant, "tenants"),
+            (QuotaScope::Queue, "queues"),
+        ] {
+            for r in self
+                .db()
+                .read_all(&format!("SELECT name FROM {table}"), args![])
+                .await?
+            {
+                let name = r.text("name")?;
+                if visible(scope, &name) {
+                    items.insert((scope, name.clone()), blank(scope, name));
+                }
+            }
+        }
+        for r in self
+            .db()
+            .read_all(
+                "SELECT scope, name, max_concurrent, max_starts_per_minute, exhausted, updated_at FROM quotas",
+                args![],
+            )
+            .await?
+        {
+            let scope: QuotaScope = r.parse("scope")?;
+            let name = r.text("name")?;
+            if !visible(scope, &name) {
+                continue;
+            }
+            let q = items
+                .entry((scope, name.clone()))
+                .or_insert_with(|| blank(scope, name));
+            q.configured = true;
+            q.limits = QuotaLimits {
+                max_concurrent: r.opt_i64("max_concurrent")?,
+                max_starts_per_minute: r.opt_i64("max_starts_per_minute")?,
+            };
+            q.starts_tracked = q.limits.max_starts_per_minute.is_some();
+            q.exhausted = r.bool("exhausted")?;
+            q.updated_at = Some(r.i64("updated_at")?);
+        }
+        for (scope, column) in [(QuotaScope::Tenant, "tenant"), (QuotaScope::Queue, "queue")] {
+            for r in self
+                .db()
+                .read_all(
+                    &format!(
+                        "SELECT {column} AS name, COUNT(*) AS n FROM attempts WHERE state = 'active' GROUP BY {column}"
+                    ),
+                    args![],
+                )
+                .await?
+            {
+                if let Some(q) = items.get_mut(&(scope, r.text("name")?)) {
+                    q.usage.concurrent = r.i64("n")?;
+                }
+            }
+        }
+        for r in self
+            .db()
+            .read_all(
+                "SELECT scope, name, COUNT(*) AS n FROM quota_starts WHERE started_at > $1 GROUP BY scope, name",
+                args![now - 60_000],
+            )
+            .await?
+        {
+            let key = (r.parse::<QuotaScope>("scope")?, r.text("name")?);
+            if let Some(q) = items.get_mut(&key) {
+                if q.starts_tracked {
+                    q.usage.starts_last_minute = r.i64("n")?;
+                }
+            }
+        }
+        Ok(QuotaBoard {
+            measured_at: now,
+            items: items.into_values().collect(),
+        })
+    }
+}
+
+fn skip_reason(action: BulkJobAction, state: JobState) -> String {
+    match action {
+        BulkJobAction::Cancel => format!("already {state}: only unfinished jobs can be cancelled"),
+        BulkJobAction::Retry => format!("{state}: only failed jobs can be retried"),
+    }
+}
