@@ -90,7 +90,8 @@ fn text(value: &Option<String>) -> Option<&str> {
 fn search_conditions(search: &JobSearch, tenants: Option<&[String]>) -> Result<Conditions> {
     let mut c = Conditions::new();
     if let Some(s) = search.state {
-        c.push("state = $?", vec![s.as_str().into()]);
+        // A literal from a closed set: partial indexes on a state apply.
+        c.push_raw(&format!("state = '{}'", s.as_str()));
     }
     if let Some(t) = text(&search.tenant) {
         c.push("tenant = $?", vec![t.into()]);
