@@ -24,10 +24,18 @@ use leptos_router::{
 };
 
 use components::shell::Shell;
-use routes::{job::JobPage, not_found::Fallback, ops::OpsSnapshotPage, StaticPage};
+use routes::{
+    access::AccessPage, job::JobPage, login::LoginPage, not_found::Fallback, ops::OpsSnapshotPage,
+    StaticPage,
+};
 
 /// The HTML document around the app, rendered by the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    let session = components::session::server_session();
+    #[cfg(not(feature = "ssr"))]
+    let session = None;
+    let session_json = components::session::session_json(&session);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -38,6 +46,11 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
+                <script
+                    id=components::session::SESSION_SCRIPT_ID
+                    type="application/json"
+                    inner_html=session_json
+                ></script>
             </head>
             <body>
                 <App/>
@@ -50,6 +63,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    components::session::provide_session();
     mark_hydrated();
 
     view! {
@@ -58,14 +72,16 @@ pub fn App() -> impl IntoView {
             <Shell>
                 <Routes fallback=Fallback>
                     <Route path=path!("/") view=|| view! { <Redirect path="/ops"/> }/>
+                    <Route path=path!("/login") view=LoginPage/>
                     <Route path=path!("/ops") view=OpsSnapshotPage ssr=SsrMode::Async/>
+                    <Route path=path!("/ops/access") view=AccessPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/approvals") view=|| view! { <StaticPage id="approvals"/> }/>
                     <Route path=path!("/ops/operations/jobs-queues") view=|| view! { <StaticPage id="jobs-queues"/> }/>
-                    <Route path=path!("/ops/operations/jobengine") view=|| view! { <StaticPage id="jobengine"/> }/>
-                    <Route path=path!("/ops/operations/jobengine/jobs") view=|| view! { <StaticPage id="jobs"/> }/>
+                    <Route path=path!("/ops/operations/jobengine") view=routes::jobengine::JobEnginePage ssr=SsrMode::Async/>
+                    <Route path=path!("/ops/operations/jobengine/jobs") view=routes::jobs_list::JobsListPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/jobs/:jobId") view=JobPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/jobs/:jobId/dag") view=|| view! { <StaticPage id="job-dag"/> }/>
-                    <Route path=path!("/ops/operations/jobengine/quotas") view=|| view! { <StaticPage id="quotas"/> }/>
+                    <Route path=path!("/ops/operations/jobengine/quotas") view=routes::quotas::QuotasPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/dead-letter") view=|| view! { <StaticPage id="dead-letter"/> }/>
                     <Route path=path!("/ops/operations/dead-letter/queue") view=|| view! { <StaticPage id="dead-letter-queue"/> }/>
                     <Route path=path!("/ops/operations/dead-letter/entry/:entryId") view=|| view! { <StaticPage id="dead-letter-entry"/> }/>

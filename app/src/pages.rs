@@ -79,6 +79,15 @@ pub const PAGES: &[PageSpec] = &[
         "cards for healthy nodes, active jobs, blocked jobs, pending approvals and pending file access; the node inventory with heartbeat age and declared file scopes; stale leases to review; and the recent events timeline",
     ),
     page(
+        "access",
+        "Access",
+        "/ops/access",
+        Some("snapshot"),
+        Some(Ops),
+        "Console users and API tokens: who may do what, in which tenants.",
+        "users with their scopes and tenants, and API and node tokens, to create and revoke",
+    ),
+    page(
         "approvals",
         "Approvals",
         "/ops/approvals",

@@ -14,6 +14,7 @@ import { test as base, expect, Page, APIRequestContext } from '@playwright/test'
 // figures they read are not moved by other specs.
 
 const BIN = path.resolve(__dirname, '../../target/release/switchyard');
+const LIVE_ADMIN = { username: 'admin', password: 'live-admin-password' };
 
 class Server {
   child?: ChildProcess;
@@ -28,7 +29,8 @@ class Server {
     this.child = spawn(
       BIN,
       ['serve', '--addr', `127.0.0.1:${this.port}`, '--database-url', `sqlite:${this.dir}/live.db`],
-      { cwd: this.dir, stdio: 'ignore' },
+      // The first start creates `admin` with this password (SPEC §6).
+      { cwd: this.dir, stdio: 'ignore', env: { ...process.env, SWITCHYARD_ADMIN_PASSWORD: LIVE_ADMIN.password } },
     );
     for (let i = 0; i < 200; i++) {
       try {
@@ -66,12 +68,19 @@ async function freePort(): Promise<number> {
 // Like fixtures.ts, every console error and page error fails the spec, with
 // one exception this spec causes on purpose: while the server is restarting,
 // the browser reports the refused connections of the event stream.
-const test = base.extend<{ server: Server; errors: string[]; restarting: { on: boolean } }>({
+const test = base.extend<{ server: Server; csrf: string; errors: string[]; restarting: { on: boolean } }>({
   server: async ({}, use) => {
     const server = new Server(await freePort());
     await server.start();
     await use(server);
     await server.stop();
+  },
+  // The page's browser context signed in to this server; the session is in
+  // its database, so it survives the restarts below.
+  csrf: async ({ page, server }, use) => {
+    const response = await page.request.post(`${server.base}/api/v1/auth/login`, { data: LIVE_ADMIN });
+    expect(response.status()).toBe(200);
+    await use((await response.json()).csrf_token);
   },
   restarting: async ({}, use) => {
     await use({ on: false });
@@ -99,8 +108,11 @@ async function hydrated(page: Page) {
   await expect(page.locator('body')).toHaveAttribute('data-hydrated', 'true');
 }
 
-async function submit(request: APIRequestContext, server: Server, job: object): Promise<number> {
-  const response = await request.post(`${server.base}/api/v1/jobs`, { data: job });
+async function submit(request: APIRequestContext, server: Server, csrf: string, job: object): Promise<number> {
+  const response = await request.post(`${server.base}/api/v1/jobs`, {
+    data: job,
+    headers: { 'X-CSRF-Token': csrf },
+  });
   expect(response.status()).toBe(201);
   return (await response.json()).id;
 }
@@ -127,11 +139,7 @@ function entry(page: Page, type: string, id: number, text: string) {
     .filter({ hasText: text });
 }
 
-test('/ops follows the kernel live: jobs start, succeed, fail and dead-letter without a reload', async ({
-  page,
-  server,
-  request,
-}) => {
+test('/ops follows the kernel live: jobs start, succeed, fail and dead-letter without a reload', async ({ page, server, csrf }) => {
   await page.goto(`${server.base}/ops`);
   await hydrated(page);
   await expect(page.locator('.live-indicator')).toHaveAttribute('data-status', 'live');
@@ -143,21 +151,21 @@ test('/ops follows the kernel live: jobs start, succeed, fail and dead-letter wi
   await expect(page.locator('[data-card="healthy-nodes"] .card-value')).toHaveText('1 of 1');
   await expect(page.locator('[data-card="pending-approvals"] .card-value')).toHaveText('Not available');
 
-  const ok = await submit(request, server, quick('live-ok'));
+  const ok = await submit(page.request, server, csrf, quick('live-ok'));
   await expect(entry(page, 'job.stateChanged', ok, '→ running')).toHaveCount(1);
   await expect(entry(page, 'job.stateChanged', ok, '→ succeeded')).toHaveCount(1);
 
-  const bad = await submit(request, server, failing('live-bad'));
+  const bad = await submit(page.request, server, csrf, failing('live-bad'));
   await expect(entry(page, 'job.stateChanged', bad, '→ failed')).toHaveCount(1);
   await expect(entry(page, 'dlq.added', bad, 'exited with code 3')).toHaveCount(1);
 
   expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
 });
 
-test('a job page shows task states and attempts change live', async ({ page, server, request }) => {
+test('a job page shows task states and attempts change live', async ({ page, server, csrf }) => {
   // `wait` sleeps long enough for the page to load before anything ends;
   // `boom` runs after it and fails for good on its only attempt.
-  const id = await submit(request, server, {
+  const id = await submit(page.request, server, csrf, {
     name: 'live-job',
     tasks: [
       { key: 'wait', kind: 'sleep', payload: { ms: 3000 } },
@@ -200,13 +208,14 @@ test('a job page shows task states and attempts change live', async ({ page, ser
   expect(await page.locator('table.tasks tbody').innerText()).toBe(patched);
 });
 
-test('an unknown job id shows an honest not-found state', async ({ page, server }) => {
+test('an unknown job id shows an honest not-found state', async ({ page, server, csrf }) => {
+  void csrf;
   await page.goto(`${server.base}/ops/operations/jobengine/jobs/999999`);
   await expect(page.locator('.not-found-state')).toContainText('No such job');
   await hydrated(page);
 });
 
-test('after a server restart the page reconnects and catches up', async ({ page, server, request, restarting }) => {
+test('after a server restart the page reconnects and catches up', async ({ page, server, csrf, restarting }) => {
   await page.goto(`${server.base}/ops`);
   await hydrated(page);
   await expect(page.locator('.live-indicator')).toHaveAttribute('data-status', 'live');
@@ -220,7 +229,7 @@ test('after a server restart the page reconnects and catches up', async ({ page,
 
   // Written right after the restart: the page receives it by replay from
   // its last seen id or live, whichever comes first; either way, once.
-  const id = await submit(request, server, quick('after-restart'));
+  const id = await submit(page.request, server, csrf, quick('after-restart'));
   await expect(page.locator('.live-indicator')).toHaveAttribute('data-status', 'live', { timeout: 20_000 });
   await expect(entry(page, 'job.stateChanged', id, '→ succeeded')).toHaveCount(1, { timeout: 20_000 });
   restarting.on = false;

@@ -32,7 +32,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Backend, Db, DbError, DbOptions};
 #[cfg(feature = "storage")]
 pub use engine::{
-    error_fingerprint, validate_job, Background, Kernel, KernelConfig, RetentionReport,
+    error_fingerprint, generate_password, validate_job, AttemptOwner, AuditRecord, Background,
+    Kernel, KernelConfig, RetentionReport, SessionPolicy, SessionView, MIN_PASSWORD_LEN,
 };
 #[cfg(feature = "storage")]
 pub use error::{KernelError, Result};

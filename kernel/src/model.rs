@@ -72,6 +72,11 @@ impl fmt::Display for UnknownName {
 
 impl std::error::Error for UnknownName {}
 
+mod console;
+mod identity;
+pub use console::*;
+pub use identity::*;
+
 named_enum!(
     /// State of a job (SPEC §2). Derived from its tasks after every change.
     JobState {
@@ -571,6 +576,10 @@ pub struct DeadLetterFilter {
     /// Substring of the error message, task key or job name.
     #[serde(default)]
     pub q: Option<String>,
+    /// The caller's tenant grant (`None`: every tenant). Set by the
+    /// server, never by the caller.
+    #[serde(skip)]
+    pub tenants: Option<Vec<String>>,
 }
 
 /// Entries a batch dead-letter action applies to.
@@ -759,6 +768,10 @@ pub struct JobFilter {
     /// A job id, or a substring of the job name (case-insensitive).
     #[serde(default)]
     pub q: Option<String>,
+    /// The caller's tenant grant: only these tenants' jobs are listed
+    /// (`None`: every tenant). Set by the server, never by the caller.
+    #[serde(skip)]
+    pub tenants: Option<Vec<String>>,
 }
 
 /// A page of a keyset-paginated list. `next_cursor` is opaque; pass it back

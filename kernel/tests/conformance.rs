@@ -128,7 +128,7 @@ mod postgres_only {
         }
         assert_eq!(seen.len(), total);
         assert!(seen.values().all(|n| *n == 1), "a task was leased twice");
-        let overview = b.overview().await.unwrap();
+        let overview = b.overview(None).await.unwrap();
         assert_eq!(
             overview.jobs_by_state.get("succeeded"),
             Some(&(total as i64))
@@ -625,7 +625,7 @@ async fn retries_back_off_then_dead_letter(env: Env) {
     assert_eq!(state("after"), TaskState::Skipped);
     assert_eq!(state("later"), TaskState::Skipped);
     assert_eq!(state("free"), TaskState::Succeeded);
-    let groups = k.dead_letter_groups().await.unwrap();
+    let groups = k.dead_letter_groups(None).await.unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].count, 1);
 }
@@ -1191,7 +1191,7 @@ async fn lists_filter_and_paginate(env: Env) {
             .code(),
         "validation_failed"
     );
-    let overview = k.overview().await.unwrap();
+    let overview = k.overview(None).await.unwrap();
     assert_eq!(overview.jobs_by_state.get("queued"), Some(&12));
 }
 

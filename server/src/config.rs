@@ -26,6 +26,89 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run a worker node that claims tasks from a server over HTTP.
     Worker(WorkerArgs),
+    /// Manage console users (add, passwd, grant, list).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage API tokens (create, list, revoke).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// The database the admin commands work on.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+/// Scopes and tenants of a user or token.
+#[derive(Debug, Clone, Args)]
+pub struct GrantArgs {
+    /// A scope: runs.read, runs.manage, downloads.read, approvals.decide,
+    /// admin (repeatable or comma-separated).
+    #[arg(long = "scope", value_delimiter = ',', required = true)]
+    pub scopes: Vec<kernel::model::Scope>,
+    /// A tenant the grant covers, or `*` for every tenant (repeatable or
+    /// comma-separated).
+    #[arg(long = "tenant", value_delimiter = ',', required = true)]
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user. The password is read from SWITCHYARD_PASSWORD, or the
+    /// first line of standard input.
+    Add {
+        username: String,
+        #[command(flatten)]
+        grant: GrantArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set a user's password (read like `add`) and end their sessions.
+    Passwd {
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Replace a user's scopes and tenants.
+    Grant {
+        username: String,
+        #[command(flatten)]
+        grant: GrantArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create an API token and print its secret (shown this once).
+    Create {
+        /// What the token is for, e.g. `ci-deploy`.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        grant: GrantArgs,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: i64,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -60,6 +143,36 @@ pub struct ServeArgs {
     /// dead-lettering) at start, so a newcomer sees the product work.
     #[arg(long, env = "SWITCHYARD_DEMO")]
     pub demo: bool,
+
+    /// The shared secret remote worker nodes enroll with (each gets its own
+    /// node token). Without it only the embedded pool and admin-enrolled
+    /// nodes run tasks.
+    #[arg(long, env = "SWITCHYARD_ENROLLMENT_SECRET", hide_env_values = true)]
+    pub enrollment_secret: Option<String>,
+
+    /// Mark the session cookie Secure: set when the console is served over
+    /// TLS, directly or behind a proxy that terminates it.
+    #[arg(long, env = "SWITCHYARD_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+
+    /// Events older than this many days are deleted from the log (0 keeps
+    /// them forever).
+    #[arg(long, env = "SWITCHYARD_EVENT_RETENTION_DAYS", default_value_t = 7)]
+    pub event_retention_days: i64,
+
+    /// Jobs finished longer ago than this many days are deleted with their
+    /// tasks, attempts and logs (0 keeps them forever). Jobs with an open
+    /// dead-letter entry are kept.
+    #[arg(long, env = "SWITCHYARD_JOB_RETENTION_DAYS", default_value_t = 30)]
+    pub job_retention_days: i64,
+
+    /// A console session ends after this many minutes without a request.
+    #[arg(long, env = "SWITCHYARD_SESSION_IDLE_MINUTES", default_value_t = 30)]
+    pub session_idle_minutes: i64,
+
+    /// A console session ends this many hours after sign-in.
+    #[arg(long, env = "SWITCHYARD_SESSION_MAX_HOURS", default_value_t = 12)]
+    pub session_max_hours: i64,
 }
 
 impl ServeArgs {
@@ -90,6 +203,10 @@ pub struct WorkerArgs {
     /// Task kinds to run (comma-separated); defaults to every built-in kind.
     #[arg(long, env = "SWITCHYARD_WORKER_KINDS", value_delimiter = ',')]
     pub kinds: Vec<String>,
+
+    /// The server's enrollment secret (`serve --enrollment-secret`).
+    #[arg(long, env = "SWITCHYARD_ENROLLMENT_SECRET", hide_env_values = true)]
+    pub enrollment_secret: String,
 
     /// Labels `key=value` (repeatable).
     #[arg(long = "label", value_parser = parse_label)]

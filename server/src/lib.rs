@@ -4,11 +4,14 @@
 //! it without a socket. Handlers stay thin: the kernel does the work, the
 //! console renders through Leptos.
 
+pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod health;
 pub mod legacy_redirect;
+pub mod metrics;
 pub mod site;
 pub mod worker;
 
@@ -26,20 +29,24 @@ pub struct AppState {
     /// The SSE streams: their settings and the shutdown token that ends
     /// them, so graceful shutdown is not held open by subscribers.
     pub live: api::stream::LiveStreams,
+    /// Identity and access settings and the login rate limiter.
+    pub auth: auth::Auth,
 }
 
 impl AppState {
     /// State with default stream settings, whose streams end when
-    /// `shutdown` is cancelled.
+    /// `shutdown` is cancelled, and the given access settings.
     pub fn new(
         leptos_options: LeptosOptions,
         kernel: kernel::Kernel,
         shutdown: tokio_util::sync::CancellationToken,
+        auth: auth::AuthSettings,
     ) -> AppState {
         AppState {
             leptos_options,
             kernel,
             live: api::stream::LiveStreams::new(api::stream::LiveConfig::default(), shutdown),
+            auth: auth::Auth::new(auth),
         }
     }
 }
@@ -54,12 +61,17 @@ pub fn app(state: AppState) -> Router {
     let context = move || provide_context(kernel.clone());
     Router::new()
         .merge(health::router())
-        .merge(api::router())
+        .merge(metrics::router())
+        .merge(api::router(&state))
         .leptos_routes_with_context(&state, routes, context, move || {
             app::shell(shell_options.clone())
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(legacy_redirect::redirect_legacy))
         .layer(CompressionLayer::new())

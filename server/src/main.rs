@@ -9,8 +9,9 @@ use kernel::model::NewNode;
 use kernel::worker::{Executors, PoolConfig, Shutdown, WorkerPool};
 use kernel::{Kernel, KernelConfig};
 use leptos::prelude::get_configuration;
+use server::auth::AuthSettings;
 use server::config::{Cli, Command, ServeArgs};
-use server::{app, demo, site, worker, AppState};
+use server::{admin, app, demo, site, worker, AppState};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -26,6 +27,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => worker::run(args, shutdown_signal()).await,
+        Command::Users(command) => admin::users(command).await,
+        Command::Tokens(command) => admin::tokens(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,14 +66,32 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             args.lease_ms
         ));
     }
+    if args.event_retention_days < 0 || args.job_retention_days < 0 {
+        return Err("retention days must be 0 (keep forever) or more".into());
+    }
+    const DAY_MS: i64 = 86_400_000;
     let config = KernelConfig {
         lease_ms: args.lease_ms,
+        event_retention_ms: args.event_retention_days * DAY_MS,
+        finished_job_retention_ms: args.job_retention_days * DAY_MS,
         ..KernelConfig::default()
     };
     let kernel = Kernel::open(&args.database_url, config)
         .await
         .map_err(|err| format!("opening the database {}: {err}", redact(&args.database_url)))?;
     tracing::info!(backend = %kernel.backend(), "database ready");
+    admin::bootstrap_admin(&kernel).await?;
+    if args.session_idle_minutes < 1 || args.session_max_hours < 1 {
+        return Err("--session-idle-minutes and --session-max-hours must be at least 1".into());
+    }
+    let auth = AuthSettings {
+        session: kernel::SessionPolicy {
+            idle_ms: args.session_idle_minutes * 60_000,
+            absolute_ms: args.session_max_hours * 3_600_000,
+        },
+        secure_cookies: args.secure_cookies,
+        enrollment_secret: args.enrollment_secret.clone().filter(|s| !s.is_empty()),
+    };
     let background = kernel.start_background();
 
     let pool = match args.embedded_slots() {
@@ -95,14 +116,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Cancelled on SIGINT/SIGTERM: ends every SSE stream, so the graceful
     // shutdown below is not held open by subscribers.
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let state = AppState::new(leptos_options, kernel.clone(), shutdown.clone());
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        })
-        .await
-        .map_err(|err| format!("serving HTTP: {err}"));
+    let state = AppState::new(leptos_options, kernel.clone(), shutdown.clone(), auth);
+    let served = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        shutdown.cancel();
+    })
+    .await
+    .map_err(|err| format!("serving HTTP: {err}"));
 
     if let Some(pool) = pool {
         tracing::info!(
@@ -120,24 +144,37 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     served
 }
 
-/// Registers this server's embedded node and starts its pool on the kernel
-/// directly (no HTTP in between).
+/// Enrolls this server's embedded node and starts its pool on the kernel
+/// directly (no HTTP in between). The node authenticates like any other: it
+/// is enrolled, gets a node token, and the pool runs as the node that token
+/// names.
 async fn start_embedded_pool(
     kernel: &Kernel,
     slots: usize,
     addr: std::net::SocketAddr,
 ) -> Result<WorkerPool, String> {
     let executors = Executors::builtin();
-    let node = kernel
-        .register_node(&NewNode {
-            name: format!("embedded-{}", addr.port()),
-            kinds: executors.kinds(),
-            capacity: slots as i64,
-            labels: [("embedded".to_string(), "true".to_string())].into(),
-            file_scopes: vec![],
-        })
+    let enrollment = kernel
+        .enroll_node(
+            &NewNode {
+                name: format!("embedded-{}", addr.port()),
+                kinds: executors.kinds(),
+                capacity: slots as i64,
+                labels: [("embedded".to_string(), "true".to_string())].into(),
+                file_scopes: vec![],
+            },
+            "embedded",
+        )
         .await
-        .map_err(|err| format!("registering the embedded worker node: {err}"))?;
+        .map_err(|err| format!("enrolling the embedded worker node: {err}"))?;
+    let node = enrollment.node;
+    let principal = kernel
+        .token_principal(&enrollment.token)
+        .await
+        .map_err(|err| format!("authenticating the embedded worker node: {err}"))?;
+    if principal.and_then(|p| p.node_id) != Some(node.id) {
+        return Err("the embedded worker node's token was not accepted".into());
+    }
     tracing::info!(node_id = node.id, slots, kinds = ?node.kinds, "embedded worker pool started");
     Ok(WorkerPool::start(
         Arc::new(kernel.clone()),

@@ -20,7 +20,7 @@ use kernel::worker::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::fleet::Registered;
+use crate::api::fleet::{Registered, ENROLLMENT_HEADER};
 use crate::api::leases::{
     BatchRequest, BatchResponse, ClaimResponse, Done, FailRequest, LeaseRef, LogRequest,
 };
@@ -31,6 +31,8 @@ use crate::config::WorkerArgs;
 pub struct HttpLeaseSource {
     client: reqwest::Client,
     base: String,
+    /// The node token from enrollment, sent on every lease call.
+    token: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 impl HttpLeaseSource {
@@ -43,6 +45,7 @@ impl HttpLeaseSource {
                 .build()
                 .expect("HTTP client"),
             base: format!("{}/api/v1", server.trim_end_matches('/')),
+            token: Arc::default(),
         }
     }
 
@@ -51,13 +54,16 @@ impl HttpLeaseSource {
         path: &str,
         body: &B,
     ) -> SourceResult<R> {
-        let response = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut request = self.client.post(format!("{}{path}", self.base)).json(body);
+        let token = self.token.read().expect("token lock").clone();
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        self.send(request).await
+    }
+
+    async fn send<R: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> SourceResult<R> {
+        let response = request.send().await.map_err(transport)?;
         if response.status().is_success() {
             response.json::<R>().await.map_err(transport)
         } else {
@@ -72,9 +78,17 @@ impl HttpLeaseSource {
         }
     }
 
-    /// Registers (or re-registers) this node and returns its id.
-    pub async fn register(&self, node: &NewNode) -> SourceResult<i64> {
-        let registered: Registered = self.post("/nodes/register", node).await?;
+    /// Enrolls (or re-enrolls) this node with the server's enrollment
+    /// secret, keeps the node token it is given for every later call, and
+    /// returns the node's id.
+    pub async fn enroll(&self, node: &NewNode, enrollment_secret: &str) -> SourceResult<i64> {
+        let request = self
+            .client
+            .post(format!("{}/nodes/register", self.base))
+            .header(ENROLLMENT_HEADER, enrollment_secret)
+            .json(node);
+        let registered: Registered = self.send(request).await?;
+        *self.token.write().expect("token lock") = Some(registered.token);
         Ok(registered.node_id)
     }
 }
@@ -211,7 +225,7 @@ pub async fn run(
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         file_scopes: vec![],
     };
-    let node_id = register_with_retry(&source, &node).await?;
+    let node_id = enroll_with_retry(&source, &node, &args.enrollment_secret).await?;
     tracing::info!(node_id, %name, kinds = ?node.kinds, slots = args.slots, server = %args.server, "worker registered");
 
     let pool = WorkerPool::start(
@@ -264,18 +278,22 @@ pub fn executors_for(kinds: &[String]) -> Result<Executors, String> {
         })
 }
 
-/// Registers, retrying while the server is unreachable (it may be starting).
-async fn register_with_retry(source: &HttpLeaseSource, node: &NewNode) -> Result<i64, String> {
+/// Enrolls, retrying while the server is unreachable (it may be starting).
+async fn enroll_with_retry(
+    source: &HttpLeaseSource,
+    node: &NewNode,
+    secret: &str,
+) -> Result<i64, String> {
     let mut delay = Duration::from_millis(200);
     for _ in 0..20 {
-        match source.register(node).await {
+        match source.enroll(node, secret).await {
             Ok(id) => return Ok(id),
             Err(err) if err.code == "transport" => {
                 tracing::warn!(error = %err, "server not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
-            Err(err) => return Err(format!("registering node {:?}: {err}", node.name)),
+            Err(err) => return Err(format!("enrolling node {:?}: {err}", node.name)),
         }
     }
     Err("the server did not answer; giving up".to_string())

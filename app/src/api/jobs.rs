@@ -219,8 +219,9 @@ impl JobView {
 /// job id at all).
 #[server]
 pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnError> {
-    use super::{kernel, kernel_error};
+    use super::{kernel, kernel_error, require};
 
+    let caller = require(kernel::model::Scope::RunsRead)?;
     let Ok(id) = job_id.trim().parse::<i64>() else {
         return Ok(None);
     };
@@ -232,6 +233,10 @@ pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnErr
         Err(e) if e.code() == "not_found" => return Ok(None),
         Err(e) => return Err(kernel_error(e)),
     };
+    // Another tenant's job does not exist for this caller.
+    if !caller.sees_tenant(&job.job.tenant) {
+        return Ok(None);
+    }
     // The job's events up to `seq`, newest last, keeping the latest ones.
     let mut timeline = Vec::new();
     let mut after = 0;

@@ -94,7 +94,8 @@ pub fn on_timeline(event: &Event) -> bool {
         | event_type::NODE_OFFLINE
         | event_type::NODE_DRAINING
         | event_type::DLQ_ADDED => true,
-        _ => false,
+        // Who did what (SPEC §6): every audited action.
+        t => t.starts_with("audit."),
     }
 }
 
@@ -209,18 +210,24 @@ impl OpsSnapshot {
 pub async fn get_ops_snapshot() -> Result<OpsSnapshot, ServerFnError> {
     use kernel::model::{AttemptState, JobFilter, JobState};
 
-    use super::{kernel, kernel_error};
+    use super::{kernel, kernel_error, require};
 
+    let caller = require(kernel::model::Scope::RunsRead)?;
+    let tenants = caller.tenants.restriction();
     let kernel = kernel()?;
     let seq = kernel.last_event_seq().await.map_err(kernel_error)?;
     let read_at = now_ms();
-    let overview = kernel.overview().await.map_err(kernel_error)?;
+    let overview = kernel
+        .overview(tenants.as_deref())
+        .await
+        .map_err(kernel_error)?;
     let nodes = kernel.list_nodes().await.map_err(kernel_error)?;
 
     let running = kernel
         .list_jobs(
             &JobFilter {
                 state: Some(JobState::Running),
+                tenants: tenants.clone(),
                 ..JobFilter::default()
             },
             STALE_SCAN_JOBS,
@@ -270,7 +277,8 @@ pub async fn get_ops_snapshot() -> Result<OpsSnapshot, ServerFnError> {
         timeline.extend(
             page.items
                 .into_iter()
-                .filter(|e| e.seq <= seq && on_timeline(e)),
+                .filter(|e| e.seq <= seq && on_timeline(e))
+                .filter(|e| caller.sees_event(e.tenant.as_deref())),
         );
         if timeline.len() > TIMELINE_LEN {
             timeline.drain(..timeline.len() - TIMELINE_LEN);

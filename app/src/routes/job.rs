@@ -8,11 +8,12 @@
 
 use std::sync::Arc;
 
-use kernel::model::{Attempt, Task};
+use kernel::model::{Attempt, JobState, Scope, Task};
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::jobs::{get_job_view, JobView};
+use crate::components::action::ActionButton;
 use crate::components::live::{format_utc, use_live_feed, LiveBoard, LiveOptions};
 use crate::components::page::PageFrame;
 use crate::pages::page_by_id;
@@ -129,6 +130,25 @@ fn LiveJob(initial: JobView) -> impl IntoView {
             <p class="as-of" data-seq=move || state.with(|v| v.seq)>
                 "As of event #" {move || state.with(|v| v.seq)} ", updated live from this job's event stream."
             </p>
+            <div class="actions" aria-label="Job actions">
+                {move || (!job().state.is_terminal()).then(|| view! {
+                    <ActionButton
+                        label="Cancel job"
+                        path=format!("/api/v1/jobs/{id}/cancel")
+                        scope=Scope::RunsManage
+                        confirm="Cancel every unfinished task of this job? Running tasks are told to stop."
+                        done="Cancelled; the job's state follows live."
+                    />
+                })}
+                {move || (job().state == JobState::Failed).then(|| view! {
+                    <ActionButton
+                        label="Retry job"
+                        path=format!("/api/v1/jobs/{id}/retry")
+                        scope=Scope::RunsManage
+                        done="Retrying: failed and skipped tasks have a fresh attempt budget."
+                    />
+                })}
+            </div>
         </section>
 
         <section class="panel" aria-labelledby="tasks-heading">

@@ -4,9 +4,14 @@
 //! page's frame and an honest statement of what will appear there. Each page
 //! graduates to its own module here when it starts reading the kernel.
 
+pub mod access;
 pub mod job;
+pub mod jobengine;
+pub mod jobs_list;
+pub mod login;
 pub mod not_found;
 pub mod ops;
+pub mod quotas;
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;

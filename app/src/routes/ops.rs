@@ -272,6 +272,16 @@ pub fn describe(event: &Event) -> String {
             event.subject.dead_letter_id.unwrap_or_default(),
             data("error").unwrap_or_default()
         ),
+        audit if audit.starts_with("audit.") => format!(
+            "{} {} {} from {}: {}",
+            data("actor").unwrap_or_default(),
+            data("action").unwrap_or_default(),
+            data("target").unwrap_or_default(),
+            data("from")
+                .filter(|f| f != "null")
+                .unwrap_or_else(|| "an unknown address".into()),
+            data("outcome").unwrap_or_default()
+        ),
         other => other.to_string(),
     }
 }

@@ -11,7 +11,7 @@ use crate::model::{NewJob, TaskState};
 
 use super::KernelConfig;
 
-fn check_name(what: &str, value: &str, max: usize) -> Result<()> {
+pub(crate) fn check_name(what: &str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(KernelError::validation(format!("{what} must not be empty")));
     }

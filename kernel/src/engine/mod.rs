@@ -11,8 +11,10 @@
 //! The engine never speaks HTTP and never decides how a task is executed:
 //! that is the worker's business (`crate::worker`).
 
+mod console;
 mod dag;
 mod events;
+mod identity;
 mod leases;
 mod ops;
 mod quotas;
@@ -20,6 +22,7 @@ mod read;
 mod retention;
 mod submit;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,9 @@ use crate::sql::{args, Tx};
 
 pub use dag::validate_job;
 pub use events::Background;
+pub use identity::{
+    generate_password, AttemptOwner, AuditRecord, SessionPolicy, SessionView, MIN_PASSWORD_LEN,
+};
 pub use retention::RetentionReport;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
@@ -251,7 +257,7 @@ impl Work {
     pub fn event(&mut self, event_type: &'static str, tenant: Option<&str>) -> &mut NewEvent {
         self.events.push(NewEvent {
             ts: self.now,
-            event_type,
+            event_type: Cow::Borrowed(event_type),
             tenant: tenant.map(str::to_string),
             job_id: None,
             task_id: None,
@@ -270,7 +276,7 @@ impl Work {
 pub(crate) struct NewEvent {
     pub ts: i64,
     #[serde(rename = "type")]
-    pub event_type: &'static str,
+    pub event_type: Cow<'static, str>,
     pub tenant: Option<String>,
     pub job_id: Option<i64>,
     pub task_id: Option<i64>,

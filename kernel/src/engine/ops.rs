@@ -159,7 +159,7 @@ impl Kernel {
     /// Puts failed tasks back to ready with a fresh budget (optionally in
     /// another queue, with another payload) and revives the skipped tasks
     /// downstream whose dependencies can all run again.
-    async fn revive_tasks(
+    pub(crate) async fn revive_tasks(
         &self,
         w: &mut Work,
         job_id: i64,
@@ -218,7 +218,7 @@ impl Kernel {
         Ok(())
     }
 
-    async fn close_dead_letter(
+    pub(crate) async fn close_dead_letter(
         &self,
         w: &mut Work,
         id: i64,
@@ -848,6 +848,9 @@ pub(crate) fn dead_letter_conditions(f: &DeadLetterFilter) -> (String, Vec<Arg>)
     }
     if let Some(t) = &f.tenant {
         push("tenant = $?", t.into(), &mut args);
+    }
+    if let Some(tenants) = &f.tenants {
+        push("tenant @in($?)", tenants.clone().into(), &mut args);
     }
     if let Some(fp) = &f.fingerprint {
         push("fingerprint = $?", fp.into(), &mut args);

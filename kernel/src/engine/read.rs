@@ -261,6 +261,9 @@ impl Kernel {
         if let Some(t) = &filter.tenant {
             push("tenant = $?", t.into());
         }
+        if let Some(tenants) = &filter.tenants {
+            push("tenant @in($?)", tenants.clone().into());
+        }
         if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
             if let Ok(id) = q.parse::<i64>() {
                 push("id = $?", id.into());
@@ -337,21 +340,34 @@ impl Kernel {
     }
 
     /// Open entries grouped by error fingerprint, largest group first.
-    pub async fn dead_letter_groups(&self) -> Result<Vec<DeadLetterGroup>> {
+    pub async fn dead_letter_groups(
+        &self,
+        tenants: Option<&[String]>,
+    ) -> Result<Vec<DeadLetterGroup>> {
+        let (only, tenant_arg): (&str, Arg) = match tenants {
+            Some(t) => ("tenant @in($1)", t.to_vec().into()),
+            None => ("$1 IS NULL", Option::<String>::None.into()),
+        };
         let rows = self
             .db()
             .read_all(
-                "SELECT fingerprint, MIN(error) AS error, COUNT(*) AS n, MIN(created_at) AS first_at, \
-                        MAX(created_at) AS last_at \
-                 FROM dead_letters WHERE status = 'open' GROUP BY fingerprint ORDER BY n DESC, fingerprint",
-                args![],
+                &format!(
+                    "SELECT fingerprint, MIN(error) AS error, COUNT(*) AS n, MIN(created_at) AS first_at, \
+                            MAX(created_at) AS last_at \
+                     FROM dead_letters WHERE status = 'open' AND {only} \
+                     GROUP BY fingerprint ORDER BY n DESC, fingerprint"
+                ),
+                vec![tenant_arg.clone()],
             )
             .await?;
         let queue_rows = self
             .db()
             .read_all(
-                "SELECT DISTINCT fingerprint, queue FROM dead_letters WHERE status = 'open' ORDER BY fingerprint, queue",
-                args![],
+                &format!(
+                    "SELECT DISTINCT fingerprint, queue FROM dead_letters WHERE status = 'open' AND {only} \
+                     ORDER BY fingerprint, queue"
+                ),
+                vec![tenant_arg],
             )
             .await?;
         let mut queues: HashMap<String, Vec<String>> = HashMap::new();
@@ -555,15 +571,22 @@ impl Kernel {
             .collect()
     }
 
-    /// Figures for the operator snapshot.
-    pub async fn overview(&self) -> Result<Overview> {
+    /// Figures for the operator snapshot, counting only `tenants`' jobs,
+    /// leases and dead-letter entries (`None`: every tenant). Nodes are
+    /// shared by every tenant and always counted.
+    pub async fn overview(&self, tenants: Option<&[String]>) -> Result<Overview> {
         let now = self.now();
         let mut o = Overview::default();
+        // `$1` is the tenant list, or unused when every tenant counts.
+        let (only, tenant_arg): (&str, Arg) = match tenants {
+            Some(t) => ("tenant @in($1)", t.to_vec().into()),
+            None => ("$1 IS NULL", Option::<String>::None.into()),
+        };
         for r in self
             .db()
             .read_all(
-                "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state",
-                args![],
+                &format!("SELECT state, COUNT(*) AS n FROM jobs WHERE {only} GROUP BY state"),
+                vec![tenant_arg.clone()],
             )
             .await?
         {
@@ -584,10 +607,12 @@ impl Kernel {
         let r = self
             .db()
             .read_one(
-                "SELECT (SELECT COUNT(*) FROM attempts WHERE state = 'active') AS active, \
-                        (SELECT COUNT(*) FROM attempts WHERE state = 'active' AND lease_expires_at < $1) AS stale, \
-                        (SELECT COUNT(*) FROM dead_letters WHERE status = 'open') AS dlq",
-                args![now],
+                &format!(
+                    "SELECT (SELECT COUNT(*) FROM attempts WHERE state = 'active' AND {only}) AS active, \
+                            (SELECT COUNT(*) FROM attempts WHERE state = 'active' AND lease_expires_at < $2 AND {only}) AS stale, \
+                            (SELECT COUNT(*) FROM dead_letters WHERE status = 'open' AND {only}) AS dlq"
+                ),
+                vec![tenant_arg, now.into()],
             )
             .await?;
         o.active_leases = r.i64("active")?;

@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kernel::model::ErrorBody;
 use kernel::model::{
     BatchOutcome, DeadLetterEntry, DeadLetterFilter, DeadLetterGroup, DeadLetterSelection,
     DeadLetterStatus, Page, ReplayOptions,
 };
+use kernel::model::{ErrorBody, Scope};
 use kernel::Kernel;
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{non_empty, page_limit};
+use crate::auth::Caller;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -51,8 +52,10 @@ pub(crate) struct ListQuery {
 )]
 pub(crate) async fn list(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<DeadLetterEntry>>> {
+    caller.require(Scope::RunsRead)?;
     let status = match non_empty(query.status) {
         Some(s) => Some(s.parse::<DeadLetterStatus>().map_err(|e| {
             ApiError::new(
@@ -69,6 +72,7 @@ pub(crate) async fn list(
         tenant: non_empty(query.tenant),
         fingerprint: non_empty(query.fingerprint),
         q: non_empty(query.q),
+        tenants: caller.tenant_restriction(),
     };
     let limit = page_limit(query.limit)?;
     Ok(Json(
@@ -94,9 +98,15 @@ pub(crate) struct Groups {
     summary = "Open entries grouped by error fingerprint",
     responses((status = 200, description = "Groups", body = Groups), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
 )]
-pub(crate) async fn groups(State(kernel): State<Kernel>) -> ApiResult<Json<Groups>> {
+pub(crate) async fn groups(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+) -> ApiResult<Json<Groups>> {
+    caller.require(Scope::RunsRead)?;
     Ok(Json(Groups {
-        items: kernel.dead_letter_groups().await?,
+        items: kernel
+            .dead_letter_groups(caller.tenant_restriction().as_deref())
+            .await?,
     }))
 }
 
@@ -110,9 +120,20 @@ pub(crate) async fn groups(State(kernel): State<Kernel>) -> ApiResult<Json<Group
 )]
 pub(crate) async fn entry(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<DeadLetterEntry>> {
-    Ok(Json(kernel.get_dead_letter(id).await?))
+    caller.require(Scope::RunsRead)?;
+    let entry = kernel.get_dead_letter(id).await?;
+    caller.require_tenant(&entry.tenant, "dead-letter entry", id)?;
+    Ok(Json(entry))
+}
+
+/// Succeeds if the caller holds `runs.manage` and sees the entry's tenant.
+async fn manageable(kernel: &Kernel, caller: &Caller, id: i64) -> ApiResult<()> {
+    caller.require(Scope::RunsManage)?;
+    let entry = kernel.get_dead_letter(id).await?;
+    caller.require_tenant(&entry.tenant, "dead-letter entry", id)
 }
 
 #[utoipa::path(
@@ -126,9 +147,11 @@ pub(crate) async fn entry(
 )]
 pub(crate) async fn replay(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<DeadLetterEntry>> {
+    manageable(&kernel, &caller, id).await?;
     // The body is optional: no body replays as it was.
     let options: ReplayOptions = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayOptions::default()
@@ -160,9 +183,11 @@ pub(crate) struct ResolveRequest {
 )]
 pub(crate) async fn resolve(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
     ApiJson(request): ApiJson<ResolveRequest>,
 ) -> ApiResult<Json<DeadLetterEntry>> {
+    manageable(&kernel, &caller, id).await?;
     Ok(Json(kernel.resolve_dead_letter(id, &request.reason).await?))
 }
 
@@ -186,10 +211,22 @@ pub(crate) struct BatchSelection {
 }
 
 impl BatchSelection {
-    fn selection(&self) -> ApiResult<DeadLetterSelection> {
+    /// The entries selected, limited to the caller's tenants: an id of
+    /// another tenant is answered as not found, a filter is narrowed.
+    async fn selection(&self, kernel: &Kernel, caller: &Caller) -> ApiResult<DeadLetterSelection> {
         match (&self.ids, &self.filter) {
-            (Some(ids), None) => Ok(DeadLetterSelection::Ids(ids.clone())),
-            (None, Some(filter)) => Ok(DeadLetterSelection::Filter(filter.clone())),
+            (Some(ids), None) => {
+                if caller.tenant_restriction().is_some() {
+                    for id in ids {
+                        manageable(kernel, caller, *id).await?;
+                    }
+                }
+                Ok(DeadLetterSelection::Ids(ids.clone()))
+            }
+            (None, Some(filter)) => Ok(DeadLetterSelection::Filter(DeadLetterFilter {
+                tenants: caller.tenant_restriction(),
+                ..filter.clone()
+            })),
             _ => Err(ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "validation_failed",
@@ -209,9 +246,11 @@ impl BatchSelection {
 )]
 pub(crate) async fn replay_batch(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiJson(request): ApiJson<BatchSelection>,
 ) -> ApiResult<Json<BatchOutcome>> {
-    let selection = request.selection()?;
+    caller.require(Scope::RunsManage)?;
+    let selection = request.selection(&kernel, &caller).await?;
     let options = ReplayOptions {
         queue: request.queue,
         payload: request.payload,
@@ -233,9 +272,11 @@ pub(crate) async fn replay_batch(
 )]
 pub(crate) async fn resolve_batch(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiJson(request): ApiJson<BatchSelection>,
 ) -> ApiResult<Json<BatchOutcome>> {
-    let selection = request.selection()?;
+    caller.require(Scope::RunsManage)?;
+    let selection = request.selection(&kernel, &caller).await?;
     let reason = request.reason.unwrap_or_default();
     Ok(Json(
         kernel

@@ -4,12 +4,13 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use kernel::model::ErrorBody;
-use kernel::model::{EventPage, Overview};
+use kernel::model::{EventPage, Overview, Scope};
 use kernel::Kernel;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
+use crate::auth::Caller;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -39,15 +40,20 @@ const MAX_EVENTS: i64 = 1_000;
 )]
 pub(crate) async fn events(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> ApiResult<Json<EventPage>> {
+    caller.require(Scope::RunsRead)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_EVENTS).contains(&limit) {
         return Err(ApiError::bad_request(format!(
             "limit must be between 1 and {MAX_EVENTS}, got {limit}"
         )));
     }
-    Ok(Json(kernel.events_after(query.after.max(0), limit).await?))
+    let mut page = kernel.events_after(query.after.max(0), limit).await?;
+    page.items
+        .retain(|e| caller.0.sees_event(e.tenant.as_deref()));
+    Ok(Json(page))
 }
 
 #[utoipa::path(
@@ -57,6 +63,14 @@ pub(crate) async fn events(
     summary = "Counts across the kernel",
     responses((status = 200, description = "The overview", body = Overview), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
 )]
-pub(crate) async fn overview(State(kernel): State<Kernel>) -> ApiResult<Json<Overview>> {
-    Ok(Json(kernel.overview().await?))
+pub(crate) async fn overview(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+) -> ApiResult<Json<Overview>> {
+    caller.require(Scope::RunsRead)?;
+    Ok(Json(
+        kernel
+            .overview(caller.tenant_restriction().as_deref())
+            .await?,
+    ))
 }

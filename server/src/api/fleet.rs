@@ -2,16 +2,18 @@
 //! queues, reading and setting quotas.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use kernel::model::ErrorBody;
+use kernel::model::{ErrorBody, Scope};
 use kernel::model::{NewNode, Node, Queue, Quota, QuotaLimits, QuotaScope};
 use kernel::Kernel;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath};
+use crate::auth::Caller;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -33,6 +35,9 @@ pub fn router() -> Router<AppState> {
 pub struct Registered {
     pub node_id: i64,
     pub node: Node,
+    /// The node token: send it as `Authorization: Bearer` on the lease
+    /// protocol. Shown this once.
+    pub token: String,
 }
 
 #[utoipa::path(
@@ -44,17 +49,47 @@ pub struct Registered {
     responses((status = 201, description = "Registered", body = Registered), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
 )]
 pub(crate) async fn register(
-    State(kernel): State<Kernel>,
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+    headers: HeaderMap,
     ApiJson(node): ApiJson<NewNode>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
-    let node = kernel.register_node(&node).await?;
+    let enrolled_by = match (enrollment_ok(&state, &headers), caller) {
+        (true, _) => "enrollment".to_string(),
+        (false, Some(caller)) => {
+            caller.require(Scope::Admin)?;
+            caller.0.actor()
+        }
+        (false, None) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                format!("enroll with the `{ENROLLMENT_HEADER}` header (the server's enrollment secret) or an admin token"),
+            ))
+        }
+    };
+    let enrollment = state.kernel.enroll_node(&node, &enrolled_by).await?;
     Ok((
         StatusCode::CREATED,
         Json(Registered {
-            node_id: node.id,
-            node,
+            node_id: enrollment.node.id,
+            node: enrollment.node,
+            token: enrollment.token,
         }),
     ))
+}
+
+/// The header a node sends the enrollment secret in.
+pub const ENROLLMENT_HEADER: &str = "x-enrollment-secret";
+
+fn enrollment_ok(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = state.auth.settings().enrollment_secret.as_deref() else {
+        return false;
+    };
+    headers
+        .get(ENROLLMENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|given| crate::auth::constant_time_eq(given.as_bytes(), expected.as_bytes()))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -69,7 +104,11 @@ pub(crate) struct Items<T> {
     summary = "Every worker node",
     responses((status = 200, description = "Nodes", body = Items<Node>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
 )]
-pub(crate) async fn list_nodes(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Node>>> {
+pub(crate) async fn list_nodes(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+) -> ApiResult<Json<Items<Node>>> {
+    caller.require(Scope::RunsRead)?;
     Ok(Json(Items {
         items: kernel.list_nodes().await?,
     }))
@@ -85,8 +124,10 @@ pub(crate) async fn list_nodes(State(kernel): State<Kernel>) -> ApiResult<Json<I
 )]
 pub(crate) async fn node(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Node>> {
+    caller.require(Scope::RunsRead)?;
     Ok(Json(kernel.get_node(id).await?))
 }
 
@@ -100,8 +141,11 @@ pub(crate) async fn node(
 )]
 pub(crate) async fn drain(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Node>> {
+    caller.require(Scope::RunsManage)?;
+    caller.require_all_tenants("draining a node")?;
     Ok(Json(kernel.drain_node(id).await?))
 }
 
@@ -115,8 +159,11 @@ pub(crate) async fn drain(
 )]
 pub(crate) async fn undrain(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Node>> {
+    caller.require(Scope::RunsManage)?;
+    caller.require_all_tenants("ending a drain")?;
     Ok(Json(kernel.undrain_node(id).await?))
 }
 
@@ -127,7 +174,11 @@ pub(crate) async fn undrain(
     summary = "Every queue with its depth",
     responses((status = 200, description = "Queues", body = Items<Queue>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
 )]
-pub(crate) async fn list_queues(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Queue>>> {
+pub(crate) async fn list_queues(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+) -> ApiResult<Json<Items<Queue>>> {
+    caller.require(Scope::RunsRead)?;
     Ok(Json(Items {
         items: kernel.list_queues().await?,
     }))
@@ -143,8 +194,10 @@ pub(crate) async fn list_queues(State(kernel): State<Kernel>) -> ApiResult<Json<
 )]
 pub(crate) async fn queue(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Queue>> {
+    caller.require(Scope::RunsRead)?;
     Ok(Json(kernel.get_queue(&name).await?))
 }
 
@@ -158,8 +211,11 @@ pub(crate) async fn queue(
 )]
 pub(crate) async fn pause(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Queue>> {
+    caller.require(Scope::RunsManage)?;
+    caller.require_all_tenants("pausing a queue")?;
     Ok(Json(kernel.pause_queue(&name).await?))
 }
 
@@ -173,8 +229,11 @@ pub(crate) async fn pause(
 )]
 pub(crate) async fn resume(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Queue>> {
+    caller.require(Scope::RunsManage)?;
+    caller.require_all_tenants("resuming a queue")?;
     Ok(Json(kernel.resume_queue(&name).await?))
 }
 
@@ -185,9 +244,18 @@ pub(crate) async fn resume(
     summary = "Every quota with its live usage",
     responses((status = 200, description = "Quotas", body = Items<Quota>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
 )]
-pub(crate) async fn list_quotas(State(kernel): State<Kernel>) -> ApiResult<Json<Items<Quota>>> {
+pub(crate) async fn list_quotas(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+) -> ApiResult<Json<Items<Quota>>> {
+    caller.require(Scope::RunsRead)?;
     Ok(Json(Items {
-        items: kernel.list_quotas().await?,
+        items: kernel
+            .list_quotas()
+            .await?
+            .into_iter()
+            .filter(|q| q.scope == QuotaScope::Queue || caller.0.sees_tenant(&q.name))
+            .collect(),
     }))
 }
 
@@ -204,9 +272,11 @@ pub(crate) async fn list_quotas(State(kernel): State<Kernel>) -> ApiResult<Json<
 )]
 pub(crate) async fn set_quota(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath((scope, name)): ApiPath<(String, String)>,
     ApiJson(limits): ApiJson<QuotaLimits>,
 ) -> ApiResult<axum::response::Response> {
+    caller.require(Scope::RunsManage)?;
     use axum::response::IntoResponse;
     let scope: QuotaScope = scope.parse().map_err(|_| {
         ApiError::new(
@@ -215,6 +285,10 @@ pub(crate) async fn set_quota(
             format!("quota scope {scope:?} does not exist: use tenant or queue"),
         )
     })?;
+    match scope {
+        QuotaScope::Tenant => caller.require_tenant(&name, "tenant", &name)?,
+        QuotaScope::Queue => caller.require_all_tenants("a queue quota")?,
+    }
     Ok(match kernel.set_quota(scope, &name, &limits).await? {
         Some(quota) => Json(quota).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),

@@ -4,13 +4,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kernel::model::ErrorBody;
+use kernel::model::{ErrorBody, Scope};
 use kernel::model::{Job, JobDetail, JobFilter, JobState, NewJob, Page};
 use kernel::Kernel;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::auth::Caller;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -33,8 +34,17 @@ pub fn router() -> Router<AppState> {
 )]
 pub(crate) async fn submit(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiJson(job): ApiJson<NewJob>,
 ) -> ApiResult<(StatusCode, Json<JobDetail>)> {
+    caller.require(Scope::RunsManage)?;
+    if !caller.0.sees_tenant(&job.tenant) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("no grant for tenant {:?}", job.tenant),
+        ));
+    }
     let submitted = kernel.submit(job).await?;
     let status = if submitted.created {
         StatusCode::CREATED
@@ -68,8 +78,10 @@ pub const MAX_PAGE: i64 = 500;
 )]
 pub(crate) async fn list(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<Job>>> {
+    caller.require(Scope::RunsRead)?;
     let state =
         match query.state.as_deref().filter(|s| !s.is_empty()) {
             Some(s) => Some(s.parse::<JobState>().map_err(|e| {
@@ -82,6 +94,7 @@ pub(crate) async fn list(
         queue: non_empty(query.queue),
         tenant: non_empty(query.tenant),
         q: non_empty(query.q),
+        tenants: caller.tenant_restriction(),
     };
     let limit = page_limit(query.limit)?;
     Ok(Json(
@@ -105,9 +118,20 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn detail(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobDetail>> {
-    Ok(Json(kernel.get_job(id).await?))
+    caller.require(Scope::RunsRead)?;
+    let job = kernel.get_job(id).await?;
+    caller.require_tenant(&job.job.tenant, "job", id)?;
+    Ok(Json(job))
+}
+
+/// The job, if the caller holds `runs.manage` and sees its tenant.
+async fn manageable(kernel: &Kernel, caller: &Caller, id: i64) -> ApiResult<()> {
+    caller.require(Scope::RunsManage)?;
+    let job = kernel.get_job_summary(id).await?;
+    caller.require_tenant(&job.tenant, "job", id)
 }
 
 #[utoipa::path(
@@ -120,8 +144,10 @@ pub(crate) async fn detail(
 )]
 pub(crate) async fn cancel(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobDetail>> {
+    manageable(&kernel, &caller, id).await?;
     Ok(Json(kernel.cancel_job(id).await?))
 }
 
@@ -135,8 +161,10 @@ pub(crate) async fn cancel(
 )]
 pub(crate) async fn retry(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<JobDetail>> {
+    manageable(&kernel, &caller, id).await?;
     Ok(Json(kernel.retry_job(id).await?))
 }
 

@@ -7,11 +7,12 @@
 //! this protocol with the same types.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kernel::model::{
     ClaimRequest, Completion, ErrorBody, FailOutcome, HeartbeatOutcome, Lease, LeaseProof, LogLine,
-    NewLogLine, TaskFailure,
+    NewLogLine, Scope, TaskFailure,
 };
 use kernel::Kernel;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::auth::Caller;
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -32,6 +34,24 @@ pub fn router() -> Router<AppState> {
         .route("/leases/{attempt_id}/release", post(release))
         .route("/leases/{attempt_id}/log", post(append_log))
         .route("/attempts/{attempt_id}/log", get(read_log))
+}
+
+/// Refuses a caller that is not a node, or a node reporting on a lease
+/// another node holds. Unknown attempts pass: the kernel answers for them.
+async fn own(kernel: &Kernel, caller: &Caller, attempt_ids: &[i64]) -> ApiResult<()> {
+    let node = caller.node()?;
+    let owners = kernel.attempt_owners(attempt_ids).await?;
+    if let Some(foreign) = owners.iter().find(|o| o.node_id != Some(node)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "attempt {} is leased to another node; a node may only report on its own leases",
+                foreign.attempt_id
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Longest long-poll a claim may ask for.
@@ -54,8 +74,19 @@ pub struct ClaimResponse {
 )]
 pub(crate) async fn claim(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> ApiResult<Json<ClaimResponse>> {
+    if caller.node()? != request.node_id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this node token speaks for another node than {}",
+                request.node_id
+            ),
+        ));
+    }
     if !(1..=MAX_CLAIM).contains(&request.max) {
         return Err(ApiError::bad_request(format!(
             "max must be between 1 and {MAX_CLAIM}, got {}",
@@ -84,9 +115,11 @@ pub(crate) async fn claim(
 )]
 pub(crate) async fn heartbeat(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(proof): ApiJson<LeaseProof>,
 ) -> ApiResult<Json<HeartbeatOutcome>> {
+    own(&kernel, &caller, &[attempt_id]).await?;
     Ok(Json(kernel.heartbeat(attempt_id, &proof).await?))
 }
 
@@ -116,9 +149,11 @@ pub struct Done {
 )]
 pub(crate) async fn complete(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> ApiResult<Json<Done>> {
+    own(&kernel, &caller, &[attempt_id]).await?;
     kernel
         .complete(attempt_id, &request.proof, request.output)
         .await?;
@@ -146,9 +181,11 @@ pub struct FailRequest {
 )]
 pub(crate) async fn fail(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<FailRequest>,
 ) -> ApiResult<Json<FailOutcome>> {
+    own(&kernel, &caller, &[attempt_id]).await?;
     Ok(Json(
         kernel
             .fail(attempt_id, &request.proof, &request.error)
@@ -167,9 +204,11 @@ pub(crate) async fn fail(
 )]
 pub(crate) async fn release(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(proof): ApiJson<LeaseProof>,
 ) -> ApiResult<Json<Done>> {
+    own(&kernel, &caller, &[attempt_id]).await?;
     kernel.release(attempt_id, &proof).await?;
     Ok(Json(Done {
         attempt_id,
@@ -254,8 +293,11 @@ fn item_results<T>(
 )]
 pub(crate) async fn heartbeat_batch(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<BatchResponse<HeartbeatOutcome>>> {
+    let ids: Vec<i64> = request.items.iter().map(|i| i.attempt_id).collect();
+    own(&kernel, &caller, &ids).await?;
     check_batch(&request.items)?;
     let leases: Vec<(i64, LeaseProof)> = request
         .items
@@ -279,10 +321,12 @@ pub(crate) async fn heartbeat_batch(
 )]
 pub(crate) async fn complete_batch(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiJson(request): ApiJson<BatchRequest>,
 ) -> ApiResult<Json<BatchResponse<Done>>> {
+    let ids: Vec<i64> = request.items.iter().map(|i| i.attempt_id).collect();
+    own(&kernel, &caller, &ids).await?;
     check_batch(&request.items)?;
-    let ids: Vec<i64> = request.items.iter().map(|item| item.attempt_id).collect();
     let completions = request
         .items
         .into_iter()
@@ -330,9 +374,11 @@ pub struct Appended {
 )]
 pub(crate) async fn append_log(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiJson(request): ApiJson<LogRequest>,
 ) -> ApiResult<Json<Appended>> {
+    own(&kernel, &caller, &[attempt_id]).await?;
     let appended = kernel
         .append_attempt_log(attempt_id, &request.proof, &request.lines)
         .await?;
@@ -364,9 +410,16 @@ pub struct LogPage {
 )]
 pub(crate) async fn read_log(
     State(kernel): State<Kernel>,
+    caller: Caller,
     ApiPath(attempt_id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<LogPage>> {
+    caller.require(Scope::RunsRead)?;
+    let owners = kernel.attempt_owners(&[attempt_id]).await?;
+    match owners.first() {
+        Some(owner) => caller.require_tenant(&owner.tenant, "attempt", attempt_id)?,
+        None => return Err(kernel::KernelError::not_found("attempt", attempt_id).into()),
+    }
     let limit = super::jobs::page_limit(query.limit.or(Some(500)))?;
     let items = kernel.attempt_log(attempt_id, query.after, limit).await?;
     let next_after = items.last().map_or(query.after, |line| line.id);

@@ -7,7 +7,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 
-use super::{dead_letter, events, fleet, jobs, leases};
+use super::{auth, console, dead_letter, events, fleet, jobs, leases};
+use crate::auth::Caller;
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -26,6 +27,9 @@ use crate::AppState;
         dead_letter::list, dead_letter::groups, dead_letter::entry, dead_letter::replay,
         dead_letter::resolve, dead_letter::replay_batch, dead_letter::resolve_batch,
         events::events, events::overview,
+        auth::login, auth::logout, auth::me, auth::list_tokens, auth::create_token,
+        auth::revoke_token, auth::list_users,
+        console::cancel_batch, console::retry_batch, console::queue_health, console::export_quotas,
     ),
     tags(
         (name = "jobs", description = "Submit and steer jobs"),
@@ -35,6 +39,7 @@ use crate::AppState;
         (name = "quotas", description = "Concurrency and start-rate limits"),
         (name = "dead-letter", description = "Tasks whose attempts are spent"),
         (name = "events", description = "The ordered event log"),
+        (name = "auth", description = "Sign-in, sessions and API tokens. Send `Authorization: Bearer <token>`, or the session cookie plus `X-CSRF-Token` on state-changing requests"),
     )
 )]
 pub struct ApiDoc;
@@ -43,6 +48,6 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(document))
 }
 
-async fn document() -> Json<utoipa::openapi::OpenApi> {
+async fn document(_caller: Caller) -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -46,7 +46,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use kernel::model::Event;
+use kernel::model::{Event, Scope};
 use kernel::Kernel;
 use serde::Deserialize;
 use serde_json::json;
@@ -56,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
+use crate::auth::Caller;
 use crate::AppState;
 
 /// Event families a `family` filter may name (SPEC §5, plus `queue`, which
@@ -205,9 +206,11 @@ struct ResumeQuery {
 async fn events_stream(
     State(kernel): State<Kernel>,
     State(live): State<LiveStreams>,
+    caller: Caller,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> ApiResult<Response> {
+    caller.require(Scope::RunsRead)?;
     let families = match query.family.as_deref() {
         None | Some("") => Vec::new(),
         Some(list) => parse_families(list)?,
@@ -217,6 +220,7 @@ async fn events_stream(
         tenant: query.tenant.filter(|t| !t.is_empty()),
         job: query.job,
         run: query.run.filter(|r| !r.is_empty()),
+        tenants: caller.tenant_restriction(),
     };
     let after = resume_point(&headers, query.after)?;
     open(kernel, live, filter, after).await
@@ -225,14 +229,18 @@ async fn events_stream(
 async fn job_stream(
     State(kernel): State<Kernel>,
     State(live): State<LiveStreams>,
+    caller: Caller,
     headers: HeaderMap,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<ResumeQuery>,
 ) -> ApiResult<Response> {
+    caller.require(Scope::RunsRead)?;
     // A stream of a job that does not exist is a 404, not an idle stream.
-    kernel.get_job_summary(id).await?;
+    let job = kernel.get_job_summary(id).await?;
+    caller.require_tenant(&job.tenant, "job", id)?;
     let filter = Filter {
         job: Some(id),
+        tenants: caller.tenant_restriction(),
         ..Filter::default()
     };
     let after = resume_point(&headers, query.after)?;
@@ -305,11 +313,20 @@ pub struct Filter {
     pub tenant: Option<String>,
     pub job: Option<i64>,
     pub run: Option<String>,
+    /// The subscriber's tenant grant (`None`: every tenant). With a list,
+    /// only events of those tenants pass; events of no tenant do not.
+    pub tenants: Option<Vec<String>>,
 }
 
 impl Filter {
     fn matches(&self, frame: &Frame) -> bool {
         (self.families.is_empty() || self.families.iter().any(|f| f == frame.family()))
+            && self.tenants.as_ref().is_none_or(|granted| {
+                frame
+                    .tenant
+                    .as_ref()
+                    .is_some_and(|t| granted.iter().any(|g| g == t))
+            })
             && self
                 .tenant
                 .as_ref()

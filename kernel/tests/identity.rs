@@ -1,0 +1,269 @@
+//! Identity in the kernel (SPEC §6), on SQLite and on Postgres: the first
+//! admin, password checks, session expiry and revocation, tokens, node
+//! enrollment and audit records.
+
+mod common;
+
+use common::Env;
+use kernel::model::*;
+use kernel::{AuditRecord, SessionPolicy};
+
+conformance!(
+    the_first_admin_is_created_once,
+    logins_check_the_password_and_the_account,
+    sessions_expire_when_idle_or_old_and_can_be_revoked,
+    tokens_are_shown_once_and_revocable,
+    enrollment_issues_a_node_token_and_revokes_the_previous_one,
+    audit_records_are_events,
+);
+
+const POLICY: SessionPolicy = SessionPolicy {
+    idle_ms: 60_000 * 30,
+    absolute_ms: 60_000 * 60 * 12,
+};
+
+async fn the_first_admin_is_created_once(env: Env) {
+    let k = &env.kernel;
+    let generated = k.ensure_admin(None).await.unwrap();
+    let password = generated.expect("an empty database gets a generated password");
+    assert!(password.len() >= kernel::MIN_PASSWORD_LEN);
+    let admin = k.find_user("admin").await.unwrap();
+    assert_eq!(admin.scopes, vec![Scope::Admin]);
+    assert!(admin.tenants.is_all());
+    // Not again, and not with another password.
+    assert_eq!(
+        k.ensure_admin(Some("another-password-1")).await.unwrap(),
+        None
+    );
+    assert!(k.verify_login("admin", &password).await.unwrap().is_some());
+    assert!(k
+        .verify_login("admin", "another-password-1")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn logins_check_the_password_and_the_account(env: Env) {
+    let k = &env.kernel;
+    let short = k
+        .create_user("alice", "short", &[Scope::RunsRead], &["acme".into()])
+        .await
+        .unwrap_err();
+    assert_eq!(short.code(), "validation_failed");
+    assert!(k.find_user("alice").await.is_err(), "nothing was written");
+    k.create_user(
+        "alice",
+        "correct horse battery",
+        &[Scope::RunsRead],
+        &["acme".into()],
+    )
+    .await
+    .unwrap();
+    let dup = k
+        .create_user(
+            "alice",
+            "correct horse battery",
+            &[Scope::RunsRead],
+            &["acme".into()],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), "conflict");
+    assert!(k
+        .verify_login("alice", "wrong horse battery")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(k
+        .verify_login("nobody", "correct horse battery")
+        .await
+        .unwrap()
+        .is_none());
+    let user = k
+        .verify_login("alice", "correct horse battery")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.tenants, TenantGrant::only(["acme"]));
+
+    k.set_password("alice", "a brand new password")
+        .await
+        .unwrap();
+    assert!(k
+        .verify_login("alice", "correct horse battery")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(k
+        .verify_login("alice", "a brand new password")
+        .await
+        .unwrap()
+        .is_some());
+
+    let granted = k
+        .grant_user(
+            "alice",
+            &[Scope::RunsManage],
+            &["acme".into(), "beta".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(granted.scopes, vec![Scope::RunsManage]);
+    assert!(granted.tenants.allows("beta") && !granted.tenants.allows("gamma"));
+}
+
+async fn sessions_expire_when_idle_or_old_and_can_be_revoked(env: Env) {
+    let k = &env.kernel;
+    let user = k
+        .create_user(
+            "bob",
+            "bob's long password",
+            &[Scope::RunsRead],
+            &["*".into()],
+        )
+        .await
+        .unwrap();
+    let (secret, csrf) = k
+        .create_session(&user, Some("10.0.0.9"), POLICY)
+        .await
+        .unwrap();
+    let view = k
+        .session(&secret, POLICY)
+        .await
+        .unwrap()
+        .expect("a fresh session");
+    assert_eq!(view.csrf_token, csrf);
+    assert_eq!(view.principal.name, "bob");
+    assert_eq!(view.principal.kind, PrincipalKind::User);
+    assert!(k.session("not-a-session", POLICY).await.unwrap().is_none());
+
+    // Kept alive by use (a request every 20 minutes) for 11 h 40 min, but
+    // not past the 12-hour absolute limit.
+    let step = 20 * 60_000;
+    for _ in 0..35 {
+        env.clock.advance(step);
+        assert!(k.session(&secret, POLICY).await.unwrap().is_some());
+    }
+    env.clock.advance(step);
+    assert!(k.session(&secret, POLICY).await.unwrap().is_none());
+
+    // Idle too long.
+    let (idle, _) = k.create_session(&user, None, POLICY).await.unwrap();
+    env.clock.advance(POLICY.idle_ms + 1);
+    assert!(k.session(&idle, POLICY).await.unwrap().is_none());
+
+    // Revoked.
+    let (gone, _) = k.create_session(&user, None, POLICY).await.unwrap();
+    let view = k.session(&gone, POLICY).await.unwrap().unwrap();
+    k.revoke_session(view.session_id).await.unwrap();
+    assert!(k.session(&gone, POLICY).await.unwrap().is_none());
+
+    // A password change ends every session.
+    let (before, _) = k.create_session(&user, None, POLICY).await.unwrap();
+    k.set_password("bob", "bob's newer password").await.unwrap();
+    assert!(k.session(&before, POLICY).await.unwrap().is_none());
+}
+
+async fn tokens_are_shown_once_and_revocable(env: Env) {
+    let k = &env.kernel;
+    let bad = k
+        .create_token(
+            &NewToken {
+                name: "ci".into(),
+                scopes: vec![],
+                tenants: vec!["acme".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), "validation_failed");
+    let created = k
+        .create_token(
+            &NewToken {
+                name: "ci".into(),
+                scopes: vec![Scope::RunsRead],
+                tenants: vec!["acme".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    assert!(created.secret.starts_with(&created.token.prefix));
+    let listed = k.list_tokens().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!serde_json::to_string(&listed)
+        .unwrap()
+        .contains(&created.secret));
+
+    let p = k.token_principal(&created.secret).await.unwrap().unwrap();
+    assert_eq!(p.kind, PrincipalKind::Token);
+    assert!(p.has(Scope::RunsRead) && !p.has(Scope::RunsManage));
+    assert!(p.sees_tenant("acme") && !p.sees_tenant("beta"));
+    assert!(k.token_principal("sya_0000").await.unwrap().is_none());
+
+    let revoked = k.revoke_token(created.token.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(k.token_principal(&created.secret).await.unwrap().is_none());
+    assert_eq!(
+        k.revoke_token(999_999).await.unwrap_err().code(),
+        "not_found"
+    );
+}
+
+async fn enrollment_issues_a_node_token_and_revokes_the_previous_one(env: Env) {
+    let k = &env.kernel;
+    let node = NewNode {
+        name: "worker-1".into(),
+        kinds: vec!["noop".into()],
+        capacity: 2,
+        labels: Default::default(),
+        file_scopes: vec![],
+    };
+    let first = k.enroll_node(&node, "enrollment").await.unwrap();
+    let p = k.token_principal(&first.token).await.unwrap().unwrap();
+    assert_eq!(p.kind, PrincipalKind::Node);
+    assert_eq!(p.node_id, Some(first.node.id));
+
+    let second = k.enroll_node(&node, "enrollment").await.unwrap();
+    assert_eq!(second.node.id, first.node.id, "re-enrolling keeps the node");
+    assert!(k.token_principal(&first.token).await.unwrap().is_none());
+    assert!(k.token_principal(&second.token).await.unwrap().is_some());
+
+    // Whose attempts are whose.
+    k.submit(NewJob::single("owned", "noop", serde_json::json!({})))
+        .await
+        .unwrap();
+    let leases = env.claim(second.node.id, 1).await;
+    let owners = k
+        .attempt_owners(&[leases[0].attempt_id, 424_242])
+        .await
+        .unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].node_id, Some(second.node.id));
+    assert_eq!(owners[0].tenant, "default");
+}
+
+async fn audit_records_are_events(env: Env) {
+    let k = &env.kernel;
+    k.record_audit(AuditRecord {
+        action: "jobs.cancel".into(),
+        actor: "user:alice".into(),
+        target: "/api/v1/jobs/7/cancel".into(),
+        from: Some("10.0.0.1".into()),
+        outcome: "denied".into(),
+        status: Some(403),
+        tenant: None,
+    })
+    .await
+    .unwrap();
+    let events = env.all_events().await;
+    let audit = events
+        .iter()
+        .find(|e| e.event_type == "audit.jobs.cancel")
+        .expect("the audit event");
+    assert_eq!(audit.data["actor"], "user:alice");
+    assert_eq!(audit.data["outcome"], "denied");
+    assert_eq!(audit.data["from"], "10.0.0.1");
+    assert_eq!(audit.tenant, None);
+}
