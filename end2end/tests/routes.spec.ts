@@ -3,6 +3,7 @@ import { test, expect, hydrated } from './fixtures';
 // Every canonical route of SPEC §3 with the title it must carry.
 const routes: [string, string][] = [
   ['/ops', 'Operator snapshot'],
+  ['/ops/access', 'Access'],
   ['/ops/approvals', 'Approvals'],
   ['/ops/operations/jobs-queues', 'Jobs & Queues'],
   ['/ops/operations/jobengine', 'JobEngine'],
@@ -26,6 +27,14 @@ const routes: [string, string][] = [
   ['/ops/scanner-ops/settings', 'Scanner settings'],
 ];
 
+// Pages that read the kernel: never the "not connected" empty state.
+const connected = new Set([
+  '/ops/access',
+  '/ops/operations/jobengine',
+  '/ops/operations/jobengine/jobs',
+  '/ops/operations/jobengine/quotas',
+]);
+
 for (const [path, title] of routes) {
   test(`${path} renders "${title}"`, async ({ page }) => {
     const response = await page.goto(path);
@@ -39,6 +48,9 @@ for (const [path, title] of routes) {
     } else if (path === '/ops/operations/jobengine/jobs/job-17') {
       // Connected to the kernel: "job-17" is not a job id it knows.
       await expect(page.locator('.not-found-state')).toContainText('No such job');
+    } else if (connected.has(path)) {
+      await expect(page.locator('main section').first()).toBeVisible();
+      await expect(page.getByText('Nothing to show yet')).toHaveCount(0);
     } else {
       await expect(page.locator('.empty-state')).toContainText('Nothing to show yet');
     }

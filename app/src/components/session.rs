@@ -164,6 +164,27 @@ pub async fn send_json(
     }
 }
 
+/// The cookie the tenant selector sets; the server narrows every request of
+/// the session to these tenants (never beyond the grant).
+pub const TENANT_COOKIE: &str = "sy_tenants";
+
+/// Stores the tenant selection and reloads, so every figure on the page is
+/// read again for the new selection.
+#[cfg(feature = "hydrate")]
+pub fn choose_tenants(tenants: &[String]) {
+    use wasm_bindgen::JsCast;
+    let value = tenants.join(",");
+    let cookie = if value.is_empty() {
+        format!("{TENANT_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0")
+    } else {
+        format!("{TENANT_COOKIE}={value}; Path=/; SameSite=Strict; Max-Age=31536000")
+    };
+    if let Ok(doc) = document().dyn_into::<web_sys::HtmlDocument>() {
+        let _ = doc.set_cookie(&cookie);
+    }
+    let _ = window().location().reload();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,25 +214,4 @@ mod tests {
         });
         assert!(!session_json(&s).contains("</script>"));
     }
-}
-
-/// The cookie the tenant selector sets; the server narrows every request of
-/// the session to these tenants (never beyond the grant).
-pub const TENANT_COOKIE: &str = "sy_tenants";
-
-/// Stores the tenant selection and reloads, so every figure on the page is
-/// read again for the new selection.
-#[cfg(feature = "hydrate")]
-pub fn choose_tenants(tenants: &[String]) {
-    use wasm_bindgen::JsCast;
-    let value = tenants.join(",");
-    let cookie = if value.is_empty() {
-        format!("{TENANT_COOKIE}=; Path=/; SameSite=Strict; Max-Age=0")
-    } else {
-        format!("{TENANT_COOKIE}={value}; Path=/; SameSite=Strict; Max-Age=31536000")
-    };
-    if let Ok(doc) = document().dyn_into::<web_sys::HtmlDocument>() {
-        let _ = doc.set_cookie(&cookie);
-    }
-    let _ = window().location().reload();
 }

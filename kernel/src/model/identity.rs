@@ -253,5 +253,14 @@ mod tests {
         assert!(!p(vec![Scope::RunsRead]).has(Scope::RunsManage));
         assert!(p(vec![]).sees_tenant("a") && !p(vec![]).sees_tenant("b"));
         assert_eq!("runs.read".parse::<Scope>().unwrap(), Scope::RunsRead);
+        // The JSON spelling is the contract's (SPEC §6), dots included.
+        assert_eq!(
+            serde_json::to_string(&Scope::RunsManage).unwrap(),
+            "\"runs.manage\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Scope>("\"approvals.decide\"").unwrap(),
+            Scope::ApprovalsDecide
+        );
     }
 }

@@ -808,11 +808,22 @@ mod tests {
                 tenant: tenant.map(str::to_string),
                 job,
                 run: run.map(str::to_string),
+                tenants: None,
             }
             .matches(&frame)
         };
         assert!(f(&[], None, None, None));
         assert!(f(&["job", "task"], Some("acme"), Some(3), Some("12")));
+        // A tenant grant lets its tenants' events through, and nothing else.
+        let granted = |tenants: &[&str]| {
+            Filter {
+                tenants: Some(tenants.iter().map(|t| t.to_string()).collect()),
+                ..Filter::default()
+            }
+            .matches(&frame)
+        };
+        assert!(granted(&["beta", "acme"]));
+        assert!(!granted(&["beta"]));
         assert!(!f(&["job"], None, None, None));
         assert!(!f(&[], Some("other"), None, None));
         assert!(!f(&[], None, Some(4), None));
