@@ -848,3 +848,49 @@ async fn a_state_changing_call_is_audited_with_actor_action_target_and_outcome()
     assert_eq!(anonymous.data["actor"], "anonymous", "{anonymous:?}");
     assert_eq!(anonymous.data["outcome"], "denied", "{anonymous:?}");
 }
+
+#[tokio::test]
+async fn the_audit_log_exports_as_json_and_csv_to_whom_may_download_it() {
+    let h = harness().await;
+    let job = h.submit("exported", "default").await;
+    let target = format!("/api/v1/jobs/{job}/cancel");
+    let a = h.post(&target, As::Bearer(&h.admin), json!({})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+
+    let a = h.get("/api/v1/audit", As::Bearer(&h.admin)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let items = a.body["items"].as_array().unwrap();
+    assert!(
+        items
+            .iter()
+            .all(|e| e["type"].as_str().unwrap().starts_with("audit.")),
+        "only audit records: {items:?}"
+    );
+    assert!(items.iter().any(|e| e["data"]["target"] == target.as_str()));
+
+    let a = h
+        .get("/api/v1/audit?format=csv", As::Bearer(&h.admin))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let mut lines = a.text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("seq,ts,action,actor,target,from,outcome,status")
+    );
+    assert!(a
+        .text
+        .contains(&format!("\"jobs.cancel\",\"token:admin\",\"{target}\"")));
+
+    // Reading runs is not downloading evidence; a tenant's token sees no
+    // tenant-less records.
+    let (_, reader) = token(&h.kernel, "reader", &[Scope::RunsRead], &["*"]).await;
+    let a = h.get("/api/v1/audit", As::Bearer(&reader)).await;
+    assert_code(&a, StatusCode::FORBIDDEN, "forbidden", "runs.read only");
+    let (_, tenant) = token(&h.kernel, "acme", &[Scope::DownloadsRead], &["acme"]).await;
+    let a = h.get("/api/v1/audit", As::Bearer(&tenant)).await;
+    assert_code(&a, StatusCode::FORBIDDEN, "forbidden", "one tenant");
+}

@@ -40,7 +40,7 @@ pub fn AccessPage() -> impl IntoView {
 
 #[component]
 fn AccessBody() -> impl IntoView {
-    let view = OnceResource::new(get_access_view());
+    let view = crate::api::once(get_access_view());
     view! {
         <Suspense fallback=|| view! { <p class="loading-state">"Reading users and tokens…"</p> }>
             {move || view.get().map(|result| match result {
@@ -83,6 +83,18 @@ fn AccessTables(initial: AccessView) -> impl IntoView {
                     </tbody>
                 </table>
             </Show>
+        </section>
+        <section class="panel" aria-labelledby="audit-heading">
+            <h2 id="audit-heading">"Audit log"</h2>
+            <p>
+                "Every sign-in and every state-changing API call is recorded as an "
+                <code>"audit.*"</code> " event (who, what, target, from where, outcome) and shown on the "
+                <a href="/ops">"operator snapshot"</a> "'s timeline. Export: "
+                <a href="/api/v1/audit?format=csv" download="switchyard-audit.csv" rel="external">"CSV"</a>
+                " · "
+                <a href="/api/v1/audit" rel="external">"JSON"</a>
+                " (10,000 events per file; continue with " <code>"?after=next_after"</code> ")."
+            </p>
         </section>
         <section class="panel" aria-labelledby="users-heading">
             <h2 id="users-heading">"Users"</h2>
@@ -188,7 +200,7 @@ fn CreateToken(tokens: RwSignal<Vec<ApiToken>>) -> impl IntoView {
                 )
                 .await
                 {
-                    Ok(value) => match serde_json::from_value::<CreatedToken>(value) {
+                    Ok(value) => match crate::api::from_json::<CreatedToken>(&value) {
                         Ok(c) => {
                             tokens.update(|list| list.insert(0, c.token.clone()));
                             created.set(Some(c));

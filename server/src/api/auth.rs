@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/tokens", get(list_tokens).post(create_token))
         .route("/auth/tokens/{id}/revoke", post(revoke_token))
         .route("/auth/users", get(list_users))
+        .route("/audit", get(audit_export))
 }
 
 #[utoipa::path(
@@ -220,4 +221,105 @@ pub(crate) async fn list_users(
     Ok(Json(Users {
         items: state.kernel.list_users().await?,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Records after this event seq.
+    #[serde(default)]
+    after: i64,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+/// Events scanned by one export call; `next_after` continues from there.
+const AUDIT_SCAN: i64 = 10_000;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct AuditPage {
+    items: Vec<kernel::model::Event>,
+    /// Ask again with `after` = this to continue.
+    next_after: i64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "auth",
+    summary = "Export audit records (`audit.*` events) as JSON or CSV (downloads.read, every tenant)",
+    params(AuditQuery),
+    responses((status = 200, description = "Audit records after `after`", body = AuditPage), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn audit_export(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::extract::ApiQuery(query): super::extract::ApiQuery<AuditQuery>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    caller.require(Scope::DownloadsRead)?;
+    caller.require_all_tenants("the audit log")?;
+    let mut after = query.after.max(0);
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    while scanned < AUDIT_SCAN {
+        let page = state.kernel.events_after(after, 1_000).await?;
+        scanned += page.items.len() as i64;
+        let done = page.items.len() < 1_000;
+        after = page.next_after;
+        items.extend(
+            page.items
+                .into_iter()
+                .filter(|e| e.event_type.starts_with("audit.")),
+        );
+        if done {
+            break;
+        }
+    }
+    match query.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(AuditPage {
+            items,
+            next_after: after,
+        })
+        .into_response()),
+        "csv" => {
+            let mut csv = String::from("seq,ts,action,actor,target,from,outcome,status\n");
+            for e in &items {
+                let field = |k: &str| {
+                    let v = e.data.get(k).map_or(String::new(), |v| {
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                    });
+                    let v = if v == "null" { String::new() } else { v };
+                    format!("\"{}\"", v.replace('"', "\"\""))
+                };
+                csv.push_str(&format!(
+                    "{},{},{},{},{},{},{},{}\n",
+                    e.seq,
+                    e.ts,
+                    field("action"),
+                    field("actor"),
+                    field("target"),
+                    field("from"),
+                    field("outcome"),
+                    field("status")
+                ));
+            }
+            Ok((
+                [
+                    (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        axum::http::header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"switchyard-audit.csv\"",
+                    ),
+                ],
+                csv,
+            )
+                .into_response())
+        }
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("format must be json or csv, got {other:?}"),
+        )),
+    }
 }

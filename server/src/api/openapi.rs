@@ -28,7 +28,7 @@ use crate::AppState;
         dead_letter::resolve, dead_letter::replay_batch, dead_letter::resolve_batch,
         events::events, events::overview,
         auth::login, auth::logout, auth::me, auth::list_tokens, auth::create_token,
-        auth::revoke_token, auth::list_users,
+        auth::revoke_token, auth::list_users, auth::audit_export,
         console::cancel_batch, console::retry_batch, console::queue_health, console::export_quotas,
     ),
     tags(
