@@ -72,8 +72,10 @@ impl fmt::Display for UnknownName {
 impl std::error::Error for UnknownName {}
 
 mod console;
+mod explain;
 mod identity;
 pub use console::*;
+pub use explain::*;
 pub use identity::*;
 
 named_enum!(
@@ -390,6 +392,10 @@ pub struct Attempt {
     pub heartbeat_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+    /// The first 8 characters of the lease token, to tell leases apart
+    /// (never the whole token: it is the worker's proof).
+    #[serde(default)]
+    pub lease_token_prefix: Option<String>,
 }
 
 /// What a worker needs to run a task and to report on it. The `lease_token`

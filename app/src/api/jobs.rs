@@ -1,8 +1,11 @@
 //! One job for its detail page: the job, its tasks and their attempts, and
 //! how an event of the job's stream changes them.
 
-use kernel::model::{event_type, Attempt, AttemptState, Event, JobDetail, JobState, TaskState};
+use kernel::model::{
+    event_type, Attempt, AttemptState, Event, JobDetail, JobState, LogLine, TaskHold, TaskState,
+};
 use leptos::prelude::*;
+use leptos::server_fn::codec::GetUrl;
 use serde::{Deserialize, Serialize};
 
 /// Most events the job's timeline keeps.
@@ -18,6 +21,47 @@ pub struct JobView {
     pub job: JobDetail,
     /// The job's events, newest first.
     pub timeline: Vec<Event>,
+    /// What holds each waiting task ("why isn't this running?"), as of
+    /// `holds_at`.
+    #[serde(default)]
+    pub holds: Vec<TaskHold>,
+    #[serde(default)]
+    pub holds_at: i64,
+}
+
+/// Most log lines the page shows of one attempt (the newest ones).
+pub const LOG_TAIL_LEN: usize = 500;
+
+/// The tail of an attempt's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogTail {
+    /// Oldest first.
+    pub items: Vec<LogLine>,
+    /// Ask for lines after this id to continue tailing.
+    pub next_after: i64,
+    /// Older lines exist that are not shown.
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+impl LogTail {
+    /// Appends lines read after `next_after`, keeping the newest
+    /// [`LOG_TAIL_LEN`].
+    pub fn append(&mut self, items: Vec<LogLine>, next_after: i64) {
+        let items: Vec<_> = items
+            .into_iter()
+            .filter(|l| l.id > self.next_after)
+            .collect();
+        if items.is_empty() {
+            return;
+        }
+        self.items.extend(items);
+        self.next_after = self.next_after.max(next_after);
+        if self.items.len() > LOG_TAIL_LEN {
+            self.items.drain(..self.items.len() - LOG_TAIL_LEN);
+            self.truncated = true;
+        }
+    }
 }
 
 fn text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
@@ -128,6 +172,9 @@ impl JobView {
                             heartbeat_at: None,
                             finished_at: None,
                             error: None,
+                            // The event does not carry the token; a reload
+                            // shows its prefix.
+                            lease_token_prefix: None,
                         });
                     }
                     task.epoch = task.epoch.max(epoch);
@@ -256,10 +303,69 @@ pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnErr
         }
     }
     timeline.reverse();
+    let holds = kernel.explain_job(id).await.map_err(kernel_error)?;
     Ok(Some(JobView {
         read_at,
         seq,
         job,
         timeline,
+        holds,
+        holds_at: read_at,
     }))
+}
+
+/// What holds each waiting task of a job, re-read when live events move
+/// its tasks. Another tenant's job is not found.
+#[server(input = GetUrl)]
+pub async fn get_job_holds(job_id: i64) -> Result<(i64, Vec<TaskHold>), ServerFnError> {
+    use super::{kernel, kernel_error, require};
+
+    let caller = require(kernel::model::Scope::RunsRead)?;
+    let kernel = kernel()?;
+    let read_at = super::ops::now_ms();
+    let job = kernel.get_job_summary(job_id).await.map_err(kernel_error)?;
+    if !caller.sees_tenant(&job.tenant) {
+        return Err(ServerFnError::new(format!("job {job_id} not found")));
+    }
+    let holds = kernel.explain_job(job_id).await.map_err(kernel_error)?;
+    Ok((read_at, holds))
+}
+
+/// The tail of an attempt's log (its newest [`LOG_TAIL_LEN`] lines); the
+/// browser then appends from `GET /api/v1/attempts/{id}/log?after=N`.
+#[server(input = GetUrl)]
+pub async fn get_attempt_log(attempt_id: i64) -> Result<LogTail, ServerFnError> {
+    use super::{kernel, kernel_error, require};
+
+    let caller = require(kernel::model::Scope::RunsRead)?;
+    let kernel = kernel()?;
+    let owners = kernel
+        .attempt_owners(&[attempt_id])
+        .await
+        .map_err(kernel_error)?;
+    match owners.first() {
+        Some(owner) if caller.sees_tenant(&owner.tenant) => {}
+        _ => {
+            return Err(ServerFnError::new(format!(
+                "attempt {attempt_id} not found"
+            )))
+        }
+    }
+    let mut tail = LogTail {
+        items: Vec::new(),
+        next_after: 0,
+        truncated: false,
+    };
+    loop {
+        let page = kernel
+            .attempt_log(attempt_id, tail.next_after, 1_000)
+            .await
+            .map_err(kernel_error)?;
+        let n = page.len();
+        let next = page.last().map(|l| l.id).unwrap_or(tail.next_after);
+        tail.append(page, next);
+        if n < 1_000 {
+            return Ok(tail);
+        }
+    }
 }

@@ -8,11 +8,13 @@
 
 use std::sync::Arc;
 
-use kernel::model::{Attempt, JobState, Scope, Task};
+use kernel::model::{
+    event_type, Attempt, AttemptState, HoldReason, JobState, Scope, Task, TaskState,
+};
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
-use crate::api::jobs::{get_job_view, JobView};
+use crate::api::jobs::{get_attempt_log, get_job_view, JobView, LogTail};
 use crate::components::action::ActionButton;
 use crate::components::live::{format_utc, use_live_feed, LiveBoard, LiveOptions};
 use crate::components::page::PageFrame;
@@ -72,12 +74,54 @@ fn LiveJob(initial: JobView) -> impl IntoView {
     let read_at = initial.read_at;
     let after = initial.seq;
     let state = RwSignal::new(initial);
+    // Bumped when an event may change what holds a task: the explainer is
+    // read again.
+    let holds_gen = RwSignal::new(0u32);
     use_live_feed(LiveOptions {
         stream: format!("/api/v1/jobs/{id}/stream"),
         after,
         accept: Arc::new(move |e| e.subject.job_id == Some(id)),
-        on_event: Arc::new(move |event| state.update(|v| v.apply(&event))),
+        on_event: Arc::new(move |event| {
+            state.update(|v| v.apply(&event));
+            if event.event_type.starts_with("task.") || event.event_type.starts_with("lease.") {
+                holds_gen.update(|g| *g += 1);
+            }
+        }),
     });
+    refresh_holds(id, state, holds_gen);
+    let query = use_query_map();
+    let selected = Memo::new(move |_| {
+        query
+            .read()
+            .get("attempt")
+            .and_then(|a| a.parse::<i64>().ok())
+    });
+    // Stale completions the kernel rejected, per attempt (from the job's
+    // `lease.fenced` events).
+    let fenced = move |attempt: i64| {
+        state.with(|v| {
+            v.timeline
+                .iter()
+                .filter(|e| {
+                    e.event_type == event_type::LEASE_FENCED
+                        && e.subject.attempt_id == Some(attempt)
+                })
+                .map(|e| {
+                    let action = e
+                        .data
+                        .get("action")
+                        .and_then(|a| a.as_str())
+                        .unwrap_or("report");
+                    let epoch = e
+                        .data
+                        .get("presented_epoch")
+                        .and_then(|a| a.as_i64())
+                        .unwrap_or(0);
+                    format!("{action} at epoch {epoch}, {}", format_utc(e.ts))
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     let board = use_context::<LiveBoard>();
     let now = Signal::derive(move || board.and_then(|b| b.now.get()).unwrap_or(read_at));
 
@@ -163,6 +207,7 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                         <th scope="col">"Attempts"</th>
                         <th scope="col">"Epoch"</th>
                         <th scope="col">"Last error"</th>
+                        <th scope="col">"Actions"</th>
                     </tr>
                 </thead>
                 <tbody>
@@ -175,6 +220,16 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                             <td>{task.attempts_used} " of " {task.max_attempts}</td>
                             <td>{task.epoch}</td>
                             <td>{task.last_error.clone().unwrap_or_else(|| "—".into())}</td>
+                            <td>
+                                {(task.state == TaskState::Failed).then(|| view! {
+                                    <ActionButton
+                                        label="Retry task"
+                                        path=format!("/api/v1/jobs/{id}/tasks/{}/retry", encode_segment(&task.key))
+                                        scope=Scope::RunsManage
+                                        done="Retrying: the task has a fresh attempt budget."
+                                    />
+                                })}
+                            </td>
                         </tr>
                     </For>
                 </tbody>
@@ -195,16 +250,20 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                             <th scope="col">"Outcome"</th>
                             <th scope="col">"Node"</th>
                             <th scope="col">"Epoch"</th>
+                            <th scope="col">"Lease token"</th>
+                            <th scope="col">"Lease granted"</th>
+                            <th scope="col">"Renewed"</th>
                             <th scope="col">"Lease expires"</th>
-                            <th scope="col">"Started"</th>
                             <th scope="col">"Finished"</th>
                             <th scope="col">"Error"</th>
+                            <th scope="col">"Rejected stale reports"</th>
+                            <th scope="col">"Log"</th>
                         </tr>
                     </thead>
                     <tbody>
                         <For
                             each=attempts
-                            key=|(_, a): &(String, Attempt)| (a.id, a.state, a.lease_expires_at, a.finished_at)
+                            key=|(_, a): &(String, Attempt)| (a.id, a.state, a.lease_expires_at, a.heartbeat_at, a.finished_at)
                             let:row
                         >
                             <tr data-attempt=row.1.id data-task=row.0.clone()>
@@ -213,14 +272,66 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                                 <td><span class="state" data-state=row.1.state.as_str()>{row.1.state.as_str()}</span></td>
                                 <td>{row.1.node_id.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>
                                 <td>{row.1.epoch}</td>
-                                <td>{format_utc(row.1.lease_expires_at)}</td>
+                                <td><code class="lease-token">{row.1.lease_token_prefix.clone().unwrap_or_else(|| "—".into())}</code></td>
                                 <td>{format_utc(row.1.started_at)}</td>
+                                <td>{when(row.1.heartbeat_at)}</td>
+                                <td>{format_utc(row.1.lease_expires_at)}</td>
                                 <td>{when(row.1.finished_at)}</td>
                                 <td>{row.1.error.clone().unwrap_or_else(|| "—".into())}</td>
+                                <td class="fenced">
+                                    {
+                                        let a = row.1.id;
+                                        move || {
+                                            let f = fenced(a);
+                                            if f.is_empty() { "none".to_string() } else { format!("{}: {}", f.len(), f.join("; ")) }
+                                        }
+                                    }
+                                </td>
+                                <td>
+                                    <a href=format!("?attempt={}", row.1.id) aria-current=move || (selected.get() == Some(row.1.id)).then_some("true")>
+                                        "Log"
+                                    </a>
+                                </td>
                             </tr>
                         </For>
                     </tbody>
                 </table>
+            </Show>
+        </section>
+
+        {move || selected.get().map(|attempt| {
+            let active = Signal::derive(move || {
+                state.with(|v| {
+                    v.job.tasks.iter().flat_map(|t| t.attempts.iter()).any(|a| a.id == attempt && a.state == AttemptState::Active)
+                })
+            });
+            view! { <AttemptLog attempt active/> }
+        })}
+
+        <section class="panel explainer" aria-labelledby="explainer-heading">
+            <h2 id="explainer-heading">"Why isn't this running?"</h2>
+            <p class="as-of">
+                "Read from the kernel at " {move || format_utc(state.with(|v| v.holds_at))}
+                "; read again when this job's tasks or leases change. Queue pauses, quota and node changes elsewhere show after "
+                <button type="button" class="link-button" on:click=move |_| holds_gen.update(|g| *g += 1)>"Refresh"</button>
+                "."
+            </p>
+            <Show
+                when=move || state.with(|v| !v.holds.is_empty())
+                fallback=|| view! { <p class="empty-note">"No task is waiting: every task is running or finished."</p> }
+            >
+                <ul class="holds">
+                    <For each=move || state.with(|v| v.holds.clone()) key=|h| (h.task_id, format!("{:?}", h.reasons)) let:hold>
+                        <li data-task=hold.key.clone() data-state=hold.state.as_str()>
+                            <strong>{hold.key.clone()}</strong> " (" {hold.state.as_str()} ", kind " {hold.kind.clone()} ", queue " {hold.queue.clone()} "): "
+                            {if hold.reasons.is_empty() {
+                                "nothing holds it; it waits for a node to claim it.".to_string()
+                            } else {
+                                hold.reasons.iter().map(describe_hold).collect::<Vec<_>>().join("; ")
+                            }}
+                        </li>
+                    </For>
+                </ul>
             </Show>
         </section>
 
@@ -237,5 +348,176 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                 </ol>
             </Show>
         </section>
+    }
+}
+
+/// One path segment, percent-encoded (task keys in API paths).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What holds a task, in words.
+fn describe_hold(reason: &HoldReason) -> String {
+    let limit = |v: Option<i64>| {
+        v.map(|v| v.to_string())
+            .unwrap_or_else(|| "no limit".into())
+    };
+    let names = |nodes: &[kernel::model::NodeRef]| {
+        nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match reason {
+        HoldReason::UnmetDependencies { dependencies } => format!(
+            "waits for {}",
+            dependencies
+                .iter()
+                .map(|d| format!("{} ({})", d.key, d.state.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        HoldReason::QueuePaused { queue, paused_at } => match paused_at {
+            Some(at) => format!("queue {queue} is paused (since {})", format_utc(*at)),
+            None => format!("queue {queue} is paused"),
+        },
+        HoldReason::QuotaExhausted {
+            scope,
+            name,
+            max_concurrent,
+            concurrent,
+            max_starts_per_minute,
+            starts_last_minute,
+        } => format!(
+            "the {} quota of {name} is exhausted: {concurrent} concurrent leases of {}, {starts_last_minute} starts in the last minute of {}",
+            scope.as_str(),
+            limit(*max_concurrent),
+            limit(*max_starts_per_minute)
+        ),
+        HoldReason::NoOnlineNode { kind, nodes } if nodes.is_empty() => {
+            format!("no node declares kind {kind}")
+        }
+        HoldReason::NoOnlineNode { kind, nodes } => {
+            format!("no online node for kind {kind} (offline: {})", names(nodes))
+        }
+        HoldReason::OnlyDrainingNodes { kind, nodes } => {
+            format!("the only nodes for kind {kind} are draining: {}", names(nodes))
+        }
+        HoldReason::Backoff { until } => format!("backing off until {}", format_utc(*until)),
+    }
+}
+
+/// Reads the explainer again whenever `generation` moves (in the browser).
+fn refresh_holds(job_id: i64, state: RwSignal<JobView>, generation: RwSignal<u32>) {
+    Effect::new(move |_| {
+        let g = generation.get();
+        #[cfg(feature = "hydrate")]
+        if g > 0 {
+            leptos::task::spawn_local(async move {
+                if let Ok((at, holds)) = crate::api::jobs::get_job_holds(job_id).await {
+                    state.update(|v| {
+                        v.holds = holds;
+                        v.holds_at = at;
+                    });
+                }
+            });
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = (g, job_id, state);
+    });
+}
+
+/// Polling interval of an active attempt's log.
+#[cfg(feature = "hydrate")]
+const LOG_POLL_MS: u64 = 2_000;
+
+/// The log of one attempt: its tail read on the server, then new lines
+/// appended every 2 s while the attempt is active.
+#[component]
+fn AttemptLog(attempt: i64, active: Signal<bool>) -> impl IntoView {
+    let read = OnceResource::new(get_attempt_log(attempt));
+    view! {
+        <section class="panel attempt-log" aria-labelledby="log-heading" data-attempt=attempt>
+            <h2 id="log-heading">"Log of attempt " {attempt}</h2>
+            <Suspense fallback=|| view! { <p class="loading-state">"Reading the log…"</p> }>
+                {move || read.get().map(|r| match r {
+                    Ok(tail) => view! { <LogLines attempt tail active/> }.into_any(),
+                    Err(e) => view! { <LoadError what="this attempt's log" error=e.to_string()/> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+#[component]
+fn LogLines(attempt: i64, tail: LogTail, active: Signal<bool>) -> impl IntoView {
+    let tail = RwSignal::new(tail);
+    #[cfg(feature = "hydrate")]
+    {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        // One request at a time; one last read after the attempt ends.
+        let busy = Rc::new(Cell::new(false));
+        let done = Rc::new(Cell::new(false));
+        if let Ok(handle) = set_interval_with_handle(
+            move || {
+                if busy.get() || done.get() {
+                    return;
+                }
+                if !active.get_untracked() {
+                    done.set(true);
+                }
+                busy.set(true);
+                let busy = busy.clone();
+                let after = tail.with_untracked(|t| t.next_after);
+                leptos::task::spawn_local(async move {
+                    let url = format!("/api/v1/attempts/{attempt}/log?after={after}&limit=500");
+                    if let Ok(response) = gloo_net::http::Request::get(&url).send().await {
+                        if response.ok() {
+                            if let Ok(text) = response.text().await {
+                                if let Ok(page) = serde_json::from_str::<LogTail>(&text) {
+                                    tail.update(|t| t.append(page.items, page.next_after));
+                                }
+                            }
+                        }
+                    }
+                    busy.set(false);
+                });
+            },
+            std::time::Duration::from_millis(LOG_POLL_MS),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = attempt;
+    view! {
+        <p class="as-of">
+            {move || if active.get() {
+                "The attempt is active: new lines are appended every 2 s."
+            } else {
+                "The attempt has ended; this is its log."
+            }}
+            {move || tail.with(|t| t.truncated).then_some(" Older lines are not shown.")}
+        </p>
+        <Show
+            when=move || tail.with(|t| !t.items.is_empty())
+            fallback=|| view! { <p class="empty-note">"No log line yet."</p> }
+        >
+            <pre class="log" aria-label="Log lines">
+                <For each=move || tail.with(|t| t.items.clone()) key=|l| l.id let:line>
+                    <span class="log-line" data-stream=line.stream.as_str()>{line.line.clone()} "\n"</span>
+                </For>
+            </pre>
+        </Show>
     }
 }

@@ -14,6 +14,7 @@
 mod console;
 mod dag;
 mod events;
+mod explain;
 mod identity;
 mod leases;
 mod ops;

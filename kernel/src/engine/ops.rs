@@ -156,6 +156,67 @@ impl Kernel {
         self.get_job(job_id).await
     }
 
+    /// Retries one failed (dead-lettered) task of a job, found by its key:
+    /// it gets a fresh attempt budget and is ready again, the tasks it
+    /// skipped downstream wait for it again, and its open dead-letter entry
+    /// is marked replayed. The job need not have failed (another branch may
+    /// still run); a cancelled job's tasks are not retried.
+    pub async fn retry_task(&self, job_id: i64, task_key: &str) -> Result<JobDetail> {
+        let mut w = self.begin().await?;
+        let job =
+            w.tx.fetch_optional(
+                "SELECT state, tenant FROM jobs WHERE id = $1 @lock",
+                args![job_id],
+            )
+            .await?
+            .ok_or_else(|| KernelError::not_found("job", job_id))?;
+        let state: JobState = job.parse("state")?;
+        if state == JobState::Cancelled {
+            return Err(KernelError::Conflict {
+                message: format!("job {job_id} is cancelled; its tasks are not retried"),
+                details: Some(json!({ "state": state })),
+            });
+        }
+        let tenant = job.text("tenant")?;
+        let task =
+            w.tx.fetch_optional(
+                "SELECT id, state FROM tasks WHERE job_id = $1 AND key = $2",
+                args![job_id, task_key],
+            )
+            .await?
+            .ok_or_else(|| KernelError::not_found("task", task_key))?;
+        let task_id = task.i64("id")?;
+        let task_state: TaskState = task.parse("state")?;
+        if task_state != TaskState::Failed {
+            return Err(KernelError::Conflict {
+                message: format!(
+                    "task {task_key:?} is {task_state}; only failed tasks can be retried"
+                ),
+                details: Some(json!({ "state": task_state })),
+            });
+        }
+        let open =
+            w.tx.fetch_all(
+                "SELECT id FROM dead_letters WHERE task_id = $1 AND status = 'open'",
+                args![task_id],
+            )
+            .await?;
+        for r in &open {
+            self.close_dead_letter(
+                &mut w,
+                r.i64("id")?,
+                DeadLetterStatus::Replayed,
+                Some("task retried"),
+            )
+            .await?;
+        }
+        self.revive_tasks(&mut w, job_id, &tenant, &[task_id], None, None)
+            .await?;
+        self.derive_jobs(&mut w, &[job_id]).await?;
+        self.finish(w).await?;
+        self.get_job(job_id).await
+    }
+
     /// Puts failed tasks back to ready with a fresh budget (optionally in
     /// another queue, with another payload) and revives the skipped tasks
     /// downstream whose dependencies can all run again.

@@ -21,7 +21,7 @@ const JOB_COLUMNS: &str = "id, name, tenant, queue, priority, state, idempotency
                            started_at, finished_at, updated_at";
 const ATTEMPT_COLUMNS: &str =
     "id, task_id, job_id, number, state, node_id, epoch, lease_expires_at, \
-                               started_at, heartbeat_at, finished_at, error";
+                               started_at, heartbeat_at, finished_at, error, lease_token";
 const DEAD_LETTER_COLUMNS: &str = "id, job_id, task_id, job_name, task_key, kind, tenant, queue, error, \
                                    fingerprint, payload, attempts, status, reason, created_at, updated_at";
 
@@ -56,6 +56,9 @@ pub(crate) fn attempt_from_row(r: &Row) -> Result<Attempt> {
         heartbeat_at: r.opt_i64("heartbeat_at")?,
         finished_at: r.opt_i64("finished_at")?,
         error: r.opt_text("error")?,
+        lease_token_prefix: r
+            .opt_text("lease_token")?
+            .map(|t| t.chars().take(8).collect()),
     })
 }
 

@@ -1,4 +1,4 @@
-//! Jobs: submit, list, get, cancel, retry.
+//! Jobs: submit, list, get, cancel, retry (a job or one task).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}", get(detail))
         .route("/jobs/{id}/cancel", post(cancel))
         .route("/jobs/{id}/retry", post(retry))
+        .route("/jobs/{id}/tasks/{key}/retry", post(retry_task))
 }
 
 /// `201` with the new job, or `200` with the existing one when the
@@ -166,6 +167,23 @@ pub(crate) async fn retry(
 ) -> ApiResult<Json<JobDetail>> {
     manageable(&kernel, &caller, id).await?;
     Ok(Json(kernel.retry_job(id).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/tasks/{key}/retry",
+    tag = "jobs",
+    summary = "Retry one failed (dead-lettered) task: a fresh attempt budget; the tasks it skipped wait for it again",
+    params(("id" = i64, Path, description = "Job id"), ("key" = String, Path, description = "Task key within the job")),
+    responses((status = 200, description = "The job", body = JobDetail), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn retry_task(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+    ApiPath((id, key)): ApiPath<(i64, String)>,
+) -> ApiResult<Json<JobDetail>> {
+    manageable(&kernel, &caller, id).await?;
+    Ok(Json(kernel.retry_task(id, &key).await?))
 }
 
 pub fn non_empty(value: Option<String>) -> Option<String> {

@@ -18,7 +18,7 @@ use crate::AppState;
         description = "Jobs (DAGs of tasks), the worker lease protocol, dead-letter, queues, nodes, quotas and the event log. Every failure answers {code, message, details}."
     ),
     paths(
-        jobs::submit, jobs::list, jobs::detail, jobs::cancel, jobs::retry,
+        jobs::submit, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::retry_task,
         leases::claim, leases::heartbeat, leases::complete, leases::fail, leases::release,
         leases::heartbeat_batch, leases::complete_batch, leases::append_log, leases::read_log,
         fleet::register, fleet::list_nodes, fleet::node, fleet::drain, fleet::undrain,

@@ -1,0 +1,174 @@
+//! The job detail page's actions through the real router: retrying one
+//! failed task needs `runs.manage` and a grant for the job's tenant.
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use kernel::model::{ClaimRequest, NewJob, NewNode, NewTask, NewToken, Scope, TaskFailure};
+use kernel::{Kernel, KernelConfig};
+use leptos::prelude::LeptosOptions;
+use serde_json::{json, Value};
+use server::auth::AuthSettings;
+use server::{app, AppState};
+use tower::ServiceExt;
+
+struct Harness {
+    router: Router,
+    kernel: Kernel,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("jobs.db").display());
+    let kernel = Kernel::open(&url, KernelConfig::default()).await.unwrap();
+    let state = AppState::new(
+        LeptosOptions::builder()
+            .output_name("switchyard")
+            .site_root(dir.path().to_string_lossy().as_ref())
+            .build(),
+        kernel.clone(),
+        Default::default(),
+        AuthSettings::default(),
+    );
+    Harness {
+        router: app(state),
+        kernel,
+        _dir: dir,
+    }
+}
+
+async fn token(kernel: &Kernel, name: &str, scopes: &[Scope], tenants: &[&str]) -> String {
+    kernel
+        .create_token(
+            &NewToken {
+                name: name.into(),
+                scopes: scopes.to_vec(),
+                tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            },
+            "test",
+        )
+        .await
+        .unwrap()
+        .secret
+}
+
+impl Harness {
+    async fn post(&self, uri: &str, bearer: &str) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
+            .body(Body::empty())
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A job whose task `bad` failed for good (dead-lettered) while `slow`
+    /// still runs; `after` was skipped.
+    async fn job_with_a_failed_task(&self) -> i64 {
+        let k = &self.kernel;
+        let node = k
+            .register_node(&NewNode {
+                name: "n1".into(),
+                kinds: vec!["noop".into()],
+                capacity: 4,
+                labels: Default::default(),
+                file_scopes: vec![],
+            })
+            .await
+            .unwrap()
+            .id;
+        let job = NewJob {
+            tasks: vec![
+                NewTask::new("bad", "noop", json!({})).max_attempts(1),
+                NewTask::new("after", "noop", json!({})).after(&["bad"]),
+                NewTask::new("slow", "noop", json!({})),
+            ],
+            ..NewJob::single("detail", "noop", json!({}))
+        };
+        let job_id = k.submit(job).await.unwrap().job.id;
+        let leases = k
+            .claim(&ClaimRequest {
+                node_id: node,
+                kinds: vec!["noop".into()],
+                max: 10,
+                wait_ms: 0,
+            })
+            .await
+            .unwrap();
+        let detail = k.get_job(job_id).await.unwrap();
+        let bad = detail.tasks.iter().find(|t| t.key == "bad").unwrap().id;
+        let lease = leases.iter().find(|l| l.task_id == bad).unwrap();
+        k.fail(
+            lease.attempt_id,
+            &lease.proof(),
+            &TaskFailure {
+                message: "boom".into(),
+                retryable: false,
+            },
+        )
+        .await
+        .unwrap();
+        job_id
+    }
+}
+
+fn task_state<'a>(job: &'a Value, key: &str) -> &'a str {
+    job["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == key)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn retry_task_needs_runs_manage_and_the_tenant() {
+    let h = harness().await;
+    let job_id = h.job_with_a_failed_task().await;
+    let uri = format!("/api/v1/jobs/{job_id}/tasks/bad/retry");
+
+    let reader = token(&h.kernel, "reader", &[Scope::RunsRead], &["*"]).await;
+    let (status, body) = h.post(&uri, &reader).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], "forbidden");
+
+    let elsewhere = token(&h.kernel, "other", &[Scope::RunsManage], &["other"]).await;
+    let (status, body) = h.post(&uri, &elsewhere).await;
+    assert!(
+        matches!(status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+        "another tenant's job is not retried: {status} {body}"
+    );
+    let unchanged = h.kernel.get_job(job_id).await.unwrap();
+    assert!(unchanged
+        .tasks
+        .iter()
+        .any(|t| t.key == "bad" && t.state == kernel::model::TaskState::Failed));
+
+    let manager = token(&h.kernel, "manager", &[Scope::RunsManage], &["*"]).await;
+    let (status, body) = h.post(&uri, &manager).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(task_state(&body, "bad"), "ready");
+    assert_eq!(task_state(&body, "after"), "pending");
+
+    // Not failed any more: a conflict. An unknown key: not found.
+    let (status, body) = h.post(&uri, &manager).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, body) = h
+        .post(
+            &format!("/api/v1/jobs/{job_id}/tasks/nosuch/retry"),
+            &manager,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
