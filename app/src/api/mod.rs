@@ -57,3 +57,48 @@ pub(crate) fn kernel_error(err: kernel::KernelError) -> ServerFnError {
         ServerFnError::new(err.to_string())
     }
 }
+
+/// JSON as the browser reads it: every decode goes through
+/// `serde_json::from_slice`, the reader server functions use for their
+/// answers. A type decoded through two readers (`from_str`, `from_slice`,
+/// `from_value`) is compiled into the wasm once per reader, so keeping to
+/// one keeps the bundle small (SPEC §8).
+pub fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(text.as_bytes())
+}
+
+/// The codec of the console's resources: the JSON the server renders into
+/// the page, decoded by [`from_json`] (not `from_str`, as Leptos' default
+/// codec does) when the browser hydrates.
+pub struct Json;
+
+impl<T: serde::Serialize> leptos::server::codee::Encoder<T> for Json {
+    type Error = serde_json::Error;
+    type Encoded = String;
+
+    fn encode(val: &T) -> Result<String, serde_json::Error> {
+        serde_json::to_string(val)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> leptos::server::codee::Decoder<T> for Json {
+    type Error = serde_json::Error;
+    type Encoded = str;
+
+    fn decode(val: &str) -> Result<T, serde_json::Error> {
+        from_json(val)
+    }
+}
+
+/// A server function's answer read once per page (server-rendered, then
+/// hydrated from the page), with the [`Json`] codec.
+pub type Once<T> = leptos::prelude::OnceResource<T, Json>;
+
+/// [`Once`] of a server function call.
+#[track_caller]
+pub fn once<T>(fut: impl std::future::Future<Output = T> + Send + 'static) -> Once<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    Once::new_with_options(fut, false)
+}

@@ -343,7 +343,7 @@ mod browser {
             // The server catches the stream up from the log by itself.
             "connection.lagging" => {}
             _ => {
-                let Ok(event) = serde_json::from_str::<Event>(&data) else {
+                let Ok(event) = crate::api::from_json::<Event>(&data) else {
                     leptos::logging::warn!("live: an event that does not parse: {name}");
                     return;
                 };
@@ -479,10 +479,8 @@ mod browser {
         if !response.ok() {
             return Err(format!("HTTP {}", response.status()));
         }
-        response
-            .json::<EventPage>()
-            .await
-            .map_err(|e| e.to_string())
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        crate::api::from_json::<EventPage>(&text).map_err(|e| e.to_string())
     }
 }
 

@@ -72,7 +72,7 @@ pub fn page_session() -> Option<SessionInfo> {
     let text = document()
         .get_element_by_id(SESSION_SCRIPT_ID)?
         .text_content()?;
-    serde_json::from_str::<Option<SessionInfo>>(&text)
+    crate::api::from_json::<Option<SessionInfo>>(&text)
         .ok()
         .flatten()
 }
@@ -118,14 +118,27 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// The `message` of an API error answer.
+#[derive(Deserialize)]
+pub struct ApiError {
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The API's error message in an answer's body, if it has one.
+pub fn api_error_message(body: &str) -> Option<String> {
+    crate::api::from_json::<ApiError>(body).ok()?.message
+}
+
 /// Sends a state-changing JSON request to the API with the session's CSRF
-/// token; answers the parsed body or the API's error message.
+/// token; answers the body (JSON, read with [`crate::api::from_json`] by the
+/// caller) or the API's error message.
 #[cfg(feature = "hydrate")]
 pub async fn send_json(
     method: &str,
     path: &str,
     body: Option<serde_json::Value>,
-) -> Result<serde_json::Value, String> {
+) -> Result<String, String> {
     use gloo_net::http::RequestBuilder;
     let mut request = RequestBuilder::new(path).method(match method {
         "PUT" => gloo_net::http::Method::PUT,
@@ -153,14 +166,10 @@ pub async fn send_json(
     let ok = sent.ok();
     let status = sent.status();
     let text = sent.text().await.unwrap_or_default();
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     if ok {
-        Ok(value)
+        Ok(text)
     } else {
-        Err(value["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("the server answered {status}")))
+        Err(api_error_message(&text).unwrap_or_else(|| format!("the server answered {status}")))
     }
 }
 

@@ -41,7 +41,7 @@ pub fn JobPage() -> impl IntoView {
 /// disposed reactive values of the next one.)
 #[component]
 fn JobBody(id: String) -> impl IntoView {
-    let job = OnceResource::new(get_job_view(id.clone()));
+    let job = crate::api::once(get_job_view(id.clone()));
     view! {
         <Suspense fallback=|| view! { <p class="loading-state">"Reading the job…"</p> }>
             {move || {
@@ -444,7 +444,7 @@ const LOG_POLL_MS: u64 = 2_000;
 /// appended every 2 s while the attempt is active.
 #[component]
 fn AttemptLog(attempt: i64, active: Signal<bool>) -> impl IntoView {
-    let read = OnceResource::new(get_attempt_log(attempt));
+    let read = crate::api::once(get_attempt_log(attempt));
     view! {
         <section class="panel attempt-log" aria-labelledby="log-heading" data-attempt=attempt>
             <h2 id="log-heading">"Log of attempt " {attempt}</h2>
@@ -484,7 +484,7 @@ fn LogLines(attempt: i64, tail: LogTail, active: Signal<bool>) -> impl IntoView 
                     if let Ok(response) = gloo_net::http::Request::get(&url).send().await {
                         if response.ok() {
                             if let Ok(text) = response.text().await {
-                                if let Ok(page) = serde_json::from_str::<LogTail>(&text) {
+                                if let Ok(page) = crate::api::from_json::<LogTail>(&text) {
                                     tail.update(|t| t.append(page.items, page.next_after));
                                 }
                             }

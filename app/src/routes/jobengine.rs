@@ -24,7 +24,7 @@ use crate::routes::ops::LoadError;
 #[component]
 pub fn JobEnginePage() -> impl IntoView {
     let spec = page_by_id("jobengine");
-    let health = OnceResource::new(get_queue_health());
+    let health = crate::api::once(get_queue_health());
     view! {
         <PageFrame spec params=Signal::derive(Vec::new)>
             <nav class="actions" aria-label="JobEngine pages">

@@ -82,7 +82,7 @@ fn JobsBody(
     refresh: RwSignal<u32>,
 ) -> impl IntoView {
     let view_json = serde_json::to_string(&q).unwrap_or_default();
-    let page = OnceResource::new(get_jobs_page(view_json));
+    let page = crate::api::once(get_jobs_page(view_json));
     let invalid = q.invalid.clone();
     let table_q = q.clone();
     view! {
@@ -274,7 +274,7 @@ fn BulkPanel(
             let answer = crate::components::session::send_json("POST", &path, Some(body))
                 .await
                 .and_then(|v| {
-                    serde_json::from_value::<BulkJobOutcome>(v)
+                    crate::api::from_json::<BulkJobOutcome>(&v)
                         .map_err(|e| format!("unexpected answer from the server: {e}"))
                 });
             match answer {

@@ -98,9 +98,7 @@ async fn sign_in(username: &str, password: &str) -> Result<(), String> {
     if response.ok() {
         return Ok(());
     }
-    let value: serde_json::Value = response.json().await.unwrap_or_default();
-    Err(value["message"]
-        .as_str()
-        .unwrap_or("signing in failed")
-        .to_string())
+    let text = response.text().await.unwrap_or_default();
+    Err(crate::components::session::api_error_message(&text)
+        .unwrap_or_else(|| "signing in failed".to_string()))
 }

@@ -23,7 +23,7 @@ pub fn OpsSnapshotPage() -> impl IntoView {
     // Read once per page view. (A tracking `Resource` is not needed here, and
     // on the server its source-tracking task outlived the request and
     // disposed reactive values of the next one.)
-    let snapshot = OnceResource::new(get_ops_snapshot());
+    let snapshot = crate::api::once(get_ops_snapshot());
 
     view! {
         <PageFrame spec params=Signal::derive(Vec::new)>

@@ -61,7 +61,7 @@ fn Exports() -> impl IntoView {
 
 #[component]
 fn Board(refresh: RwSignal<u32>, toast: RwSignal<Option<String>>) -> impl IntoView {
-    let board = OnceResource::new(get_quota_board());
+    let board = crate::api::once(get_quota_board());
     view! {
         <Suspense fallback=|| view! { <p class="loading-state">"Reading quotas and usage…"</p> }>
             {move || {
