@@ -26,7 +26,7 @@ use leptos_router::{
 use components::shell::Shell;
 use routes::{
     access::AccessPage, job::JobPage, login::LoginPage, not_found::Fallback, ops::OpsSnapshotPage,
-    StaticPage,
+    StaticRoute,
 };
 
 /// The HTML document around the app, rendered by the server.
@@ -75,27 +75,27 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/login") view=LoginPage/>
                     <Route path=path!("/ops") view=OpsSnapshotPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/access") view=AccessPage ssr=SsrMode::Async/>
-                    <Route path=path!("/ops/approvals") view=|| view! { <StaticPage id="approvals"/> }/>
-                    <Route path=path!("/ops/operations/jobs-queues") view=|| view! { <StaticPage id="jobs-queues"/> }/>
+                    <Route path=path!("/ops/approvals") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/jobs-queues") view=StaticRoute/>
                     <Route path=path!("/ops/operations/jobengine") view=routes::jobengine::JobEnginePage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/jobs") view=routes::jobs_list::JobsListPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/jobs/:jobId") view=JobPage ssr=SsrMode::Async/>
-                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId/dag") view=|| view! { <StaticPage id="job-dag"/> }/>
+                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId/dag") view=StaticRoute/>
                     <Route path=path!("/ops/operations/jobengine/quotas") view=routes::quotas::QuotasPage ssr=SsrMode::Async/>
-                    <Route path=path!("/ops/operations/dead-letter") view=|| view! { <StaticPage id="dead-letter"/> }/>
-                    <Route path=path!("/ops/operations/dead-letter/queue") view=|| view! { <StaticPage id="dead-letter-queue"/> }/>
-                    <Route path=path!("/ops/operations/dead-letter/entry/:entryId") view=|| view! { <StaticPage id="dead-letter-entry"/> }/>
-                    <Route path=path!("/ops/operations/scheduler") view=|| view! { <StaticPage id="scheduler"/> }/>
-                    <Route path=path!("/ops/operations/scheduler/runs") view=|| view! { <StaticPage id="runs"/> }/>
-                    <Route path=path!("/ops/operations/scheduler/runs/:runId/stream") view=|| view! { <StaticPage id="run-stream"/> }/>
-                    <Route path=path!("/ops/operations/scheduler/schedules") view=|| view! { <StaticPage id="schedules"/> }/>
-                    <Route path=path!("/ops/operations/scheduler/workers") view=|| view! { <StaticPage id="workers"/> }/>
-                    <Route path=path!("/ops/scanner-ops") view=|| view! { <StaticPage id="scanner-ops"/> }/>
-                    <Route path=path!("/ops/scanner-ops/offline-kits") view=|| view! { <StaticPage id="offline-kits"/> }/>
-                    <Route path=path!("/ops/scanner-ops/baselines") view=|| view! { <StaticPage id="baselines"/> }/>
-                    <Route path=path!("/ops/scanner-ops/analyzers") view=|| view! { <StaticPage id="analyzers"/> }/>
-                    <Route path=path!("/ops/scanner-ops/performance") view=|| view! { <StaticPage id="performance"/> }/>
-                    <Route path=path!("/ops/scanner-ops/settings") view=|| view! { <StaticPage id="settings"/> }/>
+                    <Route path=path!("/ops/operations/dead-letter") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/dead-letter/queue") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/dead-letter/entry/:entryId") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/scheduler") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/scheduler/runs") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/scheduler/runs/:runId/stream") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/scheduler/schedules") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/scheduler/workers") view=StaticRoute/>
+                    <Route path=path!("/ops/scanner-ops") view=StaticRoute/>
+                    <Route path=path!("/ops/scanner-ops/offline-kits") view=StaticRoute/>
+                    <Route path=path!("/ops/scanner-ops/baselines") view=StaticRoute/>
+                    <Route path=path!("/ops/scanner-ops/analyzers") view=StaticRoute/>
+                    <Route path=path!("/ops/scanner-ops/performance") view=StaticRoute/>
+                    <Route path=path!("/ops/scanner-ops/settings") view=StaticRoute/>
                 </Routes>
             </Shell>
         </Router>

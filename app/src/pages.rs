@@ -287,6 +287,41 @@ pub fn page_by_id(id: &str) -> &'static PageSpec {
         .unwrap_or_else(|| panic!("no page with id {id:?}"))
 }
 
+/// The page whose path pattern matches a concrete path (`:name` segments
+/// match any one segment; a literal segment beats a parameter).
+pub fn page_by_path(path: &str) -> Option<&'static PageSpec> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    PAGES
+        .iter()
+        .filter_map(|page| {
+            let pattern: Vec<&str> = page.path.split('/').collect();
+            if pattern.len() != segments.len() {
+                return None;
+            }
+            let mut literal = 0;
+            for (p, s) in pattern.iter().zip(&segments) {
+                if p.starts_with(':') {
+                    if s.is_empty() {
+                        return None;
+                    }
+                } else if p == s {
+                    literal += 1;
+                } else {
+                    return None;
+                }
+            }
+            Some((literal, page))
+        })
+        .max_by_key(|(literal, _)| *literal)
+        .map(|(_, page)| page)
+}
+
 /// Replaces `:name` in a path pattern and `{name}` in a title with the
 /// value of the parameter `name`.
 pub fn fill(template: &str, params: &[(&str, String)]) -> String {
@@ -348,6 +383,24 @@ mod tests {
                 spec.path
             );
         }
+    }
+
+    #[test]
+    fn every_page_is_found_by_its_own_path() {
+        let params = [
+            ("jobId", "42".to_string()),
+            ("runId", "7".to_string()),
+            ("entryId", "9".to_string()),
+        ];
+        for page in PAGES {
+            let path = fill(page.path, &params);
+            assert_eq!(page_by_path(&path).map(|p| p.id), Some(page.id), "{path}");
+            assert_eq!(
+                page_by_path(&format!("{path}/")).map(|p| p.id),
+                Some(page.id)
+            );
+        }
+        assert!(page_by_path("/ops/nowhere").is_none());
     }
 
     #[test]

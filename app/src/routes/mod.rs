@@ -17,12 +17,33 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::components::page::{PageFrame, PARAM_NAMES};
-use crate::pages::page_by_id;
+use crate::pages::{page_by_id, page_by_path, PageSpec};
+
+/// The view of every route to a page that does not read any data yet: the
+/// page is found by the path the route matched. (One view function for all
+/// these routes, rather than a closure per route, keeps the wasm small.)
+#[component]
+pub fn StaticRoute() -> impl IntoView {
+    let matched = leptos_router::hooks::use_matched().get_untracked();
+    let spec = page_by_path(&matched)
+        .or_else(|| {
+            page_by_path(
+                &leptos_router::hooks::use_location()
+                    .pathname
+                    .get_untracked(),
+            )
+        })
+        .unwrap_or_else(|| page_by_id("snapshot"));
+    static_page(spec)
+}
 
 /// A catalogued page that does not read any data yet.
 #[component]
 pub fn StaticPage(id: &'static str) -> impl IntoView {
-    let spec = page_by_id(id);
+    static_page(page_by_id(id))
+}
+
+fn static_page(spec: &'static PageSpec) -> impl IntoView {
     let params_map = use_params_map();
     let params = Signal::derive(move || {
         let map = params_map.read();
