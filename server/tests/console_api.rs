@@ -697,3 +697,84 @@ async fn the_jobs_search_filters_sorts_and_pages() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn job_search_over_the_api_filters_by_kind_and_payload_within_the_callers_tenants() {
+    let api = api().await;
+    let a = submit(
+        &api.kernel,
+        job("build-a", "acme", "q", "exec", json!({"repo": "alpha"})),
+    )
+    .await;
+    let _b = submit(
+        &api.kernel,
+        job("build-b", "acme", "q", "sleep", json!({"repo": "beta"})),
+    )
+    .await;
+    let c = submit(
+        &api.kernel,
+        job("build-c", "other", "q", "exec", json!({"repo": "alpha"})),
+    )
+    .await;
+
+    let ids = |v: &Value| -> Vec<i64> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (status, page) = call(
+        &api,
+        &api.admin,
+        Method::GET,
+        "/api/v1/jobs/search?kind=exec&q=alpha&sort=oldest",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(ids(&page), vec![a, c]);
+    assert!(page["items"][0]["attempts"].is_i64(), "{page}");
+
+    // A token of one tenant finds only that tenant's jobs.
+    let acme = token(&api.kernel, vec![Scope::RunsRead], &["acme"]).await;
+    let (_, page) = call(
+        &api,
+        &acme,
+        Method::GET,
+        "/api/v1/jobs/search?kind=exec",
+        None,
+    )
+    .await;
+    assert_eq!(ids(&page), vec![a]);
+
+    let (status, err) = call(
+        &api,
+        &api.admin,
+        Method::GET,
+        "/api/v1/jobs/search?sort=sideways",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["code"], "invalid_query");
+    let (status, err) = call(
+        &api,
+        &api.admin,
+        Method::GET,
+        "/api/v1/jobs/search?state=bogus",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let (status, _) = call(
+        &api,
+        "sya_not-a-token",
+        Method::GET,
+        "/api/v1/jobs/search",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

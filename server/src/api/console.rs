@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kernel::model::{
-    BulkJobAction, BulkJobOutcome, ErrorBody, JobSearch, JobSelection, QueueHealthReport,
-    QuotaBoard, Scope,
+    BulkJobAction, BulkJobOutcome, ErrorBody, JobRow, JobSearch, JobSelection, JobSort, Page,
+    QueueHealthReport, QuotaBoard, Scope,
 };
 use kernel::Kernel;
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/jobs/search", get(search))
         .route("/jobs/cancel", post(cancel_batch))
         .route("/jobs/retry", post(retry_batch))
         .route("/queues/health", get(queue_health))
@@ -61,6 +62,96 @@ async fn bulk(
     Ok(Json(
         kernel
             .bulk_jobs(action, &selection, tenants.as_deref(), request.dry_run)
+            .await?,
+    ))
+}
+
+/// `GET /api/v1/jobs/search`: the console's jobs list over the API.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SearchQuery {
+    state: Option<String>,
+    queue: Option<String>,
+    tenant: Option<String>,
+    /// Jobs with a task of this kind.
+    kind: Option<String>,
+    /// Jobs with a task in this state (pending, ready or leased).
+    task_state: Option<String>,
+    /// Created at or after (unix ms).
+    created_from: Option<i64>,
+    /// Created before (unix ms).
+    created_to: Option<i64>,
+    /// Finished at or after (unix ms).
+    finished_from: Option<i64>,
+    /// A job id, or a substring of the name or of a task payload.
+    q: Option<String>,
+    /// `newest` (default) or `oldest`.
+    sort: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, value: Option<String>) -> ApiResult<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    match super::jobs::non_empty(value) {
+        None => Ok(None),
+        Some(v) => v.parse::<T>().map(Some).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{name}: {e}"),
+            )
+        }),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/search",
+    tag = "jobs",
+    summary = "Search jobs with every filter of the console's jobs list (kind, task state, time, payload text), newest or oldest first, keyset pages",
+    params(SearchQuery),
+    responses((status = 200, description = "A page of jobs with their attempt counts", body = Page<JobRow>), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn search(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<Page<JobRow>>> {
+    caller.require(Scope::RunsRead)?;
+    let sort = match super::jobs::non_empty(query.sort) {
+        None => JobSort::Newest,
+        Some(s) => JobSort::parse(&s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("sort must be newest or oldest, got {s:?}"),
+            )
+        })?,
+    };
+    let search = JobSearch {
+        state: parsed("state", query.state)?,
+        queue: super::jobs::non_empty(query.queue),
+        tenant: super::jobs::non_empty(query.tenant),
+        kind: super::jobs::non_empty(query.kind),
+        task_state: parsed("task_state", query.task_state)?,
+        created_from: query.created_from,
+        created_to: query.created_to,
+        finished_from: query.finished_from,
+        q: super::jobs::non_empty(query.q),
+        tenants: caller.tenant_restriction(),
+    };
+    let limit = super::jobs::page_limit(query.limit)?;
+    Ok(Json(
+        kernel
+            .search_jobs(
+                &search,
+                sort,
+                limit,
+                query.cursor.as_deref().filter(|c| !c.is_empty()),
+            )
             .await?,
     ))
 }

@@ -29,7 +29,7 @@ use crate::AppState;
         events::events, events::overview,
         auth::login, auth::logout, auth::me, auth::list_tokens, auth::create_token,
         auth::revoke_token, auth::list_users, auth::audit_export,
-        console::cancel_batch, console::retry_batch, console::queue_health, console::export_quotas,
+        console::search, console::cancel_batch, console::retry_batch, console::queue_health, console::export_quotas,
     ),
     tags(
         (name = "jobs", description = "Submit and steer jobs"),
