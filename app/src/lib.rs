@@ -80,7 +80,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/ops/operations/jobengine") view=routes::jobengine::JobEnginePage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/jobs") view=routes::jobs_list::JobsListPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/jobs/:jobId") view=JobPage ssr=SsrMode::Async/>
-                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId/dag") view=StaticRoute/>
+                    <Route path=path!("/ops/operations/jobengine/jobs/:jobId/dag") view=routes::dag::JobDagPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/jobengine/quotas") view=routes::quotas::QuotasPage ssr=SsrMode::Async/>
                     <Route path=path!("/ops/operations/dead-letter") view=StaticRoute/>
                     <Route path=path!("/ops/operations/dead-letter/queue") view=StaticRoute/>

@@ -58,7 +58,7 @@ fn JobBody(id: String) -> impl IntoView {
 }
 
 #[component]
-fn NoSuchJob(id: String) -> impl IntoView {
+pub(crate) fn NoSuchJob(id: String) -> impl IntoView {
     view! {
         <section class="not-found-state" aria-label="Not found">
             <h2>"No such job"</h2>
@@ -352,7 +352,7 @@ fn LiveJob(initial: JobView) -> impl IntoView {
 }
 
 /// One path segment, percent-encoded (task keys in API paths).
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -5,6 +5,7 @@
 //! graduates to its own module here when it starts reading the kernel.
 
 pub mod access;
+pub mod dag;
 pub mod job;
 pub mod jobengine;
 pub mod jobs_list;

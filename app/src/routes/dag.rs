@@ -1,0 +1,251 @@
+//! `/ops/operations/jobengine/jobs/:jobId/dag`: a job's task graph, laid
+//! out by dependency depth ([`crate::dag::layout`]), each task coloured by
+//! its state and kept current by the job's event stream. Clicking a task
+//! selects it (`?task=KEY`) and the inspector shows its attempts.
+//!
+//! Plain SVG markup, pan and zoom by changing the `viewBox`.
+
+use std::sync::Arc;
+
+use leptos::prelude::*;
+use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
+
+use crate::api::jobs::{get_job_view, JobView};
+use crate::components::live::{use_live_feed, LiveOptions};
+use crate::components::page::PageFrame;
+use crate::dag::layout::{layout, Spacing};
+use crate::pages::page_by_id;
+use crate::routes::job::{encode_segment, NoSuchJob};
+use crate::routes::ops::LoadError;
+
+/// Task states in the legend, in lifecycle order.
+const STATES: [&str; 7] = [
+    "pending",
+    "ready",
+    "leased",
+    "succeeded",
+    "failed",
+    "skipped",
+    "cancelled",
+];
+
+/// The page.
+#[component]
+pub fn JobDagPage() -> impl IntoView {
+    let spec = page_by_id("job-dag");
+    let params_map = use_params_map();
+    let job_id = Memo::new(move |_| params_map.read().get("jobId").unwrap_or_default());
+    let params = Signal::derive(move || vec![("jobId", job_id.get())]);
+    view! {
+        <PageFrame spec params>
+            {move || {
+                let id = job_id.get();
+                let job = crate::api::once(get_job_view(id.clone()));
+                view! {
+                    <Suspense fallback=|| view! { <p class="loading-state">"Reading the job…"</p> }>
+                        {move || {
+                            let id = id.clone();
+                            job.get().map(move |result| match result {
+                                Ok(Some(initial)) => view! { <LiveDag initial/> }.into_any(),
+                                Ok(None) => view! { <NoSuchJob id/> }.into_any(),
+                                Err(e) => view! { <LoadError what="this job" error=e.to_string()/> }.into_any(),
+                            })
+                        }}
+                    </Suspense>
+                }
+            }}
+        </PageFrame>
+    }
+}
+
+#[component]
+fn LiveDag(initial: JobView) -> impl IntoView {
+    let id = initial.job.job.id;
+    let after = initial.seq;
+    // The graph's shape is fixed at submit; only states change live.
+    let keys: Vec<String> = initial.job.tasks.iter().map(|t| t.key.clone()).collect();
+    let edges: Vec<(usize, usize)> = initial
+        .job
+        .tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(to, t)| {
+            let keys = &keys;
+            t.depends_on
+                .iter()
+                .filter_map(move |d| keys.iter().position(|k| k == d).map(|from| (from, to)))
+        })
+        .collect();
+    let spacing = Spacing::default();
+    let drawn = layout(keys.len(), &edges, spacing);
+    let state = RwSignal::new(initial);
+    use_live_feed(LiveOptions {
+        stream: format!("/api/v1/jobs/{id}/stream"),
+        after,
+        accept: Arc::new(move |e| e.subject.job_id == Some(id)),
+        on_event: Arc::new(move |event| state.update(|v| v.apply(&event))),
+    });
+
+    let query = use_query_map();
+    let selected = Memo::new(move |_| query.read().get("task"));
+    let navigate = use_navigate();
+    let base = format!("/ops/operations/jobengine/jobs/{id}/dag");
+
+    // Pan and zoom: the viewBox [x, y, width, height].
+    let home = [0.0, 0.0, drawn.width.max(1.0), drawn.height.max(1.0)];
+    let view_box = RwSignal::new(home);
+    let zoom = move |factor: f64| {
+        view_box.update(|[x, y, w, h]| {
+            let (cx, cy) = (*x + *w / 2.0, *y + *h / 2.0);
+            *w *= factor;
+            *h *= factor;
+            *x = cx - *w / 2.0;
+            *y = cy - *h / 2.0;
+        })
+    };
+    let drag = StoredValue::new(None::<(i32, i32)>);
+    let on_move = move |ev: leptos::ev::PointerEvent| {
+        let Some((px, py)) = drag.get_value() else {
+            return;
+        };
+        let (cx, cy) = (ev.client_x(), ev.client_y());
+        drag.set_value(Some((cx, cy)));
+        let width = ev
+            .current_target()
+            .map(|t| {
+                use leptos::wasm_bindgen::JsCast;
+                t.unchecked_into::<leptos::web_sys::Element>()
+                    .client_width()
+            })
+            .unwrap_or(0)
+            .max(1) as f64;
+        view_box.update(|[x, y, w, _]| {
+            let scale = *w / width;
+            *x -= (cx - px) as f64 * scale;
+            *y -= (cy - py) as f64 * scale;
+        });
+    };
+
+    let edge_lines = drawn
+        .edges
+        .iter()
+        .map(|route| {
+            let points = route
+                .points
+                .iter()
+                .map(|(x, y)| format!("{x},{y}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            view! { <polyline class="dag-edge" points=points marker-end="url(#dag-arrow)"/> }
+        })
+        .collect_view();
+    let nodes = drawn
+        .nodes
+        .iter()
+        .zip(keys)
+        .enumerate()
+        .map(|(i, (placed, key))| {
+            let navigate = navigate.clone();
+            let href = format!("{base}?task={}", encode_segment(&key));
+            let k = key.clone();
+            let data_task = key.clone();
+            view! {
+                <g
+                    class="dag-node"
+                    data-task=data_task
+                    data-state=move || state.with(|v| v.job.tasks.get(i).map_or("pending", |t| t.state.as_str()))
+                    aria-selected=move || (selected.read().as_deref() == Some(k.as_str())).to_string()
+                    role="button"
+                    tabindex="0"
+                    transform=format!("translate({},{})", placed.x, placed.y)
+                    on:click=move |_| navigate(&href, Default::default())
+                >
+                    <rect width=spacing.node_width height=spacing.node_height rx="6"/>
+                    <text x="10" y=spacing.node_height / 2.0 + 5.0>{key}</text>
+                </g>
+            }
+        })
+        .collect_view();
+    let legend = STATES
+        .iter()
+        .map(|s| view! { <li class="dag-node" data-state=*s><svg width="14" height="14"><rect width="14" height="14" rx="3"/></svg>" " {*s}</li> })
+        .collect_view();
+
+    view! {
+        <div class="dag-layout">
+            <section class="panel dag-panel" aria-label="Task graph">
+                <div class="dag-tools">
+                    <button type="button" aria-label="Zoom in" on:click=move |_| zoom(1.0 / 1.25)>"+"</button>
+                    <button type="button" aria-label="Zoom out" on:click=move |_| zoom(1.25)>"−"</button>
+                    <button type="button" on:click=move |_| view_box.set(home)>"Reset"</button>
+                    <a href=format!("/ops/operations/jobengine/jobs/{id}")>"Job " {id}</a>
+                </div>
+                <svg
+                    class="dag"
+                    role="img"
+                    aria-label="Task graph"
+                    viewBox=move || view_box.with(|[x, y, w, h]| format!("{x} {y} {w} {h}"))
+                    on:wheel=move |ev: leptos::ev::WheelEvent| {
+                        ev.prevent_default();
+                        zoom(if ev.delta_y() > 0.0 { 1.1 } else { 1.0 / 1.1 });
+                    }
+                    on:pointerdown=move |ev: leptos::ev::PointerEvent| drag.set_value(Some((ev.client_x(), ev.client_y())))
+                    on:pointermove=on_move
+                    on:pointerup=move |_| drag.set_value(None)
+                    on:pointerleave=move |_| drag.set_value(None)
+                >
+                    <defs>
+                        <marker id="dag-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto">
+                            <path d="M0,0L10,5L0,10z"/>
+                        </marker>
+                    </defs>
+                    {edge_lines}
+                    {nodes}
+                </svg>
+                <ul class="dag-legend" aria-label="Legend">{legend}</ul>
+            </section>
+            <aside class="panel dag-inspector" aria-label="Inspector">
+                {move || {
+                    let key = selected.get();
+                    let task = key.as_ref().and_then(|k| state.with(|v| v.job.tasks.iter().find(|t| &t.key == k).cloned()));
+                    match task {
+                        None => view! {
+                            <h2>"Inspector"</h2>
+                            <p class="empty-note">{if key.is_some() { "This job has no such task." } else { "Select a task in the graph." }}</p>
+                        }.into_any(),
+                        Some(t) => {
+                            let attempts = t.attempts.iter().map(|a| view! {
+                                <tr data-attempt=a.id>
+                                    <td>{a.number}</td>
+                                    <td>{a.node_id.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>
+                                    <td>{a.epoch}</td>
+                                    <td><span class="state" data-state=a.state.as_str()>{a.state.as_str()}</span></td>
+                                    <td>{a.error.clone().unwrap_or_else(|| "—".into())}</td>
+                                    <td><a href=format!("/ops/operations/jobengine/jobs/{id}?attempt={}", a.id)>"Log"</a></td>
+                                </tr>
+                            }).collect_view();
+                            view! {
+                                <h2 data-task=t.key.clone()>"Task " {t.key.clone()}</h2>
+                                <dl class="facts">
+                                    <dt>"State"</dt>
+                                    <dd><span class="state" data-state=t.state.as_str()>{t.state.as_str()}</span></dd>
+                                    <dt>"Kind"</dt>
+                                    <dd>{t.kind.clone()}</dd>
+                                    <dt>"Attempts"</dt>
+                                    <dd>{t.attempts_used} " of " {t.max_attempts}</dd>
+                                </dl>
+                                <table class="data-table attempts">
+                                    <thead><tr>
+                                        <th scope="col">"#"</th><th scope="col">"Node"</th><th scope="col">"Epoch"</th>
+                                        <th scope="col">"State"</th><th scope="col">"Error"</th><th scope="col">"Log"</th>
+                                    </tr></thead>
+                                    <tbody>{attempts}</tbody>
+                                </table>
+                            }.into_any()
+                        }
+                    }
+                }}
+            </aside>
+        </div>
+    }
+}

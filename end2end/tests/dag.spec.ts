@@ -1,0 +1,77 @@
+import { test, expect, hydrated } from './fixtures';
+
+// The DAG page (issue #6 item 4): a job's task graph laid out by dependency
+// depth, task states updated live from the job's stream, a task selected by
+// a click into `?task=KEY` and shown in the inspector.
+
+test('the DAG draws every task, follows states live and inspects a task', async ({ page, csrf }) => {
+  const name = `dag-${Date.now().toString(36)}`;
+  const response = await page.request.post('/api/v1/jobs', {
+    headers: { 'X-CSRF-Token': csrf },
+    data: {
+      name,
+      tenant: 'default',
+      queue: 'default',
+      tasks: [
+        { key: 'fetch', kind: 'sleep', payload: { ms: 1500 } },
+        { key: 'build', kind: 'noop', payload: {}, depends_on: ['fetch'] },
+        { key: 'publish', kind: 'noop', payload: {}, depends_on: ['fetch', 'build'] },
+      ],
+    },
+  });
+  expect(response.status(), await response.text()).toBe(201);
+  const id = (await response.json()).id;
+
+  await page.goto(`/ops/operations/jobengine/jobs/${id}/dag`);
+  await expect(page).toHaveTitle(`DAG of job ${id} · Switchyard`);
+  await hydrated(page);
+  const nodes = page.locator('svg.dag g.dag-node');
+  await expect(nodes).toHaveCount(3);
+  await expect(page.locator('svg.dag .dag-edge')).toHaveCount(3);
+  // Layered by depth: fetch left of build left of publish.
+  const x = async (key: string) => (await page.locator(`g.dag-node[data-task="${key}"]`).boundingBox())!.x;
+  expect(await x('fetch')).toBeLessThan(await x('build'));
+  expect(await x('build')).toBeLessThan(await x('publish'));
+  // Live: every task reaches succeeded without a reload.
+  for (const key of ['fetch', 'build', 'publish']) {
+    await expect(page.locator(`g.dag-node[data-task="${key}"]`)).toHaveAttribute('data-state', 'succeeded', {
+      timeout: 20_000,
+    });
+  }
+  await expect(page.locator('.dag-legend li')).toHaveCount(7);
+
+  // Zoom changes the viewBox; reset restores it.
+  const svg = page.locator('svg.dag');
+  const home = await svg.getAttribute('viewBox');
+  await page.getByRole('button', { name: 'Zoom in' }).click();
+  await expect(svg).not.toHaveAttribute('viewBox', home!);
+  await page.getByRole('button', { name: 'Reset' }).click();
+  await expect(svg).toHaveAttribute('viewBox', home!);
+
+  await page.locator('g.dag-node[data-task="build"]').click();
+  await expect(page).toHaveURL(/\?task=build$/);
+  await expect(page.locator('g.dag-node[data-task="build"]')).toHaveAttribute('aria-selected', 'true');
+  const inspector = page.locator('aside.dag-inspector');
+  await expect(inspector.locator('h2')).toHaveText('Task build');
+  await expect(inspector.locator('.facts .state')).toHaveText('succeeded');
+  const attempt = inspector.locator('tr[data-attempt]');
+  await expect(attempt).toHaveCount(1);
+  await expect(attempt.locator('.state')).toHaveText('succeeded');
+  const attemptId = await attempt.getAttribute('data-attempt');
+  await expect(attempt.getByRole('link', { name: 'Log' })).toHaveAttribute(
+    'href',
+    `/ops/operations/jobengine/jobs/${id}?attempt=${attemptId}`,
+  );
+});
+
+test('a selected task in the URL opens in the inspector', async ({ page, csrf }) => {
+  const response = await page.request.post('/api/v1/jobs', {
+    headers: { 'X-CSRF-Token': csrf },
+    data: { name: `dag-q-${Date.now().toString(36)}`, tasks: [{ key: 'only', kind: 'noop' }] },
+  });
+  expect(response.status(), await response.text()).toBe(201);
+  const id = (await response.json()).id;
+  await page.goto(`/ops/operations/jobengine/jobs/${id}/dag?task=only`);
+  await expect(page.locator('aside.dag-inspector h2')).toHaveText('Task only');
+  await hydrated(page);
+});
