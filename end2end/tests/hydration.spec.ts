@@ -34,3 +34,22 @@ test('the site assets are served by the binary', async ({ request }) => {
     expect(response.status(), path).toBe(200);
   }
 });
+
+test('in-app navigation to pages that read the kernel works under CSRF (reads are GETs)', async ({ page }) => {
+  await page.goto('/ops/scanner-ops');
+  await hydrated(page);
+  await page.evaluate(() => ((window as any).__noReload = true));
+  const nav = page.getByRole('navigation', { name: 'Ops navigation' });
+  for (const [link, title] of [
+    ['Operator snapshot', 'Operator snapshot'],
+    ['Jobs', 'Jobs'],
+    ['Quotas', 'Quotas'],
+    ['JobEngine', 'JobEngine'],
+    ['Access', 'Access'],
+  ]) {
+    await nav.getByRole('link', { name: link, exact: true }).click();
+    await expect(page.locator('h1')).toHaveText(title);
+    await expect(page.locator('.error-state')).toHaveCount(0);
+  }
+  expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
+});

@@ -264,7 +264,7 @@ impl JobView {
 
 /// Reads one job. `Ok(None)` when no job has this id (or the id is not a
 /// job id at all).
-#[server]
+#[server(input = GetUrl)]
 pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnError> {
     use super::{kernel, kernel_error, require};
 

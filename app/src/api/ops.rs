@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use kernel::model::{event_type, Event, Node, NodeStatus};
 use leptos::prelude::*;
+use leptos::server_fn::codec::GetUrl;
 use serde::{Deserialize, Serialize};
 
 /// Most events the timeline keeps.
@@ -206,7 +207,7 @@ impl OpsSnapshot {
 }
 
 /// Reads the operator snapshot from the kernel.
-#[server]
+#[server(input = GetUrl)]
 pub async fn get_ops_snapshot() -> Result<OpsSnapshot, ServerFnError> {
     use kernel::model::{AttemptState, JobFilter, JobState};
 
