@@ -24,9 +24,10 @@ use crate::model::{
     QuotaLimits, QuotaScope, QuotaStatus, QuotaUsage, TaskCounts, TaskState,
     SEARCHABLE_TASK_STATES,
 };
-use crate::sql::{args, Arg, Row};
+use crate::sql::{args, Arg};
 
 use super::ops::escape_like;
+use super::read::{job_from_row, parse_cursor};
 use super::Kernel;
 
 /// Most jobs one bulk call acts on.
@@ -159,33 +160,6 @@ fn applicable_sql(action: BulkJobAction) -> &'static str {
     match action {
         BulkJobAction::Cancel => "state IN ('queued', 'running', 'blocked')",
         BulkJobAction::Retry => "state = 'failed'",
-    }
-}
-
-fn job_from_row(r: &Row) -> Result<Job> {
-    Ok(Job {
-        id: r.i64("id")?,
-        name: r.text("name")?,
-        tenant: r.text("tenant")?,
-        queue: r.text("queue")?,
-        priority: r.i64("priority")?,
-        state: r.parse("state")?,
-        idempotency_key: r.opt_text("idempotency_key")?,
-        created_at: r.i64("created_at")?,
-        started_at: r.opt_i64("started_at")?,
-        finished_at: r.opt_i64("finished_at")?,
-        updated_at: r.i64("updated_at")?,
-        task_counts: TaskCounts::default(),
-    })
-}
-
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
-    match cursor.map(str::trim).filter(|c| !c.is_empty()) {
-        None => Ok(None),
-        Some(c) => c
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| KernelError::validation(format!("invalid cursor {c:?}"))),
     }
 }
 
@@ -515,33 +489,9 @@ impl Kernel {
     ) -> Result<Vec<i64>> {
         let mut changed = Vec::new();
         for (job_id, _, tenant) in targets {
-            let graph = self.load_graph(w, *job_id).await?;
-            let failed: Vec<i64> = graph
-                .state
-                .iter()
-                .filter(|(_, s)| **s == TaskState::Failed)
-                .map(|(id, _)| *id)
-                .collect();
-            if failed.is_empty() {
+            if !self.retry_failed_tasks_of(w, *job_id, tenant).await? {
                 continue;
             }
-            let open =
-                w.tx.fetch_all(
-                    "SELECT id FROM dead_letters WHERE task_id @in($1) AND status = 'open'",
-                    args![failed.clone()],
-                )
-                .await?;
-            for r in &open {
-                self.close_dead_letter(
-                    w,
-                    r.i64("id")?,
-                    crate::model::DeadLetterStatus::Replayed,
-                    Some("job retried"),
-                )
-                .await?;
-            }
-            self.revive_tasks(w, *job_id, tenant, &failed, None, None)
-                .await?;
             changed.push(*job_id);
         }
         self.derive_jobs(w, &changed).await?;

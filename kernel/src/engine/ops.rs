@@ -127,30 +127,7 @@ impl Kernel {
             });
         }
         let tenant = job.text("tenant")?;
-        let graph = self.load_graph(&mut w, job_id).await?;
-        let failed: Vec<i64> = graph
-            .state
-            .iter()
-            .filter(|(_, s)| **s == TaskState::Failed)
-            .map(|(id, _)| *id)
-            .collect();
-        let open =
-            w.tx.fetch_all(
-                "SELECT id FROM dead_letters WHERE task_id @in($1) AND status = 'open'",
-                args![failed.clone()],
-            )
-            .await?;
-        for r in &open {
-            self.close_dead_letter(
-                &mut w,
-                r.i64("id")?,
-                DeadLetterStatus::Replayed,
-                Some("job retried"),
-            )
-            .await?;
-        }
-        self.revive_tasks(&mut w, job_id, &tenant, &failed, None, None)
-            .await?;
+        self.retry_failed_tasks_of(&mut w, job_id, &tenant).await?;
         self.derive_jobs(&mut w, &[job_id]).await?;
         self.finish(w).await?;
         self.get_job(job_id).await
@@ -195,26 +172,60 @@ impl Kernel {
                 details: Some(json!({ "state": task_state })),
             });
         }
-        let open =
-            w.tx.fetch_all(
-                "SELECT id FROM dead_letters WHERE task_id = $1 AND status = 'open'",
-                args![task_id],
-            )
-            .await?;
-        for r in &open {
-            self.close_dead_letter(
-                &mut w,
-                r.i64("id")?,
-                DeadLetterStatus::Replayed,
-                Some("task retried"),
-            )
-            .await?;
-        }
-        self.revive_tasks(&mut w, job_id, &tenant, &[task_id], None, None)
+        self.retry_tasks(&mut w, job_id, &tenant, &[task_id], "task retried")
             .await?;
         self.derive_jobs(&mut w, &[job_id]).await?;
         self.finish(w).await?;
         self.get_job(job_id).await
+    }
+
+    /// Retries every failed task of a job (`retry_tasks` with the reason
+    /// "job retried"); `false` when it has none. The caller re-derives the
+    /// job's state.
+    pub(crate) async fn retry_failed_tasks_of(
+        &self,
+        w: &mut Work,
+        job_id: i64,
+        tenant: &str,
+    ) -> Result<bool> {
+        let graph = self.load_graph(w, job_id).await?;
+        let failed: Vec<i64> = graph
+            .state
+            .iter()
+            .filter(|(_, s)| **s == TaskState::Failed)
+            .map(|(id, _)| *id)
+            .collect();
+        if failed.is_empty() {
+            return Ok(false);
+        }
+        self.retry_tasks(w, job_id, tenant, &failed, "job retried")
+            .await?;
+        Ok(true)
+    }
+
+    /// Retries `failed` tasks of a job: their open dead-letter entries are
+    /// marked replayed with `reason`, then they are revived
+    /// ([`Kernel::revive_tasks`]). The caller re-derives the job's state.
+    pub(crate) async fn retry_tasks(
+        &self,
+        w: &mut Work,
+        job_id: i64,
+        tenant: &str,
+        failed: &[i64],
+        reason: &str,
+    ) -> Result<()> {
+        let open =
+            w.tx.fetch_all(
+                "SELECT id FROM dead_letters WHERE task_id @in($1) AND status = 'open'",
+                args![failed],
+            )
+            .await?;
+        for r in &open {
+            self.close_dead_letter(w, r.i64("id")?, DeadLetterStatus::Replayed, Some(reason))
+                .await?;
+        }
+        self.revive_tasks(w, job_id, tenant, failed, None, None)
+            .await
     }
 
     /// Puts failed tasks back to ready with a fresh budget (optionally in

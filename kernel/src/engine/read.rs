@@ -25,7 +25,7 @@ const ATTEMPT_COLUMNS: &str =
 const DEAD_LETTER_COLUMNS: &str = "id, job_id, task_id, job_name, task_key, kind, tenant, queue, error, \
                                    fingerprint, payload, attempts, status, reason, created_at, updated_at";
 
-fn job_from_row(r: &Row) -> Result<Job> {
+pub(crate) fn job_from_row(r: &Row) -> Result<Job> {
     Ok(Job {
         id: r.i64("id")?,
         name: r.text("name")?,
@@ -99,7 +99,7 @@ fn node_from_row(r: &Row) -> Result<Node> {
 }
 
 /// Keyset cursor: the last id of the previous page, as text.
-fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
     match cursor.map(str::trim).filter(|c| !c.is_empty()) {
         None => Ok(None),
         Some(c) => c.parse::<i64>().map(Some).map_err(|_| {
