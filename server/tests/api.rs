@@ -1,17 +1,16 @@
 //! The REST API driven through the real router on a real SQLite file, and
 //! the HTTP worker protocol on a real socket.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use kernel::{Kernel, KernelConfig};
 use leptos::prelude::LeptosOptions;
 use serde_json::{json, Value};
 use server::{app, AppState};
-use tower::ServiceExt;
 
 struct Api {
     router: Router,
@@ -25,27 +24,18 @@ struct Api {
 
 const ENROLLMENT_SECRET: &str = "test-enrollment";
 
-async fn admin_token(kernel: &Kernel) -> String {
-    kernel
-        .create_token(
-            &kernel::model::NewToken {
-                name: "test-admin".into(),
-                scopes: vec![kernel::model::Scope::Admin],
-                tenants: vec!["*".into()],
-            },
-            "test",
-        )
-        .await
-        .unwrap()
-        .secret
-}
-
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite:{}", dir.path().join("api.db").display());
     let kernel = Kernel::open(&url, KernelConfig::default()).await.unwrap();
     let leptos_options = LeptosOptions::builder().output_name("switchyard").build();
-    let token = admin_token(&kernel).await;
+    let token = common::token(
+        &kernel,
+        "test-admin",
+        &[kernel::model::Scope::Admin],
+        &["*"],
+    )
+    .await;
     Api {
         router: app(AppState::new(
             leptos_options,
@@ -72,28 +62,17 @@ impl Api {
             Some(token) if uri.starts_with("/api/v1/leases/") => token,
             _ => self.token.clone(),
         };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {bearer}"));
-        if uri == "/api/v1/nodes/register" {
-            request = request.header("x-enrollment-secret", ENROLLMENT_SECRET);
-        }
-        let body = match body {
-            Some(value) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(value.to_string())
-            }
-            None => Body::empty(),
+        let enrollment = [("x-enrollment-secret", ENROLLMENT_SECRET)];
+        let headers: &[(&str, &str)] = if uri == "/api/v1/nodes/register" {
+            &enrollment
+        } else {
+            &[]
         };
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let (status, _, bytes) = common::send(
+            &self.router,
+            common::request(method, uri, Some(&bearer), headers, body.as_ref()),
+        )
+        .await;
         let value = if bytes.is_empty() {
             Value::Null
         } else {

@@ -5,13 +5,15 @@
 //! sign-in is rate limited, passwords never reach the log, and changes are
 //! audited.
 
+mod common;
+
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use kernel::model::{LoginRequest, NewJob, NewToken, Scope};
+use kernel::model::{LoginRequest, NewJob, Scope};
 use kernel::{Kernel, KernelConfig};
 use leptos::prelude::LeptosOptions;
 use serde_json::{json, Value};
@@ -58,17 +60,7 @@ async fn harness() -> Harness {
 
 /// Creates an API token; returns its id and secret.
 async fn token(kernel: &Kernel, name: &str, scopes: &[Scope], tenants: &[&str]) -> (i64, String) {
-    let created = kernel
-        .create_token(
-            &NewToken {
-                name: name.into(),
-                scopes: scopes.to_vec(),
-                tenants: tenants.iter().map(|t| t.to_string()).collect(),
-            },
-            "test",
-        )
-        .await
-        .unwrap();
+    let created = common::create_token(kernel, name, scopes, tenants).await;
     (created.token.id, created.secret)
 }
 
@@ -93,32 +85,20 @@ struct Answer {
 
 impl Harness {
     async fn call(&self, method: Method, uri: &str, who: As<'_>, body: Option<Value>) -> Answer {
-        let mut request = Request::builder().method(method).uri(uri);
-        match who {
-            As::Nobody => {}
-            As::Bearer(token) => {
-                request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
-            }
-            As::Session { cookie, csrf } => {
-                request = request.header(header::COOKIE, cookie);
-                if let Some(csrf) = csrf {
-                    request = request.header("x-csrf-token", csrf);
-                }
-            }
-        }
-        let body = match body {
-            Some(value) => {
-                request = request.header(header::CONTENT_TYPE, "application/json");
-                Body::from(value.to_string())
-            }
-            None => Body::empty(),
+        let (bearer, cookie, csrf) = match who {
+            As::Nobody => (None, None, None),
+            As::Bearer(token) => (Some(token), None, None),
+            As::Session { cookie, csrf } => (None, Some(cookie), csrf),
         };
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body).unwrap())
-            .await
-            .unwrap();
+        let mut headers = Vec::new();
+        if let Some(cookie) = cookie {
+            headers.push(("cookie", cookie));
+        }
+        if let Some(csrf) = csrf {
+            headers.push(("x-csrf-token", csrf));
+        }
+        let request = common::request(method, uri, bearer, &headers, body.as_ref());
+        let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         // Streams never end: read what is there within a moment.
@@ -288,19 +268,18 @@ async fn every_endpoint_refuses_anonymous_callers_except_the_open_ones() {
         .post("/api/v1/nodes/register", As::Nobody, node.clone())
         .await;
     assert_code(&a, StatusCode::UNAUTHORIZED, "unauthenticated", "register");
-    let wrong = h
-        .router
-        .clone()
-        .oneshot(
-            Request::post("/api/v1/nodes/register")
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("x-enrollment-secret", "guess")
-                .body(Body::from(node.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "a wrong secret");
+    let (status, _, _) = common::send(
+        &h.router,
+        common::request(
+            Method::POST,
+            "/api/v1/nodes/register",
+            None,
+            &[("x-enrollment-secret", "guess")],
+            Some(&node),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong secret");
     // Login is open: wrong credentials get their own typed answer.
     let a = h
         .post(

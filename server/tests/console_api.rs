@@ -3,19 +3,18 @@
 //! health, the quota export; each refused without its scope and confined
 //! to the caller's tenants. Also the jobs search the jobs list reads.
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+mod common;
+
+use axum::http::{header, Method, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use kernel::model::{
-    ClaimRequest, JobSearch, JobSort, JobState, NewJob, NewNode, NewTask, NewToken, Scope,
-    TaskFailure, TaskState,
+    ClaimRequest, JobSearch, JobSort, JobState, NewJob, NewNode, NewTask, Scope, TaskFailure,
+    TaskState,
 };
 use kernel::{Kernel, KernelConfig};
 use leptos::prelude::LeptosOptions;
 use serde_json::{json, Value};
 use server::{app, AppState};
-use tower::ServiceExt;
 
 struct Api {
     router: Router,
@@ -25,18 +24,7 @@ struct Api {
 }
 
 async fn token(kernel: &Kernel, scopes: Vec<Scope>, tenants: &[&str]) -> String {
-    kernel
-        .create_token(
-            &NewToken {
-                name: format!("test-{}", scopes.len()),
-                scopes,
-                tenants: tenants.iter().map(|t| t.to_string()).collect(),
-            },
-            "test",
-        )
-        .await
-        .unwrap()
-        .secret
+    common::token(kernel, &format!("test-{}", scopes.len()), &scopes, tenants).await
 }
 
 async fn api() -> Api {
@@ -66,26 +54,11 @@ async fn raw(
     uri: &str,
     body: Option<Value>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let mut request = Request::builder().method(method).uri(uri);
-    if let Some(b) = bearer {
-        request = request.header(header::AUTHORIZATION, format!("Bearer {b}"));
-    }
-    let body = match body {
-        Some(v) => {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let response = api
-        .router
-        .clone()
-        .oneshot(request.body(body).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let (status, headers, bytes) = common::send(
+        &api.router,
+        common::request(method, uri, bearer, &[], body.as_ref()),
+    )
+    .await;
     (status, headers, bytes.to_vec())
 }
 

@@ -1,17 +1,16 @@
 //! The job detail page's actions through the real router: retrying one
 //! failed task needs `runs.manage` and a grant for the job's tenant.
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+mod common;
+
+use axum::http::{Method, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
-use kernel::model::{ClaimRequest, NewJob, NewNode, NewTask, NewToken, Scope, TaskFailure};
+use kernel::model::{ClaimRequest, NewJob, NewNode, NewTask, Scope, TaskFailure};
 use kernel::{Kernel, KernelConfig};
 use leptos::prelude::LeptosOptions;
 use serde_json::{json, Value};
 use server::auth::AuthSettings;
 use server::{app, AppState};
-use tower::ServiceExt;
 
 struct Harness {
     router: Router,
@@ -39,32 +38,13 @@ async fn harness() -> Harness {
     }
 }
 
-async fn token(kernel: &Kernel, name: &str, scopes: &[Scope], tenants: &[&str]) -> String {
-    kernel
-        .create_token(
-            &NewToken {
-                name: name.into(),
-                scopes: scopes.to_vec(),
-                tenants: tenants.iter().map(|t| t.to_string()).collect(),
-            },
-            "test",
-        )
-        .await
-        .unwrap()
-        .secret
-}
-
 impl Harness {
     async fn post(&self, uri: &str, bearer: &str) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(header::AUTHORIZATION, format!("Bearer {bearer}"))
-            .body(Body::empty())
-            .unwrap();
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let (status, _, bytes) = common::send(
+            &self.router,
+            common::request(Method::POST, uri, Some(bearer), &[], None),
+        )
+        .await;
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -138,12 +118,12 @@ async fn retry_task_needs_runs_manage_and_the_tenant() {
     let job_id = h.job_with_a_failed_task().await;
     let uri = format!("/api/v1/jobs/{job_id}/tasks/bad/retry");
 
-    let reader = token(&h.kernel, "reader", &[Scope::RunsRead], &["*"]).await;
+    let reader = common::token(&h.kernel, "reader", &[Scope::RunsRead], &["*"]).await;
     let (status, body) = h.post(&uri, &reader).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["code"], "forbidden");
 
-    let elsewhere = token(&h.kernel, "other", &[Scope::RunsManage], &["other"]).await;
+    let elsewhere = common::token(&h.kernel, "other", &[Scope::RunsManage], &["other"]).await;
     let (status, body) = h.post(&uri, &elsewhere).await;
     assert!(
         matches!(status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
@@ -155,7 +135,7 @@ async fn retry_task_needs_runs_manage_and_the_tenant() {
         .iter()
         .any(|t| t.key == "bad" && t.state == kernel::model::TaskState::Failed));
 
-    let manager = token(&h.kernel, "manager", &[Scope::RunsManage], &["*"]).await;
+    let manager = common::token(&h.kernel, "manager", &[Scope::RunsManage], &["*"]).await;
     let (status, body) = h.post(&uri, &manager).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(task_state(&body, "bad"), "ready");

@@ -1,0 +1,74 @@
+//! What the server's test suites share: API tokens made straight in the
+//! kernel, and one request through the real router (bearer token, extra
+//! headers, a JSON body) read back as status, headers and body.
+
+#![allow(dead_code)]
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use kernel::model::{CreatedToken, NewToken, Scope};
+use kernel::Kernel;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Creates an API token of `scopes` on `tenants` (`"*"`: every tenant).
+pub async fn create_token(
+    kernel: &Kernel,
+    name: &str,
+    scopes: &[Scope],
+    tenants: &[&str],
+) -> CreatedToken {
+    kernel
+        .create_token(
+            &NewToken {
+                name: name.into(),
+                scopes: scopes.to_vec(),
+                tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            },
+            "test",
+        )
+        .await
+        .unwrap()
+}
+
+/// The bearer secret of a new token (see [`create_token`]).
+pub async fn token(kernel: &Kernel, name: &str, scopes: &[Scope], tenants: &[&str]) -> String {
+    create_token(kernel, name, scopes, tenants).await.secret
+}
+
+/// A request: method, URI, `Authorization: Bearer` when given, extra
+/// headers, and a JSON body when given.
+pub fn request(
+    method: Method,
+    uri: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(b) = bearer {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {b}"));
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let body = match body {
+        Some(v) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    builder.body(body).unwrap()
+}
+
+/// Sends `request` through `router` and reads the whole answer.
+pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, bytes)
+}
