@@ -18,7 +18,8 @@ pub mod worker;
 use axum::extract::FromRef;
 use axum::Router;
 use leptos::prelude::*;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
+use std::sync::OnceLock;
 use tower_http::compression::CompressionLayer;
 
 /// Everything a request handler may need.
@@ -51,10 +52,19 @@ impl AppState {
     }
 }
 
+/// The console's routes, generated once per process. Generating them runs the
+/// app with resource loading suppressed by a process-wide flag (leptos#4773), so
+/// a page rendered by another router in the same process (tests build one per
+/// test, in parallel) during that window would wait forever on its data.
+fn route_list() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(app::App)).clone()
+}
+
 /// The complete HTTP surface: health probes, the REST API, console pages, static site
 /// assets, and legacy redirects in front of all of it.
 pub fn app(state: AppState) -> Router {
-    let routes = generate_route_list(app::App);
+    let routes = route_list();
     let shell_options = state.leptos_options.clone();
     // Server functions and pages reach the kernel through this context.
     let kernel = state.kernel.clone();
