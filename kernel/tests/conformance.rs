@@ -39,6 +39,7 @@ conformance!(
     late_completion_leaves_a_fenced_attempt,
     quota_blocks_jobs_until_it_has_room,
     retention_deletes_old_finished_jobs_and_events,
+    free_text_searches_names_and_payloads_through_the_index,
 );
 
 mod postgres_only {
@@ -1790,4 +1791,161 @@ async fn retention_deletes_old_finished_jobs_and_events(env: Env) {
         k.get_dead_letter(open_entry).await.unwrap().status,
         DeadLetterStatus::Open
     );
+}
+
+/// The jobs search's free text (issue #6) reads the trigram index of job
+/// documents: names and payloads, case-insensitive, `%` and `_` literal,
+/// pages in id order with a cursor, a job's id matches it too, and a replay
+/// that edits a payload is searchable at once.
+async fn free_text_searches_names_and_payloads_through_the_index(env: Env) {
+    let k = &env.kernel;
+    let search = |q: &str| JobSearch {
+        q: Some(q.into()),
+        ..Default::default()
+    };
+    // Dead-lettered first, while its task is the only one to claim.
+    let node = env.node("n1").await;
+    let (edited, entry) = dead_lettered(&env, node, "to-edit").await;
+    let ids_of = |page: &kernel::model::Page<JobRow>| -> Vec<i64> {
+        page.items.iter().map(|r| r.job.id).collect()
+    };
+    let backup = k
+        .submit(NewJob::single(
+            "Nightly-Backup",
+            "noop",
+            json!({"target": "s3://vault"}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let invoice = k
+        .submit(NewJob::single(
+            "invoices",
+            "noop",
+            json!({"customer_id": "cust_42", "discount": "100%"}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let decoy = k
+        .submit(NewJob::single(
+            "decoy",
+            "noop",
+            json!({"customer-id": "custX42", "discount": "1000"}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let mut bulk = Vec::new();
+    for i in 0..7 {
+        bulk.push(NewJob::single(
+            format!("sweep-{i}"),
+            "noop",
+            json!({"zone": "eu"}),
+        ));
+    }
+    k.submit_many(bulk).await.unwrap();
+
+    let found = |q: &'static str| async move {
+        ids_of(
+            &k.search_jobs(&search(q), JobSort::Newest, 50, None)
+                .await
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        found("nightly-BACKUP").await,
+        vec![backup],
+        "names, any case"
+    );
+    assert_eq!(
+        found("S3://VAULT").await,
+        vec![backup],
+        "payloads, any case"
+    );
+    assert_eq!(
+        found("cust_42").await,
+        vec![invoice],
+        "an underscore is literal"
+    );
+    assert_eq!(
+        found("100%").await,
+        vec![invoice],
+        "a percent sign is literal"
+    );
+    assert_eq!(
+        found("42").await,
+        vec![decoy, invoice],
+        "short text still matches"
+    );
+    assert!(found("no such text anywhere").await.is_empty());
+    assert_eq!(
+        k.count_jobs(&search("cust_42")).await.unwrap(),
+        1,
+        "counts (and bulk actions) match the same jobs"
+    );
+
+    // Pages walk the matches in order, each once, both ways.
+    for sort in [JobSort::Newest, JobSort::Oldest] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = k
+                .search_jobs(&search("sweep"), sort, 3, cursor.as_deref())
+                .await
+                .unwrap();
+            seen.extend(ids_of(&page));
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut expected = seen.clone();
+        match sort {
+            JobSort::Newest => expected.sort_by_key(|id| std::cmp::Reverse(*id)),
+            JobSort::Oldest => expected.sort(),
+        }
+        expected.dedup();
+        assert_eq!(seen, expected, "{sort:?}: in order, none twice");
+        assert_eq!(seen.len(), 7, "{sort:?}");
+    }
+
+    // A job's id finds it, beside jobs whose text holds the digits; other
+    // filters still apply to it.
+    let by_id = found_owned(k, &backup.to_string(), None).await;
+    assert!(by_id.contains(&backup), "{by_id:?}");
+    let by_id_elsewhere = found_owned(k, &backup.to_string(), Some("another-queue")).await;
+    assert!(!by_id_elsewhere.contains(&backup));
+
+    // A replay with an edited payload is searchable; the old text is gone.
+    assert_eq!(found("\"v\":1").await, vec![edited]);
+    k.replay_dead_letter(
+        entry,
+        &ReplayOptions {
+            queue: None,
+            payload: Some(json!({"v": "patched-payload"})),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(found("patched-payload").await, vec![edited]);
+    assert!(found("\"v\":1").await.is_empty());
+}
+
+async fn found_owned(k: &kernel::Kernel, q: &str, queue: Option<&str>) -> Vec<i64> {
+    let search = JobSearch {
+        q: Some(q.into()),
+        queue: queue.map(Into::into),
+        ..Default::default()
+    };
+    k.search_jobs(&search, JobSort::Newest, 50, None)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.job.id)
+        .collect()
 }

@@ -10,13 +10,15 @@
 //!
 //! Cost with 1,000,000 jobs: the list walks an id index (or the state,
 //! queue, tenant index of the filter) and stops after one page; the task
-//! state filter starts from the active-task index. Filters on a task's kind
-//! or payload text check each job on the way, so a rare match may walk far.
+//! state filter starts from the active-task index; free text reads the
+//! trigram index of job documents ([`job_text`]). A filter on a task's kind
+//! checks each job on the way, so a rare kind may walk far.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::json;
 
+use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{
     event_type, BulkItemResult, BulkItemStatus, BulkJobAction, BulkJobOutcome, Job, JobRow,
@@ -26,9 +28,8 @@ use crate::model::{
 };
 use crate::sql::{args, Arg};
 
-use super::ops::escape_like;
 use super::read::{job_from_row, parse_cursor};
-use super::Kernel;
+use super::{job_text, Kernel};
 
 /// Most jobs one bulk call acts on.
 pub const MAX_BULK_JOBS: i64 = 10_000;
@@ -87,8 +88,26 @@ fn text(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// How a search's free text is matched ([`job_text`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TextMode {
+    /// A condition on `jobs` alone: the job's id, or a document that
+    /// contains the text (counts and bulk actions, which read every match).
+    Filter,
+    /// One page in id order, the id match left to the caller. SQLite: a
+    /// condition on `job_text.body`, the query joining `job_text` first so
+    /// the index's rowid order drives the page. Postgres: a semi-join the
+    /// planner may drive from the trigram index or from the id order.
+    Page,
+}
+
 /// The conditions of `search`, with `tenants` (the caller's grant) applied.
-fn search_conditions(search: &JobSearch, tenants: Option<&[String]>) -> Result<Conditions> {
+fn search_conditions(
+    search: &JobSearch,
+    tenants: Option<&[String]>,
+    backend: Backend,
+    mode: TextMode,
+) -> Result<Conditions> {
     let mut c = Conditions::new();
     if let Some(s) = search.state {
         // A literal from a closed set: partial indexes on a state apply.
@@ -143,14 +162,38 @@ fn search_conditions(search: &JobSearch, tenants: Option<&[String]>) -> Result<C
         c.push("finished_at >= $?", vec![from.into()]);
     }
     if let Some(q) = text(&search.q) {
-        let id = q.parse::<i64>().ok();
-        let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
-        let id_arg = c.next_arg(id.into());
-        let like = c.next_arg(pattern.into());
-        c.push_raw(&format!(
-            "(id = {id_arg} OR LOWER(name) LIKE {like} ESCAPE '\\' OR EXISTS \
-             (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND LOWER(t.payload) LIKE {like} ESCAPE '\\'))"
-        ));
+        let (raw, escaped) = job_text::patterns(q);
+        let matches = |c: &mut Conditions, column: &str| match backend {
+            Backend::Sqlite => {
+                let raw = c.next_arg(raw.clone().into());
+                let escaped = c.next_arg(escaped.clone().into());
+                format!("{column} LIKE {raw} AND {column} LIKE {escaped} ESCAPE '\\'")
+            }
+            Backend::Postgres => {
+                let escaped = c.next_arg(escaped.clone().into());
+                format!("{column} ILIKE {escaped}")
+            }
+        };
+        match (mode, backend) {
+            (TextMode::Filter, _) => {
+                let id = c.next_arg(q.parse::<i64>().ok().into());
+                let key = job_text::key_column(backend);
+                let m = matches(&mut c, "body");
+                c.push_raw(&format!(
+                    "(id = {id} OR id IN (SELECT {key} FROM job_text WHERE {m}))"
+                ));
+            }
+            (TextMode::Page, Backend::Sqlite) => {
+                let m = matches(&mut c, "job_text.body");
+                c.push_raw(&m);
+            }
+            (TextMode::Page, Backend::Postgres) => {
+                let m = matches(&mut c, "x.body");
+                c.push_raw(&format!(
+                    "EXISTS (SELECT 1 FROM job_text x WHERE x.job_id = jobs.id AND {m})"
+                ));
+            }
+        }
     }
     Ok(c)
 }
@@ -175,21 +218,56 @@ impl Kernel {
         cursor: Option<&str>,
     ) -> Result<Page<JobRow>> {
         let limit = limit.clamp(1, MAX_SEARCH_PAGE);
-        let mut c = search_conditions(search, None)?;
+        let backend = self.backend();
+        let cursor = parse_cursor(cursor)?;
         let (after, order) = match sort {
-            JobSort::Newest => ("id < $?", "DESC"),
-            JobSort::Oldest => ("id > $?", "ASC"),
+            JobSort::Newest => ("<", "DESC"),
+            JobSort::Oldest => (">", "ASC"),
         };
-        if let Some(id) = parse_cursor(cursor)? {
-            c.push(after, vec![id.into()]);
+        let q = text(&search.q);
+        // SQLite walks the text index in rowid (job id) order, joined first.
+        let (from, key) = match (q, backend) {
+            (Some(_), Backend::Sqlite) => (
+                "job_text CROSS JOIN jobs ON jobs.id = job_text.rowid",
+                "job_text.rowid",
+            ),
+            _ => ("jobs", "jobs.id"),
+        };
+        let mut c = search_conditions(search, None, backend, TextMode::Page)?;
+        if let Some(id) = cursor {
+            c.push(&format!("{key} {after} $?"), vec![id.into()]);
         }
         let limit_arg = c.next_arg((limit + 1).into());
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE {} ORDER BY id {order} LIMIT {limit_arg}",
+            "SELECT {COLUMNS} FROM {from} WHERE {} ORDER BY {key} {order} LIMIT {limit_arg}",
             c.joined()
         );
         let rows = self.db().read_all(&sql, c.args).await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        // The text may also be a job's id: that job joins the page in order.
+        if let Some(id) = q.and_then(|q| q.parse::<i64>().ok()) {
+            let in_range = cursor.is_none_or(|c| match sort {
+                JobSort::Newest => id < c,
+                JobSort::Oldest => id > c,
+            });
+            if in_range && !jobs.iter().any(|j| j.id == id) {
+                let plain = JobSearch {
+                    q: None,
+                    ..search.clone()
+                };
+                let mut c = search_conditions(&plain, None, backend, TextMode::Page)?;
+                c.push("id = $?", vec![id.into()]);
+                let sql = format!("SELECT {COLUMNS} FROM jobs WHERE {}", c.joined());
+                if let Some(row) = self.db().read_optional(&sql, c.args).await? {
+                    jobs.push(job_from_row(&row)?);
+                    match sort {
+                        JobSort::Newest => jobs.sort_by_key(|j| std::cmp::Reverse(j.id)),
+                        JobSort::Oldest => jobs.sort_by_key(|j| j.id),
+                    }
+                    jobs.truncate(limit as usize + 1);
+                }
+            }
+        }
         let next_cursor = if jobs.len() as i64 > limit {
             jobs.truncate(limit as usize);
             jobs.last().map(|j| j.id.to_string())
@@ -247,7 +325,7 @@ impl Kernel {
 
     /// How many jobs `search` selects.
     pub async fn count_jobs(&self, search: &JobSearch) -> Result<i64> {
-        let c = search_conditions(search, None)?;
+        let c = search_conditions(search, None, self.backend(), TextMode::Filter)?;
         let sql = format!("SELECT COUNT(*) AS n FROM jobs WHERE {}", c.joined());
         Ok(self.db().read_one(&sql, c.args).await?.i64("n")?)
     }
@@ -328,7 +406,7 @@ impl Kernel {
                 }
             }
             JobSelection::Filter(search) => {
-                let c = search_conditions(search, tenants)?;
+                let c = search_conditions(search, tenants, w.tx.backend(), TextMode::Filter)?;
                 let row =
                     w.tx.fetch_one(
                         &format!(

@@ -16,6 +16,7 @@ mod dag;
 mod events;
 mod explain;
 mod identity;
+mod job_text;
 mod leases;
 mod ops;
 mod quotas;

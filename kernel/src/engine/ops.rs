@@ -20,7 +20,7 @@ use crate::sql::{args, Arg};
 
 use super::dag::check_identifier;
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
-use super::{Kernel, Work};
+use super::{job_text, Kernel, Work};
 
 /// Largest batch of dead-letter entries one call replays or resolves.
 pub const MAX_DEAD_LETTER_BATCH: usize = 10_000;
@@ -258,6 +258,9 @@ impl Kernel {
             return Err(KernelError::conflict(
                 "a task to replay is no longer failed; try again",
             ));
+        }
+        if payload.is_some() {
+            job_text::refresh(&mut w.tx, job_id).await?;
         }
         for &t in failed {
             w.event(event_type::TASK_STATE_CHANGED, Some(tenant))

@@ -19,7 +19,7 @@
 use crate::error::Result;
 use crate::sql::args;
 
-use super::Kernel;
+use super::{job_text, Kernel};
 
 /// Events deleted per transaction.
 const EVENT_BATCH: i64 = 5_000;
@@ -156,6 +156,7 @@ impl Kernel {
         ] {
             w.tx.execute(&sql, args![ids.clone()]).await?;
         }
+        job_text::delete(&mut w.tx, ids.clone()).await?;
         let deleted =
             w.tx.execute("DELETE FROM jobs WHERE id @in($1)", args![ids])
                 .await?;

@@ -16,7 +16,7 @@ use crate::error::{KernelError, Result};
 use crate::model::{event_type, JobState, NewJob, Submitted, TaskState};
 use crate::sql::{args, Tx};
 
-use super::{dag, Kernel};
+use super::{dag, job_text, Kernel};
 
 /// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $1>`.
 pub(crate) fn recordset_insert_sql(backend: Backend, table: &str, cols: &[(&str, &str)]) -> String {
@@ -252,6 +252,7 @@ impl Kernel {
         let mut job_rows = Vec::with_capacity(to_create.len());
         let mut task_rows = Vec::with_capacity(task_total);
         let mut edge_rows = Vec::new();
+        let mut docs = Vec::with_capacity(to_create.len());
         let mut next_task = task_ids.into_iter();
         let mut any_ready = false;
         for (&i, &job_id) in to_create.iter().zip(&job_ids) {
@@ -309,6 +310,11 @@ impl Kernel {
                     updated_at: now,
                 });
             }
+            let payloads = &task_rows[task_rows.len() - job.tasks.len()..];
+            docs.push((
+                job_id,
+                job_text::document(&job.name, payloads.iter().map(|t| t.payload.as_str())),
+            ));
             outcome[i] = Some((job_id, true));
             w.event(event_type::JOB_SUBMITTED, Some(&job.tenant))
                 .job(job_id)
@@ -340,6 +346,7 @@ impl Kernel {
             )
             .await?;
         }
+        job_text::insert(&mut w.tx, &docs).await?;
         w.wake_claimers = any_ready;
         self.finish(w).await?;
 
