@@ -21,7 +21,9 @@ use kernel::{Kernel, KernelConfig};
 use leptos::prelude::LeptosOptions;
 use server::worker::{executors_for, HttpLeaseSource};
 use server::{app, AppState};
-use sqlx::Connection;
+
+mod common;
+use common::fresh_postgres;
 
 struct Args {
     tasks: usize,
@@ -60,25 +62,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-async fn fresh_postgres(admin_url: &str) -> String {
-    let name = format!("http_bench_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(admin_url)
-        .await
-        .expect("connect to Postgres");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    match admin_url.rfind('/') {
-        Some(slash) => format!("{}/{name}", &admin_url[..slash]),
-        None => panic!("cannot derive a database URL from {admin_url}"),
-    }
 }
 
 /// The secret the bench's remote workers enroll with.
@@ -196,7 +179,7 @@ async fn main() {
         run("sqlite", &url, &args).await;
     }
     if let Some(admin) = args.postgres.as_deref() {
-        let url = fresh_postgres(admin).await;
+        let url = fresh_postgres(admin, "http_bench").await;
         run("postgres", &url, &args).await;
     }
 }
