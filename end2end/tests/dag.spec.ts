@@ -52,7 +52,7 @@ test('the DAG draws every task, follows states live and inspects a task', async 
   await expect(page).toHaveURL(/\?task=build$/);
   await expect(page.locator('g.dag-node[data-task="build"]')).toHaveAttribute('aria-selected', 'true');
   const inspector = page.locator('aside.dag-inspector');
-  await expect(inspector.locator('h2')).toHaveText('Task build');
+  await expect(inspector.locator('h2[data-task]')).toHaveText('Task build');
   await expect(inspector.locator('.facts .state')).toHaveText('succeeded');
   const attempt = inspector.locator('tr[data-attempt]');
   await expect(attempt).toHaveCount(1);
@@ -60,8 +60,54 @@ test('the DAG draws every task, follows states live and inspects a task', async 
   const attemptId = await attempt.getAttribute('data-attempt');
   await expect(attempt.getByRole('link', { name: 'Log' })).toHaveAttribute(
     'href',
-    `/ops/operations/jobengine/jobs/${id}?attempt=${attemptId}`,
+    `/ops/operations/jobengine/jobs/${id}/dag?task=build&attempt=${attemptId}`,
   );
+  // The latest attempt's log is shown in the inspector.
+  await expect(inspector.locator(`section.attempt-log[data-attempt="${attemptId}"]`)).toBeVisible();
+  // A finished job offers no cancel; a succeeded task no retry.
+  await expect(inspector.getByRole('button')).toHaveCount(0);
+});
+
+// The journey of issue #6: watch a DAG live, open its failing task, read the
+// log, retry it and see it succeed — all from the DAG page. The task fails
+// on its first run and leaves a marker file behind, so its retry succeeds.
+test('a failing task opened from the DAG: read its log, retry it, it succeeds', async ({ page, csrf }) => {
+  const marker = `/tmp/switchyard-e2e-dag-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}`;
+  const script = `if [ -f ${marker} ]; then echo fixed now; else touch ${marker}; echo disk full on the first run >&2; exit 3; fi`;
+  const response = await page.request.post('/api/v1/jobs', {
+    headers: { 'X-CSRF-Token': csrf },
+    data: {
+      name: `dag-fail-${Date.now().toString(36)}`,
+      tasks: [
+        { key: 'prepare', kind: 'noop' },
+        { key: 'flaky', kind: 'exec', payload: { cmd: 'sh', args: ['-c', script] }, max_attempts: 1, depends_on: ['prepare'] },
+        { key: 'report', kind: 'noop', depends_on: ['flaky'] },
+      ],
+    },
+  });
+  expect(response.status(), await response.text()).toBe(201);
+  const id = (await response.json()).id;
+
+  await page.goto(`/ops/operations/jobengine/jobs/${id}/dag`);
+  await hydrated(page);
+  const flaky = page.locator('g.dag-node[data-task="flaky"]');
+  const report = page.locator('g.dag-node[data-task="report"]');
+  await expect(flaky).toHaveAttribute('data-state', 'failed', { timeout: 15_000 });
+  await expect(report).toHaveAttribute('data-state', 'skipped');
+
+  await flaky.click();
+  await expect(page).toHaveURL(/\?task=flaky$/);
+  const inspector = page.locator('aside.dag-inspector');
+  await expect(inspector.locator('.facts .state')).toHaveText('failed');
+  await expect(inspector.locator('section.attempt-log .log')).toContainText('disk full on the first run');
+
+  await inspector.getByRole('button', { name: 'Retry task' }).click();
+  await expect(flaky).toHaveAttribute('data-state', 'succeeded', { timeout: 15_000 });
+  await expect(report).toHaveAttribute('data-state', 'succeeded', { timeout: 15_000 });
+  await expect(inspector.locator('tr[data-attempt]')).toHaveCount(2);
+  // The inspector follows to the new attempt's log.
+  await expect(inspector.locator('section.attempt-log .log')).toContainText('fixed now', { timeout: 10_000 });
+  await expect(inspector.getByRole('button', { name: 'Retry task' })).toHaveCount(0);
 });
 
 test('a selected task in the URL opens in the inspector', async ({ page, csrf }) => {
@@ -72,6 +118,6 @@ test('a selected task in the URL opens in the inspector', async ({ page, csrf })
   expect(response.status(), await response.text()).toBe(201);
   const id = (await response.json()).id;
   await page.goto(`/ops/operations/jobengine/jobs/${id}/dag?task=only`);
-  await expect(page.locator('aside.dag-inspector h2')).toHaveText('Task only');
+  await expect(page.locator('aside.dag-inspector h2[data-task]')).toHaveText('Task only');
   await hydrated(page);
 });

@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use kernel::model::{
-    JobRow, JobSearch, JobSort, JobState, QueueHealthReport, QuotaBoard, TaskState,
-    SEARCHABLE_TASK_STATES,
+    event_type, Event, JobRow, JobSearch, JobSort, JobState, QueueHealthReport, QuotaBoard,
+    TaskState, SEARCHABLE_TASK_STATES,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
@@ -238,8 +238,37 @@ pub fn format_utc_input(ms: i64) -> String {
 pub struct JobsPage {
     /// Server clock when read (unix ms): durations of running jobs end here.
     pub read_at: i64,
+    /// The last event seq before the read: the page follows from there.
+    pub seq: i64,
     pub items: Vec<JobRow>,
     pub next_cursor: Option<String>,
+}
+
+/// How an event of the job and task families changes a row of the jobs
+/// list: the job's state and times, its task counts and its attempts. A
+/// lease is granted only to a ready task.
+pub fn apply_to_row(row: &mut JobRow, event: &Event) {
+    use super::jobs::{apply_job_state, text};
+    if event.subject.job_id != Some(row.job.id) {
+        return;
+    }
+    let counts = &mut row.job.task_counts;
+    match event.event_type.as_str() {
+        event_type::JOB_STATE_CHANGED => apply_job_state(&mut row.job, event),
+        event_type::TASK_STATE_CHANGED => {
+            let state = |key| text(event, key).and_then(|t| t.parse::<TaskState>().ok());
+            if let (Some(from), Some(to)) = (state("from"), state("to")) {
+                counts.add(from, -1);
+                counts.add(to, 1);
+            }
+        }
+        event_type::LEASE_GRANTED => {
+            counts.add(TaskState::Ready, -1);
+            counts.add(TaskState::Leased, 1);
+            row.attempts += 1;
+        }
+        _ => {}
+    }
 }
 
 /// The queue health figures and the event seq they reflect.
@@ -280,12 +309,14 @@ pub async fn get_jobs_page(view: String) -> Result<JobsPage, ServerFnError> {
         ..query.search()
     };
     let read_at = super::ops::now_ms();
+    let seq = kernel.last_event_seq().await.map_err(kernel_error)?;
     let page = kernel
         .search_jobs(&search, query.sort, JOBS_PAGE, query.cursor.as_deref())
         .await
         .map_err(kernel_error)?;
     Ok(JobsPage {
         read_at,
+        seq,
         items: page.items,
         next_cursor: page.next_cursor,
     })
@@ -308,6 +339,105 @@ pub async fn get_quota_board() -> Result<QuotaBoard, ServerFnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kernel::model::{EventSubject, Job, TaskCounts};
+    use serde_json::json;
+
+    #[test]
+    fn a_row_follows_its_job_through_lease_task_and_job_events() {
+        let mut row = JobRow {
+            job: Job {
+                id: 7,
+                name: "etl".into(),
+                tenant: "default".into(),
+                queue: "default".into(),
+                priority: 0,
+                state: JobState::Queued,
+                idempotency_key: None,
+                created_at: 100,
+                started_at: None,
+                finished_at: None,
+                updated_at: 100,
+                task_counts: TaskCounts {
+                    ready: 1,
+                    pending: 1,
+                    ..Default::default()
+                },
+            },
+            attempts: 0,
+        };
+        let event = |seq: i64, ty: &str, job: i64, data: serde_json::Value| Event {
+            seq,
+            ts: 1_000 + seq,
+            event_type: ty.into(),
+            tenant: Some("default".into()),
+            subject: EventSubject {
+                job_id: Some(job),
+                ..Default::default()
+            },
+            data,
+        };
+        apply_to_row(
+            &mut row,
+            &event(1, event_type::LEASE_GRANTED, 7, json!({"epoch": 1})),
+        );
+        apply_to_row(
+            &mut row,
+            &event(
+                2,
+                event_type::JOB_STATE_CHANGED,
+                7,
+                json!({"from": "queued", "to": "running"}),
+            ),
+        );
+        assert_eq!(
+            (row.job.task_counts.ready, row.job.task_counts.leased),
+            (0, 1)
+        );
+        assert_eq!(row.attempts, 1);
+        assert_eq!(row.job.state, JobState::Running);
+        assert_eq!(row.job.started_at, Some(1_002));
+        apply_to_row(
+            &mut row,
+            &event(
+                3,
+                event_type::TASK_STATE_CHANGED,
+                7,
+                json!({"from": "leased", "to": "succeeded"}),
+            ),
+        );
+        apply_to_row(
+            &mut row,
+            &event(
+                4,
+                event_type::TASK_STATE_CHANGED,
+                7,
+                json!({"from": "pending", "to": "ready"}),
+            ),
+        );
+        // Another job's event changes nothing.
+        apply_to_row(
+            &mut row,
+            &event(
+                5,
+                event_type::JOB_STATE_CHANGED,
+                8,
+                json!({"from": "running", "to": "failed"}),
+            ),
+        );
+        assert_eq!(row.job.state, JobState::Running);
+        let c = row.job.task_counts.clone();
+        assert_eq!((c.pending, c.ready, c.leased, c.succeeded), (0, 1, 0, 1));
+        apply_to_row(
+            &mut row,
+            &event(
+                6,
+                event_type::JOB_STATE_CHANGED,
+                7,
+                json!({"from": "running", "to": "succeeded"}),
+            ),
+        );
+        assert_eq!(row.job.finished_at, Some(1_006));
+    }
 
     #[test]
     fn utc_times_round_trip() {

@@ -2,7 +2,8 @@
 //! how an event of the job's stream changes them.
 
 use kernel::model::{
-    event_type, Attempt, AttemptState, Event, JobDetail, JobState, LogLine, TaskHold, TaskState,
+    event_type, Attempt, AttemptState, Event, Job, JobDetail, JobState, LogLine, TaskHold,
+    TaskState,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
@@ -64,8 +65,23 @@ impl LogTail {
     }
 }
 
-fn text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
+pub(crate) fn text<'a>(event: &'a Event, key: &str) -> Option<&'a str> {
     event.data.get(key).and_then(|v| v.as_str())
+}
+
+/// A `job.stateChanged` event applied to its job: the state, and the start
+/// and finish times it implies.
+pub(crate) fn apply_job_state(job: &mut Job, event: &Event) {
+    let Some(to) = text(event, "to").and_then(|t| t.parse::<JobState>().ok()) else {
+        return;
+    };
+    let ts = event.ts;
+    job.state = to;
+    job.updated_at = ts;
+    if to == JobState::Running && job.started_at.is_none() {
+        job.started_at = Some(ts);
+    }
+    job.finished_at = to.is_terminal().then_some(ts);
 }
 
 impl JobView {
@@ -78,21 +94,7 @@ impl JobView {
         self.seq = event.seq;
         let ts = event.ts;
         match event.event_type.as_str() {
-            event_type::JOB_STATE_CHANGED => {
-                if let Some(to) = text(event, "to").and_then(|t| t.parse::<JobState>().ok()) {
-                    let job = &mut self.job.job;
-                    job.state = to;
-                    job.updated_at = ts;
-                    if to == JobState::Running && job.started_at.is_none() {
-                        job.started_at = Some(ts);
-                    }
-                    if to.is_terminal() {
-                        job.finished_at = Some(ts);
-                    } else {
-                        job.finished_at = None;
-                    }
-                }
-            }
+            event_type::JOB_STATE_CHANGED => apply_job_state(&mut self.job.job, event),
             event_type::TASK_STATE_CHANGED => {
                 let to = text(event, "to").and_then(|t| t.parse::<TaskState>().ok());
                 let from = text(event, "from").and_then(|t| t.parse::<TaskState>().ok());

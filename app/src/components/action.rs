@@ -44,11 +44,16 @@ pub fn ActionButton(
         outcome.set(Outcome::Sending);
         #[cfg(feature = "hydrate")]
         leptos::task::spawn_local(async move {
-            let path = path.get_value();
+            let Some(path) = path.try_get_value() else {
+                return;
+            };
+            // The live update the action causes may remove the button before
+            // the answer arrives (a retried task is no longer failed): then
+            // there is no one left to tell.
             match crate::components::session::send_json("POST", &path, None).await {
-                Ok(_) => outcome.set(Outcome::Done(done.to_string())),
-                Err(message) => outcome.set(Outcome::Failed(message)),
-            }
+                Ok(_) => outcome.try_set(Outcome::Done(done.to_string())),
+                Err(message) => outcome.try_set(Outcome::Failed(message)),
+            };
         });
         #[cfg(not(feature = "hydrate"))]
         let _ = (path, done);

@@ -1,21 +1,24 @@
 //! `/ops/operations/jobengine/jobs/:jobId/dag`: a job's task graph, laid
 //! out by dependency depth ([`crate::dag::layout`]), each task coloured by
 //! its state and kept current by the job's event stream. Clicking a task
-//! selects it (`?task=KEY`) and the inspector shows its attempts.
+//! selects it (`?task=KEY`); the inspector shows its attempts, the log of
+//! the latest (or `&attempt=ID`) with live append, and its actions.
 //!
 //! Plain SVG markup, pan and zoom by changing the `viewBox`.
 
 use std::sync::Arc;
 
+use kernel::model::{AttemptState, Scope, TaskState};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 
 use crate::api::jobs::{get_job_view, JobView};
+use crate::components::action::ActionButton;
 use crate::components::live::{use_live_feed, LiveOptions};
 use crate::components::page::PageFrame;
 use crate::dag::layout::{layout, Spacing};
 use crate::pages::page_by_id;
-use crate::routes::job::{encode_segment, NoSuchJob};
+use crate::routes::job::{encode_segment, AttemptLog, NoSuchJob};
 use crate::routes::ops::LoadError;
 
 /// Task states in the legend, in lifecycle order.
@@ -28,6 +31,113 @@ const STATES: [&str; 7] = [
     "skipped",
     "cancelled",
 ];
+
+/// The selected task: its state, its attempts (each one's log a click away,
+/// in the same page), the log of the chosen or latest attempt with live
+/// append, and the actions its state allows.
+#[component]
+fn TaskInspector(job_id: i64, key: String, state: RwSignal<JobView>) -> impl IntoView {
+    let index = state.with_untracked(|v| v.job.tasks.iter().position(|t| t.key == key));
+    let Some(index) = index else {
+        return view! {
+            <h2>"Inspector"</h2>
+            <p class="empty-note">"This job has no task " <code>{key}</code> "."</p>
+        }
+        .into_any();
+    };
+    let task = Memo::new(move |_| state.with(|v| v.job.tasks[index].clone()));
+    let query = use_query_map();
+    // The attempt whose log is shown: `?attempt=` when it is this task's,
+    // else the latest.
+    let shown = Memo::new(move |_| {
+        let asked = query
+            .read()
+            .get("attempt")
+            .and_then(|a| a.parse::<i64>().ok());
+        task.with(|t| {
+            asked
+                .filter(|a| t.attempts.iter().any(|x| x.id == *a))
+                .or_else(|| t.attempts.iter().map(|a| a.id).max())
+        })
+    });
+    // Whether the shown attempt still runs. Owned here, not by the log: a
+    // new attempt replaces the log while this is read.
+    let shown_active = Signal::derive(move || {
+        shown.get().is_some_and(|a| {
+            task.with(|t| {
+                t.attempts
+                    .iter()
+                    .any(|x| x.id == a && x.state == AttemptState::Active)
+            })
+        })
+    });
+    let task_href = format!(
+        "/ops/operations/jobengine/jobs/{job_id}/dag?task={}",
+        encode_segment(&key)
+    );
+    let job_terminal = move || state.with(|v| v.job.job.state.is_terminal());
+    let retry_path = format!("/api/v1/jobs/{job_id}/tasks/{}/retry", encode_segment(&key));
+    view! {
+        <h2 data-task=key.clone()>"Task " {key.clone()}</h2>
+        <dl class="facts">
+            <dt>"State"</dt>
+            <dd><span class="state" data-state=move || task.with(|t| t.state.as_str())>{move || task.with(|t| t.state.as_str())}</span></dd>
+            <dt>"Kind"</dt>
+            <dd>{move || task.with(|t| t.kind.clone())}</dd>
+            <dt>"Attempts"</dt>
+            <dd>{move || task.with(|t| format!("{} of {}", t.attempts_used, t.max_attempts))}</dd>
+            <dt>"Last error"</dt>
+            <dd>{move || task.with(|t| t.last_error.clone().unwrap_or_else(|| "—".into()))}</dd>
+        </dl>
+        <div class="actions" aria-label="Task actions">
+            {move || (task.with(|t| t.state == TaskState::Failed)).then(|| view! {
+                <ActionButton
+                    label="Retry task"
+                    path=retry_path.clone()
+                    scope=Scope::RunsManage
+                    done="Retrying: the task has a fresh attempt budget."
+                />
+            })}
+            {move || (!job_terminal()).then(|| view! {
+                <ActionButton
+                    label="Cancel job"
+                    path=format!("/api/v1/jobs/{job_id}/cancel")
+                    scope=Scope::RunsManage
+                    confirm="Cancel every unfinished task of this job? Running tasks are told to stop."
+                    done="Cancelled; the graph follows live."
+                />
+            })}
+        </div>
+        <table class="data-table attempts">
+            <thead><tr>
+                <th scope="col">"#"</th><th scope="col">"Node"</th><th scope="col">"Epoch"</th>
+                <th scope="col">"State"</th><th scope="col">"Error"</th><th scope="col">"Log"</th>
+            </tr></thead>
+            <tbody>
+                {move || task.with(|t| t.attempts.iter().map(|a| {
+                    let attempt = a.id;
+                    view! {
+                        <tr data-attempt=a.id>
+                            <td>{a.number}</td>
+                            <td>{a.node_id.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>
+                            <td>{a.epoch}</td>
+                            <td><span class="state" data-state=a.state.as_str()>{a.state.as_str()}</span></td>
+                            <td>{a.error.clone().unwrap_or_else(|| "—".into())}</td>
+                            <td>
+                                <a href=format!("{task_href}&attempt={attempt}") aria-current=move || (shown.get() == Some(attempt)).then_some("true")>
+                                    "Log"
+                                </a>
+                            </td>
+                        </tr>
+                    }
+                }).collect_view())}
+            </tbody>
+        </table>
+        {move || shown.get().map(|attempt| view! { <AttemptLog attempt active=shown_active/> })}
+        <p><a href=format!("/ops/operations/jobengine/jobs/{job_id}")>"Open the job page"</a></p>
+    }
+    .into_any()
+}
 
 /// The page.
 #[component]
@@ -205,45 +315,12 @@ fn LiveDag(initial: JobView) -> impl IntoView {
                 <ul class="dag-legend" aria-label="Legend">{legend}</ul>
             </section>
             <aside class="panel dag-inspector" aria-label="Inspector">
-                {move || {
-                    let key = selected.get();
-                    let task = key.as_ref().and_then(|k| state.with(|v| v.job.tasks.iter().find(|t| &t.key == k).cloned()));
-                    match task {
-                        None => view! {
-                            <h2>"Inspector"</h2>
-                            <p class="empty-note">{if key.is_some() { "This job has no such task." } else { "Select a task in the graph." }}</p>
-                        }.into_any(),
-                        Some(t) => {
-                            let attempts = t.attempts.iter().map(|a| view! {
-                                <tr data-attempt=a.id>
-                                    <td>{a.number}</td>
-                                    <td>{a.node_id.map(|n| n.to_string()).unwrap_or_else(|| "—".into())}</td>
-                                    <td>{a.epoch}</td>
-                                    <td><span class="state" data-state=a.state.as_str()>{a.state.as_str()}</span></td>
-                                    <td>{a.error.clone().unwrap_or_else(|| "—".into())}</td>
-                                    <td><a href=format!("/ops/operations/jobengine/jobs/{id}?attempt={}", a.id)>"Log"</a></td>
-                                </tr>
-                            }).collect_view();
-                            view! {
-                                <h2 data-task=t.key.clone()>"Task " {t.key.clone()}</h2>
-                                <dl class="facts">
-                                    <dt>"State"</dt>
-                                    <dd><span class="state" data-state=t.state.as_str()>{t.state.as_str()}</span></dd>
-                                    <dt>"Kind"</dt>
-                                    <dd>{t.kind.clone()}</dd>
-                                    <dt>"Attempts"</dt>
-                                    <dd>{t.attempts_used} " of " {t.max_attempts}</dd>
-                                </dl>
-                                <table class="data-table attempts">
-                                    <thead><tr>
-                                        <th scope="col">"#"</th><th scope="col">"Node"</th><th scope="col">"Epoch"</th>
-                                        <th scope="col">"State"</th><th scope="col">"Error"</th><th scope="col">"Log"</th>
-                                    </tr></thead>
-                                    <tbody>{attempts}</tbody>
-                                </table>
-                            }.into_any()
-                        }
-                    }
+                {move || match selected.get() {
+                    None => view! {
+                        <h2>"Inspector"</h2>
+                        <p class="empty-note">"Select a task in the graph."</p>
+                    }.into_any(),
+                    Some(key) => view! { <TaskInspector job_id=id key state/> }.into_any(),
                 }}
             </aside>
         </div>

@@ -171,6 +171,7 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                     }}
                 </dd>
             </dl>
+            <p><a href=format!("/ops/operations/jobengine/jobs/{id}/dag") data-link="dag">"Open the task graph"</a></p>
             <p class="as-of" data-seq=move || state.with(|v| v.seq)>
                 "As of event #" {move || state.with(|v| v.seq)} ", updated live from this job's event stream."
             </p>
@@ -443,7 +444,7 @@ const LOG_POLL_MS: u64 = 2_000;
 /// The log of one attempt: its tail read on the server, then new lines
 /// appended every 2 s while the attempt is active.
 #[component]
-fn AttemptLog(attempt: i64, active: Signal<bool>) -> impl IntoView {
+pub(crate) fn AttemptLog(attempt: i64, active: Signal<bool>) -> impl IntoView {
     let read = crate::api::once(get_attempt_log(attempt));
     view! {
         <section class="panel attempt-log" aria-labelledby="log-heading" data-attempt=attempt>
@@ -485,7 +486,9 @@ fn LogLines(attempt: i64, tail: LogTail, active: Signal<bool>) -> impl IntoView 
                         if response.ok() {
                             if let Ok(text) = response.text().await {
                                 if let Ok(page) = crate::api::from_json::<LogTail>(&text) {
-                                    tail.update(|t| t.append(page.items, page.next_after));
+                                    // The log may have left the page meanwhile
+                                    // (the DAG inspector moves to a newer attempt).
+                                    tail.try_update(|t| t.append(page.items, page.next_after));
                                 }
                             }
                         }

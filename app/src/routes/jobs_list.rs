@@ -7,11 +7,15 @@
 //! The whole view lives in the URL ([`JobsQuery`] plus `sel`), so a
 //! bookmark or a reload restores it. A bulk action first asks the API for a
 //! dry-run count, then for confirmation, then reports each job's result.
+//! The rows on screen follow their jobs live (state, task progress,
+//! attempts) from the event stream; newly submitted jobs are counted with
+//! an offer to read the list again.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use kernel::model::{
-    BulkItemStatus, BulkJobAction, BulkJobOutcome, JobRow, JobSort, JobState, Scope,
+    event_type, BulkItemStatus, BulkJobAction, BulkJobOutcome, JobRow, JobSort, JobState, Scope,
     SEARCHABLE_TASK_STATES,
 };
 use leptos::prelude::*;
@@ -19,9 +23,10 @@ use leptos_router::hooks::{use_navigate, use_query_map};
 use leptos_router::NavigateOptions;
 
 use crate::api::jobengine::{
-    format_utc_input, get_jobs_page, parse_selection, JobsPage, JobsQuery, JOBS_PAGE, JOBS_PATH,
+    apply_to_row, format_utc_input, get_jobs_page, parse_selection, JobsPage, JobsQuery, JOBS_PAGE,
+    JOBS_PATH,
 };
-use crate::components::live::{format_age, format_utc};
+use crate::components::live::{format_age, format_utc, use_live_feed, LiveOptions};
 use crate::components::page::PageFrame;
 use crate::components::session::use_session;
 use crate::pages::page_by_id;
@@ -101,7 +106,7 @@ fn JobsBody(
                 let q = table_q.clone();
                 page.get()
                     .map(move |result| match result {
-                        Ok(page) => view! { <JobsTable page q selection/> }.into_any(),
+                        Ok(page) => view! { <JobsTable page q selection refresh/> }.into_any(),
                         Err(e) => view! { <LoadError what="the jobs list" error=e.to_string()/> }.into_any(),
                     })
             }}
@@ -503,9 +508,42 @@ fn BulkResults(outcome: BulkJobOutcome) -> impl IntoView {
 }
 
 #[component]
-fn JobsTable(page: JobsPage, q: JobsQuery, selection: Memo<BTreeSet<i64>>) -> impl IntoView {
+fn JobsTable(
+    page: JobsPage,
+    q: JobsQuery,
+    selection: Memo<BTreeSet<i64>>,
+    refresh: RwSignal<u32>,
+) -> impl IntoView {
     let navigate = use_navigate();
     let read_at = page.read_at;
+    // The rows follow their jobs live; jobs submitted since the read are
+    // counted (they may or may not match the filters: read again to see).
+    let rows: Vec<RwSignal<JobRow>> = page.items.iter().cloned().map(RwSignal::new).collect();
+    let submitted = RwSignal::new(0_i64);
+    {
+        let rows = rows.clone();
+        use_live_feed(LiveOptions {
+            stream: "/api/v1/events/stream?family=job,task,lease".into(),
+            after: page.seq,
+            accept: Arc::new(|e| {
+                e.event_type.starts_with("job.")
+                    || e.event_type.starts_with("task.")
+                    || e.event_type == event_type::LEASE_GRANTED
+            }),
+            on_event: Arc::new(move |event| {
+                if event.event_type == event_type::JOB_SUBMITTED {
+                    submitted.update(|n| *n += 1);
+                    return;
+                }
+                let Some(job) = event.subject.job_id else {
+                    return;
+                };
+                if let Some(row) = rows.iter().find(|r| r.with_untracked(|r| r.job.id) == job) {
+                    row.update(|r| apply_to_row(r, &event));
+                }
+            }),
+        });
+    }
     let ids: Vec<i64> = page.items.iter().map(|j| j.job.id).collect();
     let q = StoredValue::new(q);
     // Selecting rewrites the URL's `sel` (a bookmark keeps the selection).
@@ -559,8 +597,7 @@ fn JobsTable(page: JobsPage, q: JobsQuery, selection: Memo<BTreeSet<i64>>) -> im
 
     let select_all = select.clone();
     let page_ids = ids.clone();
-    let rows = page
-        .items
+    let rows = rows
         .into_iter()
         .map(|row| {
             let select = select.clone();
@@ -574,12 +611,21 @@ fn JobsTable(page: JobsPage, q: JobsQuery, selection: Memo<BTreeSet<i64>>) -> im
     view! {
         <p class="as-of" data-rows=n>
             {format!(
-                "{n} {} on this page, {}; read at {}.",
+                "{n} {} on this page, {}; read at {}; states and progress follow live.",
                 job_word(n as i64),
                 if sort == JobSort::Newest { "newest first" } else { "oldest first" },
                 format_utc(read_at)
             )}
         </p>
+        {move || (submitted.get() > 0).then(|| {
+            let n = submitted.get();
+            view! {
+                <p class="toast" role="status" data-new-jobs=n>
+                    {format!("{n} {} submitted since this page was read. ", job_word(n))}
+                    <button type="button" class="link-button" on:click=move |_| refresh.update(|r| *r += 1)>"Read again"</button>
+                </p>
+            }
+        })}
         <table class="data-table jobs">
             <thead>
                 <tr>
@@ -626,35 +672,54 @@ fn JobsTable(page: JobsPage, q: JobsQuery, selection: Memo<BTreeSet<i64>>) -> im
 
 #[component]
 fn JobLine(
-    row: JobRow,
+    row: RwSignal<JobRow>,
     read_at: i64,
     selection: Memo<BTreeSet<i64>>,
     select: Callback<(i64, bool)>,
 ) -> impl IntoView {
-    let job = row.job;
-    let id = job.id;
+    let (id, name, tenant, queue) = row.with_untracked(|r| {
+        (
+            r.job.id,
+            r.job.name.clone(),
+            r.job.tenant.clone(),
+            r.job.queue.clone(),
+        )
+    });
     let checked = move || selection.with(|s| s.contains(&id));
     let checked_now = checked();
-    let c = &job.task_counts;
-    let total = c.total();
-    let progress = {
-        let mut s = format!("{}/{} succeeded", c.succeeded, total);
-        if c.leased > 0 {
-            s.push_str(&format!(", {} leased", c.leased));
-        }
-        if c.failed > 0 {
-            s.push_str(&format!(", {} failed", c.failed));
-        }
-        s
+    let state = move || row.with(|r| r.job.state.as_str());
+    let progress = move || {
+        row.with(|r| {
+            let c = &r.job.task_counts;
+            let mut s = format!("{}/{} succeeded", c.succeeded, c.total());
+            if c.leased > 0 {
+                s.push_str(&format!(", {} leased", c.leased));
+            }
+            if c.failed > 0 {
+                s.push_str(&format!(", {} failed", c.failed));
+            }
+            s
+        })
     };
-    let started = job.started_at.map(format_utc);
-    let duration = match (job.started_at, job.finished_at) {
-        (Some(s), Some(f)) => format_age(f - s),
-        (Some(s), None) => format!("{} so far", format_age(read_at - s)),
-        (None, _) => String::new(),
+    let counts_title = move || {
+        row.with(|r| {
+            let c = &r.job.task_counts;
+            format!(
+                "{} pending, {} ready, {} cancelled, {} skipped",
+                c.pending, c.ready, c.cancelled, c.skipped
+            )
+        })
+    };
+    let started = move || row.with(|r| r.job.started_at.map(format_utc));
+    let duration = move || {
+        row.with(|r| match (r.job.started_at, r.job.finished_at) {
+            (Some(s), Some(f)) => format_age(f - s),
+            (Some(s), None) => format!("{} so far", format_age(read_at.max(s) - s)),
+            (None, _) => String::new(),
+        })
     };
     view! {
-        <tr data-job=id data-state=job.state.as_str()>
+        <tr data-job=id data-state=state>
             <td>
                 <input
                     type="checkbox"
@@ -665,19 +730,17 @@ fn JobLine(
                 />
             </td>
             <td><a href=format!("{JOBS_PATH}/{id}")>{id}</a></td>
-            <td>{job.name.clone()}</td>
-            <td>{job.tenant.clone()}</td>
-            <td>{job.queue.clone()}</td>
-            <td><span class="state" data-state=job.state.as_str()>{job.state.as_str()}</span></td>
-            <td>
-                <span title=format!("{} pending, {} ready, {} cancelled, {} skipped", c.pending, c.ready, c.cancelled, c.skipped)>{progress}</span>
-            </td>
-            <td>{match started {
+            <td>{name}</td>
+            <td>{tenant}</td>
+            <td>{queue}</td>
+            <td><span class="state" data-state=state>{state}</span></td>
+            <td><span title=counts_title>{progress}</span></td>
+            <td>{move || match started() {
                 Some(s) => view! { <span>{s}</span> }.into_any(),
                 None => view! { <span class="muted">"not started"</span> }.into_any(),
             }}</td>
             <td>{duration}</td>
-            <td>{row.attempts}</td>
+            <td>{move || row.with(|r| r.attempts)}</td>
         </tr>
     }
 }
