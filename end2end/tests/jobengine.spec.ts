@@ -166,3 +166,30 @@ test('queue health links each figure to the filtered jobs list', async ({ page, 
   await expect(page.locator('table.jobs tbody tr')).toHaveCount(1);
   await expect(page.locator(`tr[data-job="${id}"]`)).toBeVisible();
 });
+
+test('the jobs list follows its rows live and counts new submissions', async ({ page, csrf }) => {
+  const name = token('live-list');
+  const first = await page.request.post('/api/v1/jobs', {
+    headers: { 'X-CSRF-Token': csrf },
+    data: { name: `${name}-a`, tasks: [{ key: 'wait', kind: 'sleep', payload: { ms: 3000 } }] },
+  });
+  expect(first.status(), await first.text()).toBe(201);
+  const id = (await first.json()).id;
+
+  await page.goto(`/ops/operations/jobengine/jobs?q=${name}`);
+  await hydrated(page);
+  const row = page.locator(`tr[data-job="${id}"]`);
+  await expect(row).toHaveCount(1);
+  // Read before the task finished; the state and progress change without a reload.
+  expect(['queued', 'running']).toContain(await row.getAttribute('data-state'));
+  await expect(row).toHaveAttribute('data-state', 'succeeded', { timeout: 15_000 });
+  await expect(row).toContainText('1/1 succeeded');
+  await expect(row.locator('td').last()).toHaveText('1'); // attempts
+
+  // A job submitted after the read is counted, and reading again shows it.
+  const second = await submit(page, csrf, { name: `${name}-b` });
+  await expect(page.locator('[data-new-jobs]')).toBeVisible({ timeout: 10_000 });
+  await page.getByRole('button', { name: 'Read again' }).click();
+  await expect(page.locator(`tr[data-job="${second}"]`)).toHaveCount(1);
+  await expect(page.locator('tbody tr[data-job]')).toHaveCount(2);
+});
