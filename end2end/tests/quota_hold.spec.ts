@@ -45,3 +45,29 @@ test('a quota holds a queued job, the explainer names it, and lifting it release
   await expect(page.locator('.job-state')).toHaveAttribute('data-state', 'succeeded', { timeout: 15_000 });
   await expect(page.locator('section.explainer li[data-task="only"]')).toHaveCount(0);
 });
+
+test('quota usage follows leases live', async ({ page, csrf }) => {
+  const tenant = `usage-${Date.now().toString(36)}`;
+  const set = await page.request.put(`/api/v1/quotas/tenant/${tenant}`, {
+    headers: { 'X-CSRF-Token': csrf },
+    data: { max_concurrent: 5, max_starts_per_minute: 100 },
+  });
+  expect(set.status(), await set.text()).toBe(200);
+
+  await page.goto('/ops/operations/jobengine/quotas');
+  await hydrated(page);
+  const row = page.locator(`tr[data-quota="tenant/${tenant}"]`);
+  const concurrent = row.locator('[data-usage="concurrent"] .usage');
+  const starts = row.locator('[data-usage="starts"] .usage');
+  await expect(concurrent).toHaveAttribute('data-used', '0');
+
+  // A task of this tenant runs for 4 s: the page shows its lease, then none.
+  const submitted = await page.request.post('/api/v1/jobs', {
+    headers: { 'X-CSRF-Token': csrf },
+    data: { name: `${tenant}-job`, tenant, tasks: [{ key: 'only', kind: 'sleep', payload: { ms: 4000 } }] },
+  });
+  expect(submitted.status(), await submitted.text()).toBe(201);
+  await expect(concurrent).toHaveAttribute('data-used', '1', { timeout: 10_000 });
+  await expect(starts).toHaveAttribute('data-used', '1');
+  await expect(concurrent).toHaveAttribute('data-used', '0', { timeout: 15_000 });
+});

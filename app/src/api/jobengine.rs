@@ -322,18 +322,28 @@ pub async fn get_jobs_page(view: String) -> Result<JobsPage, ServerFnError> {
     })
 }
 
+/// The quota board and the event seq it follows from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaBoardView {
+    pub seq: i64,
+    pub board: QuotaBoard,
+}
+
 /// Reads every tenant (of the caller's grant) and queue with its quota and
 /// live usage.
 #[server(input = GetUrl)]
-pub async fn get_quota_board() -> Result<QuotaBoard, ServerFnError> {
+pub async fn get_quota_board() -> Result<QuotaBoardView, ServerFnError> {
     use super::{kernel, kernel_error, require};
 
     let caller = require(kernel::model::Scope::RunsRead)?;
     let tenants = caller.tenants.restriction();
-    kernel()?
+    let kernel = kernel()?;
+    let seq = kernel.last_event_seq().await.map_err(kernel_error)?;
+    let board = kernel
         .quota_board(tenants.as_deref())
         .await
-        .map_err(kernel_error)
+        .map_err(kernel_error)?;
+    Ok(QuotaBoardView { seq, board })
 }
 
 #[cfg(test)]

@@ -265,9 +265,11 @@ impl JobView {
 }
 
 /// Reads one job. `Ok(None)` when no job has this id (or the id is not a
-/// job id at all).
+/// job id at all). With `context`, also its latest events and what holds
+/// each waiting task (the job page); without, the job alone (the DAG page,
+/// where a large job's events and explainer would be most of the read).
 #[server(input = GetUrl)]
-pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnError> {
+pub async fn get_job_view(job_id: String, context: bool) -> Result<Option<JobView>, ServerFnError> {
     use super::{kernel, kernel_error, require};
 
     let caller = require(kernel::model::Scope::RunsRead)?;
@@ -285,6 +287,16 @@ pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnErr
     // Another tenant's job does not exist for this caller.
     if !caller.sees_tenant(&job.job.tenant) {
         return Ok(None);
+    }
+    if !context {
+        return Ok(Some(JobView {
+            read_at,
+            seq,
+            job,
+            timeline: Vec::new(),
+            holds: Vec::new(),
+            holds_at: read_at,
+        }));
     }
     // The job's events up to `seq`, newest last, keeping the latest ones.
     let mut timeline = Vec::new();

@@ -150,7 +150,7 @@ pub fn JobDagPage() -> impl IntoView {
         <PageFrame spec params>
             {move || {
                 let id = job_id.get();
-                let job = crate::api::once(get_job_view(id.clone()));
+                let job = crate::api::once(get_job_view(id.clone(), false));
                 view! {
                     <Suspense fallback=|| view! { <p class="loading-state">"Reading the job…"</p> }>
                         {move || {

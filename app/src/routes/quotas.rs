@@ -1,9 +1,10 @@
 //! `/ops/operations/jobengine/quotas`: every tenant and queue with its
 //! limits (concurrent leases, starts per minute) beside live usage, a
 //! validated and confirmed editor (the kernel enforces what is saved), and
-//! the snapshot export as JSON or CSV.
+//! the snapshot export as JSON or CSV. Usage is measured again while lease
+//! and task events arrive (at most every 2 s) and every 15 s anyway.
 
-use kernel::model::{QuotaBoard, QuotaLimits, QuotaScope, QuotaStatus, Scope};
+use kernel::model::{QuotaBoard, QuotaLimits, QuotaScope, QuotaStatus, QuotaUsage, Scope};
 use leptos::prelude::*;
 
 use crate::api::jobengine::{encode, get_quota_board};
@@ -68,7 +69,7 @@ fn Board(refresh: RwSignal<u32>, toast: RwSignal<Option<String>>) -> impl IntoVi
                 board
                     .get()
                     .map(|result| match result {
-                        Ok(board) => view! { <BoardTables board refresh toast/> }.into_any(),
+                        Ok(view) => view! { <BoardTables board=view.board seq=view.seq refresh toast/> }.into_any(),
                         Err(e) => view! { <LoadError what="the quotas" error=e.to_string()/> }.into_any(),
                     })
             }}
@@ -76,27 +77,102 @@ fn Board(refresh: RwSignal<u32>, toast: RwSignal<Option<String>>) -> impl IntoVi
     }
 }
 
+/// Usage of each tenant and queue, by `scope/name`, as last measured.
+type UsageMap = std::collections::HashMap<String, (QuotaUsage, bool)>;
+
+fn usage_map(items: &[QuotaStatus]) -> UsageMap {
+    items
+        .iter()
+        .map(|q| {
+            (
+                format!("{}/{}", q.scope, q.name),
+                (q.usage.clone(), q.exhausted),
+            )
+        })
+        .collect()
+}
+
+/// How often usage is measured again while leases change (ms); and at
+/// least this often anyway, as starts leave the last minute (ms).
+#[cfg(feature = "hydrate")]
+const USAGE_BUSY_MS: u64 = 2_000;
+#[cfg(feature = "hydrate")]
+const USAGE_IDLE_MS: f64 = 15_000.0;
+
 #[component]
 fn BoardTables(
     board: QuotaBoard,
+    seq: i64,
     refresh: RwSignal<u32>,
     toast: RwSignal<Option<String>>,
 ) -> impl IntoView {
-    let measured_at = board.measured_at;
+    let measured_at = RwSignal::new(board.measured_at);
+    let usage = RwSignal::new(usage_map(&board.items));
+    live_usage(seq, measured_at, usage);
     let (tenants, queues): (Vec<QuotaStatus>, Vec<QuotaStatus>) = board
         .items
         .into_iter()
         .partition(|q| q.scope == QuotaScope::Tenant);
     view! {
-        <p class="as-of">
-            "Usage measured at " {format_utc(measured_at)} ". "
+        <p class="as-of" data-measured-at=move || measured_at.get()>
+            "Usage measured at " {move || format_utc(measured_at.get())}
+            "; measured again every 2 s while leases change. "
             <button type="button" class="link-button" on:click=move |_| { toast.set(None); refresh.update(|n| *n += 1) }>
                 "Measure again"
             </button>
         </p>
-        <ScopeTable title="Tenants" scope=QuotaScope::Tenant items=tenants refresh toast/>
-        <ScopeTable title="Queues" scope=QuotaScope::Queue items=queues refresh toast/>
+        <ScopeTable title="Tenants" scope=QuotaScope::Tenant items=tenants usage refresh toast/>
+        <ScopeTable title="Queues" scope=QuotaScope::Queue items=queues usage refresh toast/>
     }
+}
+
+/// In the browser: lease and task events mark usage stale; it is measured
+/// again at most every 2 s while they arrive, and every 15 s anyway.
+fn live_usage(seq: i64, measured_at: RwSignal<i64>, usage: RwSignal<UsageMap>) {
+    #[cfg(feature = "hydrate")]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+
+        use crate::components::live::{use_live_feed, LiveOptions};
+
+        let stale = Arc::new(AtomicBool::new(false));
+        let mark = stale.clone();
+        use_live_feed(LiveOptions {
+            stream: "/api/v1/events/stream?family=lease,task".into(),
+            after: seq,
+            accept: Arc::new(|e| {
+                e.event_type.starts_with("lease.") || e.event_type.starts_with("task.")
+            }),
+            on_event: Arc::new(move |_| mark.store(true, Ordering::Relaxed)),
+        });
+        let busy = Arc::new(AtomicBool::new(false));
+        // When the browser last asked (its own clock, not the kernel's).
+        let asked = std::rc::Rc::new(std::cell::Cell::new(js_sys::Date::now()));
+        if let Ok(handle) = set_interval_with_handle(
+            move || {
+                let due = js_sys::Date::now() - asked.get() >= USAGE_IDLE_MS;
+                if busy.load(Ordering::Relaxed) || !(stale.swap(false, Ordering::Relaxed) || due) {
+                    return;
+                }
+                busy.store(true, Ordering::Relaxed);
+                asked.set(js_sys::Date::now());
+                let busy = busy.clone();
+                leptos::task::spawn_local(async move {
+                    if let Ok(view) = get_quota_board().await {
+                        measured_at.try_set(view.board.measured_at);
+                        usage.try_set(usage_map(&view.board.items));
+                    }
+                    busy.store(false, Ordering::Relaxed);
+                });
+            },
+            std::time::Duration::from_millis(USAGE_BUSY_MS),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (seq, measured_at, usage);
 }
 
 #[component]
@@ -104,6 +180,7 @@ fn ScopeTable(
     title: &'static str,
     scope: QuotaScope,
     items: Vec<QuotaStatus>,
+    usage: RwSignal<UsageMap>,
     refresh: RwSignal<u32>,
     toast: RwSignal<Option<String>>,
 ) -> impl IntoView {
@@ -125,7 +202,7 @@ fn ScopeTable(
     }
     let rows = items
         .into_iter()
-        .map(|item| view! { <QuotaLine item refresh toast/> })
+        .map(|item| view! { <QuotaLine item usage refresh toast/> })
         .collect_view();
     view! {
         <section class="panel" aria-labelledby=labelled_by>
@@ -218,6 +295,7 @@ enum Edit {
 #[component]
 fn QuotaLine(
     item: QuotaStatus,
+    usage: RwSignal<UsageMap>,
     refresh: RwSignal<u32>,
     toast: RwSignal<Option<String>>,
 ) -> impl IntoView {
@@ -251,6 +329,11 @@ fn QuotaLine(
             .unwrap_or_default(),
     );
     let current = item.limits.clone();
+    let (max_concurrent, max_starts) = (
+        item.limits.max_concurrent,
+        item.limits.max_starts_per_minute,
+    );
+    let starts_tracked = item.starts_tracked;
     let scope = item.scope;
     let name = StoredValue::new(item.name.clone());
 
@@ -294,12 +377,21 @@ fn QuotaLine(
         let _ = (path, body, limits, refresh, toast);
     };
 
-    let status = if item.exhausted {
-        view! { <span class="state" data-state="failed">"full: new leases wait"</span> }.into_any()
-    } else if item.configured {
-        view! { <span class="state" data-state="succeeded">"room left"</span> }.into_any()
-    } else {
-        view! { <span class="muted">"no quota"</span> }.into_any()
+    let key = format!("{}/{}", item.scope, item.name);
+    let now = {
+        let initial = (item.usage.clone(), item.exhausted);
+        Memo::new(move |_| usage.with(|u| u.get(&key).cloned().unwrap_or_else(|| initial.clone())))
+    };
+    let configured = item.configured;
+    let status = move || {
+        if now.with(|(_, exhausted)| *exhausted) {
+            view! { <span class="state" data-state="failed">"full: new leases wait"</span> }
+                .into_any()
+        } else if configured {
+            view! { <span class="state" data-state="succeeded">"room left"</span> }.into_any()
+        } else {
+            view! { <span class="muted">"no quota"</span> }.into_any()
+        }
     };
     let editor = move || {
         match edit.get() {
@@ -362,8 +454,12 @@ fn QuotaLine(
     view! {
         <tr data-quota=format!("{}/{}", item.scope, item.name)>
             <th scope="row">{item.name.clone()}</th>
-            <td data-usage="concurrent"><Usage used=item.usage.concurrent limit=item.limits.max_concurrent tracked=true/></td>
-            <td data-usage="starts"><Usage used=item.usage.starts_last_minute limit=item.limits.max_starts_per_minute tracked=item.starts_tracked/></td>
+            <td data-usage="concurrent">
+                {move || view! { <Usage used=now.with(|(u, _)| u.concurrent) limit=max_concurrent tracked=true/> }}
+            </td>
+            <td data-usage="starts">
+                {move || view! { <Usage used=now.with(|(u, _)| u.starts_last_minute) limit=max_starts tracked=starts_tracked/> }}
+            </td>
             <td>{status}</td>
             <td>{editor}</td>
         </tr>
