@@ -40,6 +40,7 @@ conformance!(
     quota_blocks_jobs_until_it_has_room,
     retention_deletes_old_finished_jobs_and_events,
     free_text_searches_names_and_payloads_through_the_index,
+    the_kind_filter_reads_the_kinds_of_each_job,
 );
 
 mod postgres_only {
@@ -1948,4 +1949,107 @@ async fn found_owned(k: &kernel::Kernel, q: &str, queue: Option<&str>) -> Vec<i6
         .iter()
         .map(|r| r.job.id)
         .collect()
+}
+
+/// The jobs search's kind filter (issue #6) reads the kinds written at
+/// submit: alone (pages in id order), with other filters, with free text,
+/// and in counts; a job's id in the text still obeys the kind.
+async fn the_kind_filter_reads_the_kinds_of_each_job(env: Env) {
+    let k = &env.kernel;
+    let with_report = |name: &str| NewJob {
+        tasks: vec![
+            NewTask::new("load", "noop", json!({})),
+            NewTask::new("report", "exec-report", json!({"to": "finance"})).after(&["load"]),
+        ],
+        ..NewJob::single(name, "noop", json!({}))
+    };
+    let first = k.submit(with_report("monthly-a")).await.unwrap().job.id;
+    k.submit(NewJob::single("plain-1", "noop", json!({})))
+        .await
+        .unwrap();
+    let second = k.submit(with_report("monthly-b")).await.unwrap().job.id;
+    k.submit(NewJob::single("plain-2", "noop", json!({})))
+        .await
+        .unwrap();
+    let search = |kind: &str, q: Option<&str>| JobSearch {
+        kind: Some(kind.into()),
+        q: q.map(Into::into),
+        ..Default::default()
+    };
+    let ids =
+        |page: kernel::model::Page<JobRow>| page.items.iter().map(|r| r.job.id).collect::<Vec<_>>();
+
+    let page1 = k
+        .search_jobs(&search("exec-report", None), JobSort::Newest, 1, None)
+        .await
+        .unwrap();
+    let cursor = page1.next_cursor.clone();
+    assert_eq!(ids(page1), vec![second]);
+    let page2 = k
+        .search_jobs(
+            &search("exec-report", None),
+            JobSort::Newest,
+            1,
+            cursor.as_deref(),
+        )
+        .await
+        .unwrap();
+    assert!(page2.next_cursor.is_none());
+    assert_eq!(ids(page2), vec![first]);
+    let oldest = k
+        .search_jobs(&search("exec-report", None), JobSort::Oldest, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(ids(oldest), vec![first, second]);
+    assert_eq!(
+        ids(k
+            .search_jobs(&search("noop", None), JobSort::Newest, 10, None)
+            .await
+            .unwrap())
+        .len(),
+        4,
+        "every job has a noop task"
+    );
+    assert_eq!(
+        ids(k
+            .search_jobs(
+                &search("exec-report", Some("monthly-b")),
+                JobSort::Newest,
+                10,
+                None
+            )
+            .await
+            .unwrap()),
+        vec![second]
+    );
+    assert_eq!(
+        ids(k
+            .search_jobs(
+                &search("exec-report", Some(&first.to_string())),
+                JobSort::Newest,
+                10,
+                None
+            )
+            .await
+            .unwrap()),
+        vec![first],
+        "the id matches, and the kind still applies"
+    );
+    let plain_id = first + 1;
+    assert!(ids(k
+        .search_jobs(
+            &search("exec-report", Some(&plain_id.to_string())),
+            JobSort::Newest,
+            10,
+            None
+        )
+        .await
+        .unwrap())
+    .is_empty());
+    assert_eq!(k.count_jobs(&search("exec-report", None)).await.unwrap(), 2);
+    assert!(ids(k
+        .search_jobs(&search("no-such-kind", None), JobSort::Newest, 10, None)
+        .await
+        .unwrap())
+    .is_empty());
 }

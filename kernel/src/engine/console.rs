@@ -11,8 +11,8 @@
 //! Cost with 1,000,000 jobs: the list walks an id index (or the state,
 //! queue, tenant index of the filter) and stops after one page; the task
 //! state filter starts from the active-task index; free text reads the
-//! trigram index of job documents ([`job_text`]). A filter on a task's kind
-//! checks each job on the way, so a rare kind may walk far.
+//! trigram index of job documents ([`job_text`]), a task kind the
+//! `job_kinds` index (migration 0010).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -101,6 +101,28 @@ enum TextMode {
     Page,
 }
 
+/// What a SQLite page walks in job id order, joined before `jobs`: the
+/// text index, the kind index, or the jobs themselves. (Postgres's planner
+/// chooses its own way through the semi-joins.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Text,
+    Kind,
+    Jobs,
+}
+
+fn driver(search: &JobSearch, backend: Backend, mode: TextMode) -> Driver {
+    if backend != Backend::Sqlite || mode != TextMode::Page {
+        Driver::Jobs
+    } else if text(&search.q).is_some() {
+        Driver::Text
+    } else if text(&search.kind).is_some() {
+        Driver::Kind
+    } else {
+        Driver::Jobs
+    }
+}
+
 /// The conditions of `search`, with `tenants` (the caller's grant) applied.
 fn search_conditions(
     search: &JobSearch,
@@ -147,10 +169,14 @@ fn search_conditions(
         (None, None) => {}
     }
     if let Some(k) = text(&search.kind) {
-        c.push(
-            "EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.kind = $?)",
-            vec![k.into()],
-        );
+        let sql = match (driver(search, backend, mode), backend) {
+            (Driver::Kind, _) => "job_kinds.kind = $?",
+            (_, Backend::Postgres) if mode == TextMode::Page => {
+                "EXISTS (SELECT 1 FROM job_kinds k WHERE k.job_id = jobs.id AND k.kind = $?)"
+            }
+            _ => "id IN (SELECT job_id FROM job_kinds WHERE kind = $?)",
+        };
+        c.push(sql, vec![k.into()]);
     }
     if let Some(from) = search.created_from {
         c.push("created_at >= $?", vec![from.into()]);
@@ -225,13 +251,16 @@ impl Kernel {
             JobSort::Oldest => (">", "ASC"),
         };
         let q = text(&search.q);
-        // SQLite walks the text index in rowid (job id) order, joined first.
-        let (from, key) = match (q, backend) {
-            (Some(_), Backend::Sqlite) => (
+        let (from, key) = match driver(search, backend, TextMode::Page) {
+            Driver::Text => (
                 "job_text CROSS JOIN jobs ON jobs.id = job_text.rowid",
                 "job_text.rowid",
             ),
-            _ => ("jobs", "jobs.id"),
+            Driver::Kind => (
+                "job_kinds CROSS JOIN jobs ON jobs.id = job_kinds.job_id",
+                "job_kinds.job_id",
+            ),
+            Driver::Jobs => ("jobs", "jobs.id"),
         };
         let mut c = search_conditions(search, None, backend, TextMode::Page)?;
         if let Some(id) = cursor {
@@ -255,7 +284,7 @@ impl Kernel {
                     q: None,
                     ..search.clone()
                 };
-                let mut c = search_conditions(&plain, None, backend, TextMode::Page)?;
+                let mut c = search_conditions(&plain, None, backend, TextMode::Filter)?;
                 c.push("id = $?", vec![id.into()]);
                 let sql = format!("SELECT {COLUMNS} FROM jobs WHERE {}", c.joined());
                 if let Some(row) = self.db().read_optional(&sql, c.args).await? {

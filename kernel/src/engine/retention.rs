@@ -152,6 +152,7 @@ impl Kernel {
             format!("DELETE FROM attempts WHERE task_id IN ({OF_JOBS})"),
             format!("DELETE FROM task_deps WHERE task_id IN ({OF_JOBS})"),
             format!("DELETE FROM dead_letters WHERE task_id IN ({OF_JOBS}) AND status <> 'open'"),
+            "DELETE FROM job_kinds WHERE job_id @in($1)".to_string(),
             "DELETE FROM tasks WHERE job_id @in($1)".to_string(),
         ] {
             w.tx.execute(&sql, args![ids.clone()]).await?;

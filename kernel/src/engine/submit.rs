@@ -148,6 +148,14 @@ const TASK_COLS: &[(&str, &str)] = &[
 
 const EDGE_COLS: &[(&str, &str)] = &[("task_id", "BIGINT"), ("depends_on", "BIGINT")];
 
+#[derive(Serialize)]
+struct KindRow<'a> {
+    kind: &'a str,
+    job_id: i64,
+}
+
+const KIND_COLS: &[(&str, &str)] = &[("kind", "TEXT"), ("job_id", "BIGINT")];
+
 impl Kernel {
     /// Submits one job (SPEC §9 `POST /api/v1/jobs`).
     pub async fn submit(&self, job: NewJob) -> Result<Submitted> {
@@ -253,6 +261,7 @@ impl Kernel {
         let mut task_rows = Vec::with_capacity(task_total);
         let mut edge_rows = Vec::new();
         let mut docs = Vec::with_capacity(to_create.len());
+        let mut kind_rows = Vec::with_capacity(to_create.len());
         let mut next_task = task_ids.into_iter();
         let mut any_ready = false;
         for (&i, &job_id) in to_create.iter().zip(&job_ids) {
@@ -310,6 +319,8 @@ impl Kernel {
                     updated_at: now,
                 });
             }
+            let kinds: BTreeSet<&str> = job.tasks.iter().map(|t| t.kind.as_str()).collect();
+            kind_rows.extend(kinds.into_iter().map(|kind| KindRow { kind, job_id }));
             let payloads = &task_rows[task_rows.len() - job.tasks.len()..];
             docs.push((
                 job_id,
@@ -335,6 +346,14 @@ impl Kernel {
             w.tx.execute(
                 &sql,
                 args![serde_json::to_string(&task_rows).expect("rows")],
+            )
+            .await?;
+        }
+        if !kind_rows.is_empty() {
+            let sql = recordset_insert_sql(backend, "job_kinds", KIND_COLS);
+            w.tx.execute(
+                &sql,
+                args![serde_json::to_string(&kind_rows).expect("rows")],
             )
             .await?;
         }
