@@ -41,34 +41,17 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        jobs: 1_000_000,
-        requests: 100,
-        sqlite: true,
-        postgres: std::env::var("SWITCHYARD_TEST_POSTGRES_URL").ok(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut number = |name: &str| -> usize {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} takes a number"))
-        };
-        match arg.as_str() {
-            "--jobs" => args.jobs = number("--jobs"),
-            "--requests" => args.requests = number("--requests"),
-            "--sqlite-only" => args.postgres = None,
-            "--postgres-only" => args.sqlite = false,
-            "--bench" => {}
-            other => {
-                eprintln!(
-                    "unknown argument {other:?}; see the header of server/benches/console.rs"
-                );
-                std::process::exit(2);
-            }
-        }
+    let (mut jobs, mut requests) = (1_000_000, 100);
+    let backends = common::parse_args(
+        &mut [("--jobs", &mut jobs), ("--requests", &mut requests)],
+        "console.rs",
+    );
+    Args {
+        jobs,
+        requests,
+        sqlite: backends.sqlite,
+        postgres: backends.postgres,
     }
-    args
 }
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];

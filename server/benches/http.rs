@@ -34,34 +34,22 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        tasks: 50_000,
-        workers: 2,
-        slots: 256,
-        sqlite: true,
-        postgres: std::env::var("SWITCHYARD_TEST_POSTGRES_URL").ok(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut number = |name: &str| -> usize {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} takes a number"))
-        };
-        match arg.as_str() {
-            "--tasks" => args.tasks = number("--tasks"),
-            "--workers" => args.workers = number("--workers"),
-            "--slots" => args.slots = number("--slots"),
-            "--sqlite-only" => args.postgres = None,
-            "--postgres-only" => args.sqlite = false,
-            "--bench" => {}
-            other => {
-                eprintln!("unknown argument {other:?}; see the header of server/benches/http.rs");
-                std::process::exit(2);
-            }
-        }
+    let (mut tasks, mut workers, mut slots) = (50_000, 2, 256);
+    let backends = common::parse_args(
+        &mut [
+            ("--tasks", &mut tasks),
+            ("--workers", &mut workers),
+            ("--slots", &mut slots),
+        ],
+        "http.rs",
+    );
+    Args {
+        tasks,
+        workers,
+        slots,
+        sqlite: backends.sqlite,
+        postgres: backends.postgres,
     }
-    args
 }
 
 /// The secret the bench's remote workers enroll with.

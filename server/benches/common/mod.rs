@@ -21,3 +21,44 @@ pub async fn fresh_postgres(admin_url: &str, prefix: &str) -> String {
         None => panic!("cannot derive a database URL from {admin_url}"),
     }
 }
+
+/// Which backends a bench runs on: SQLite unless `--postgres-only`;
+/// Postgres when `SWITCHYARD_TEST_POSTGRES_URL` is set, unless
+/// `--sqlite-only`.
+pub struct Backends {
+    pub sqlite: bool,
+    pub postgres: Option<String>,
+}
+
+/// Reads the command line: the backend switches, and `--NAME N` for each of
+/// `numbers` (their defaults stay unless given). `bench` names the file
+/// whose header documents the arguments.
+pub fn parse_args(numbers: &mut [(&str, &mut usize)], bench: &str) -> Backends {
+    let mut backends = Backends {
+        sqlite: true,
+        postgres: std::env::var("SWITCHYARD_TEST_POSTGRES_URL").ok(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--sqlite-only" => backends.postgres = None,
+            "--postgres-only" => backends.sqlite = false,
+            "--bench" => {}
+            other => match numbers.iter_mut().find(|(name, _)| *name == other) {
+                Some((name, value)) => {
+                    **value = it
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or_else(|| panic!("{name} takes a number"));
+                }
+                None => {
+                    eprintln!(
+                        "unknown argument {other:?}; see the header of server/benches/{bench}"
+                    );
+                    std::process::exit(2);
+                }
+            },
+        }
+    }
+    backends
+}
