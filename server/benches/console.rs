@@ -31,13 +31,11 @@ use sqlx::Connection;
 use tower::ServiceExt;
 
 mod common;
-use common::fresh_postgres;
 
 struct Args {
     jobs: usize,
     requests: usize,
-    sqlite: bool,
-    postgres: Option<String>,
+    backends: common::Backends,
 }
 
 fn parse_args() -> Args {
@@ -49,8 +47,7 @@ fn parse_args() -> Args {
     Args {
         jobs,
         requests,
-        sqlite: backends.sqlite,
-        postgres: backends.postgres,
+        backends,
     }
 }
 
@@ -303,13 +300,9 @@ async fn run(label: &str, url: &str, args: &Args) {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    if args.sqlite {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("bench.db").display());
-        run("sqlite", &url, &args).await;
-    }
-    if let Some(admin) = args.postgres.as_deref() {
-        let url = fresh_postgres(admin, "console_bench").await;
-        run("postgres", &url, &args).await;
-    }
+    args.backends
+        .each("console_bench", async |label, url| {
+            run(label, url, &args).await
+        })
+        .await;
 }

@@ -23,14 +23,12 @@ use server::worker::{executors_for, HttpLeaseSource};
 use server::{app, AppState};
 
 mod common;
-use common::fresh_postgres;
 
 struct Args {
     tasks: usize,
     workers: usize,
     slots: usize,
-    sqlite: bool,
-    postgres: Option<String>,
+    backends: common::Backends,
 }
 
 fn parse_args() -> Args {
@@ -47,8 +45,7 @@ fn parse_args() -> Args {
         tasks,
         workers,
         slots,
-        sqlite: backends.sqlite,
-        postgres: backends.postgres,
+        backends,
     }
 }
 
@@ -161,13 +158,9 @@ async fn run(label: &str, url: &str, args: &Args) {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    if args.sqlite {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("bench.db").display());
-        run("sqlite", &url, &args).await;
-    }
-    if let Some(admin) = args.postgres.as_deref() {
-        let url = fresh_postgres(admin, "http_bench").await;
-        run("postgres", &url, &args).await;
-    }
+    args.backends
+        .each("http_bench", async |label, url| {
+            run(label, url, &args).await
+        })
+        .await;
 }

@@ -62,3 +62,19 @@ pub fn parse_args(numbers: &mut [(&str, &mut usize)], bench: &str) -> Backends {
     }
     backends
 }
+
+impl Backends {
+    /// Runs `run(label, database URL)` on each chosen backend: SQLite in a
+    /// fresh temp file, Postgres in a fresh database `<prefix>_<pid>`.
+    pub async fn each(&self, prefix: &str, run: impl AsyncFn(&str, &str)) {
+        if self.sqlite {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite:{}", dir.path().join("bench.db").display());
+            run("sqlite", &url).await;
+        }
+        if let Some(admin) = self.postgres.as_deref() {
+            let url = fresh_postgres(admin, prefix).await;
+            run("postgres", &url).await;
+        }
+    }
+}
