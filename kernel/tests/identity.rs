@@ -162,6 +162,16 @@ async fn sessions_expire_when_idle_or_old_and_can_be_revoked(env: Env) {
     let (before, _) = k.create_session(&user, None, POLICY).await.unwrap();
     k.set_password("bob", "bob's newer password").await.unwrap();
     assert!(k.session(&before, POLICY).await.unwrap().is_none());
+
+    // Retention deletes the sessions that ended: the expired first one and
+    // the three the password change revoked (the idle one among them). A
+    // live session stays until its absolute expiry.
+    let (live, _) = k.create_session(&user, None, POLICY).await.unwrap();
+    assert_eq!(k.apply_retention().await.unwrap().sessions, 4);
+    assert!(k.session(&live, POLICY).await.unwrap().is_some());
+    env.clock.advance(POLICY.absolute_ms + 1);
+    assert_eq!(k.apply_retention().await.unwrap().sessions, 1);
+    assert_eq!(k.apply_retention().await.unwrap().sessions, 0);
 }
 
 async fn tokens_are_shown_once_and_revocable(env: Env) {

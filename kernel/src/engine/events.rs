@@ -253,10 +253,11 @@ impl Kernel {
                     tracing::warn!(error = %e, "lease sweep failed; retrying next round");
                 }
                 match kernel.apply_retention().await {
-                    Ok(r) if r.events > 0 || r.jobs > 0 => {
+                    Ok(r) if r.events > 0 || r.jobs > 0 || r.sessions > 0 => {
                         tracing::debug!(
                             events = r.events,
                             jobs = r.jobs,
+                            sessions = r.sessions,
                             "retention deleted old records"
                         );
                     }

@@ -13,8 +13,11 @@
 //!   entry (an operator may still replay it). Events of deleted jobs stay
 //!   until their own retention ends.
 //!
-//! When nothing is old enough, a pass costs two indexed reads on the read
-//! side and no write transaction.
+//! - Console sessions that ended (revoked, or past their absolute expiry)
+//!   go at once: nothing reads them again.
+//!
+//! When nothing is old enough, a pass costs three reads on the read side
+//! and no write transaction.
 
 use crate::error::Result;
 use crate::sql::args;
@@ -37,6 +40,9 @@ const MAX_BATCHES: usize = 20;
 pub struct RetentionReport {
     pub events: u64,
     pub jobs: u64,
+    /// Console sessions that had ended (revoked, or past their absolute
+    /// expiry).
+    pub sessions: u64,
 }
 
 impl Kernel {
@@ -67,7 +73,31 @@ impl Kernel {
                 }
             }
         }
+        report.sessions = self.delete_ended_sessions(now).await?;
         Ok(report)
+    }
+
+    /// Sessions that can never be used again: revoked ones, and those past
+    /// their absolute expiry (an idle one reaches that within the absolute
+    /// limit). Read first, so an idle pass writes nothing.
+    async fn delete_ended_sessions(&self, now: i64) -> Result<u64> {
+        const ENDED: &str = "expires_at < $1 OR revoked_at IS NOT NULL";
+        let any = self
+            .db()
+            .read_optional(
+                &format!("SELECT id FROM sessions WHERE {ENDED} LIMIT 1"),
+                args![now],
+            )
+            .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
+        let mut w = self.begin().await?;
+        let n =
+            w.tx.execute(&format!("DELETE FROM sessions WHERE {ENDED}"), args![now])
+                .await?;
+        self.finish(w).await?;
+        Ok(n)
     }
 
     /// One batch: the oldest events (by seq) with `ts < cutoff`.
