@@ -58,13 +58,13 @@ fn nodes_markup(
 ) -> String {
     let mut out = String::with_capacity(keys.len() * 256);
     for (i, (placed, key)) in drawn.nodes.iter().zip(keys).enumerate() {
+        let sel = selected == Some(key.as_str());
         // Task keys are identifiers (letters, digits, '.', '_', '-'); escaped
         // all the same.
         let key = escape_markup(key);
         out.push_str(&format!(
             r#"<g class="dag-node" data-task="{key}" data-state="{state}" aria-selected="{sel}" role="button" tabindex="0" transform="translate({x},{y})"><rect width="{w}" height="{h}" rx="6"></rect><text x="10" y="{ty}">{key}</text></g>"#,
             state = states.get(i).map_or("pending", |s| s.as_str()),
-            sel = selected == Some(key.as_str()),
             x = placed.x,
             y = placed.y,
             w = spacing.node_width,

@@ -80,15 +80,15 @@ fn Board(refresh: RwSignal<u32>, toast: RwSignal<Option<String>>) -> impl IntoVi
 /// Usage of each tenant and queue, by `scope/name`, as last measured.
 type UsageMap = std::collections::HashMap<String, (QuotaUsage, bool)>;
 
+/// A tenant's or queue's key in the usage map and its row's `data-quota`.
+fn quota_key(q: &QuotaStatus) -> String {
+    format!("{}/{}", q.scope, q.name)
+}
+
 fn usage_map(items: &[QuotaStatus]) -> UsageMap {
     items
         .iter()
-        .map(|q| {
-            (
-                format!("{}/{}", q.scope, q.name),
-                (q.usage.clone(), q.exhausted),
-            )
-        })
+        .map(|q| (quota_key(q), (q.usage.clone(), q.exhausted)))
         .collect()
 }
 
@@ -377,7 +377,7 @@ fn QuotaLine(
         let _ = (path, body, limits, refresh, toast);
     };
 
-    let key = format!("{}/{}", item.scope, item.name);
+    let key = quota_key(&item);
     let now = {
         let initial = (item.usage.clone(), item.exhausted);
         Memo::new(move |_| usage.with(|u| u.get(&key).cloned().unwrap_or_else(|| initial.clone())))
@@ -452,7 +452,7 @@ fn QuotaLine(
     }
     };
     view! {
-        <tr data-quota=format!("{}/{}", item.scope, item.name)>
+        <tr data-quota=quota_key(&item)>
             <th scope="row">{item.name.clone()}</th>
             <td data-usage="concurrent">
                 {move || view! { <Usage used=now.with(|(u, _)| u.concurrent) limit=max_concurrent tracked=true/> }}

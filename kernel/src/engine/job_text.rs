@@ -69,13 +69,10 @@ pub(crate) async fn insert(tx: &mut Tx, docs: &[(i64, String)]) -> Result<()> {
 /// Writes a job's document again from its rows (a payload changed).
 pub(crate) async fn refresh(tx: &mut Tx, job_id: i64) -> Result<()> {
     let backend = tx.backend();
-    let (key, concat) = match backend {
-        Backend::Sqlite => ("rowid", "group_concat(t.payload, char(10))"),
-        Backend::Postgres => ("job_id", "string_agg(t.payload, chr(10) ORDER BY t.id)"),
-    };
-    let nl = match backend {
-        Backend::Sqlite => "char(10)",
-        Backend::Postgres => "chr(10)",
+    let key = key_column(backend);
+    let (nl, concat) = match backend {
+        Backend::Sqlite => ("char(10)", "group_concat(t.payload, char(10))"),
+        Backend::Postgres => ("chr(10)", "string_agg(t.payload, chr(10) ORDER BY t.id)"),
     };
     tx.execute(
         &format!("DELETE FROM job_text WHERE {key} = $1"),

@@ -43,6 +43,22 @@ pub(crate) fn recordset_insert_sql(backend: Backend, table: &str, cols: &[(&str,
     }
 }
 
+/// Inserts `rows` into `table` with one statement (none when empty).
+async fn insert_rows<T: Serialize>(
+    tx: &mut Tx,
+    table: &str,
+    cols: &[(&str, &str)],
+    rows: &[T],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = recordset_insert_sql(tx.backend(), table, cols);
+    tx.execute(&sql, args![serde_json::to_string(rows).expect("rows")])
+        .await?;
+    Ok(())
+}
+
 /// `n` fresh ids for `table` (whose key is `id`), in increasing order.
 async fn allocate_ids(tx: &mut Tx, table: &str, n: usize) -> Result<Vec<i64>> {
     if n == 0 {
@@ -185,7 +201,6 @@ impl Kernel {
     async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<(i64, bool)>> {
         let mut w = self.begin().await?;
         let now = w.now;
-        let backend = w.tx.backend();
 
         let tenants: BTreeSet<&str> = jobs.iter().map(|j| j.tenant.as_str()).collect();
         for t in &tenants {
@@ -338,33 +353,10 @@ impl Kernel {
                 }));
         }
 
-        if !job_rows.is_empty() {
-            let sql = recordset_insert_sql(backend, "jobs", JOB_COLS);
-            w.tx.execute(&sql, args![serde_json::to_string(&job_rows).expect("rows")])
-                .await?;
-            let sql = recordset_insert_sql(backend, "tasks", TASK_COLS);
-            w.tx.execute(
-                &sql,
-                args![serde_json::to_string(&task_rows).expect("rows")],
-            )
-            .await?;
-        }
-        if !kind_rows.is_empty() {
-            let sql = recordset_insert_sql(backend, "job_kinds", KIND_COLS);
-            w.tx.execute(
-                &sql,
-                args![serde_json::to_string(&kind_rows).expect("rows")],
-            )
-            .await?;
-        }
-        if !edge_rows.is_empty() {
-            let sql = recordset_insert_sql(backend, "task_deps", EDGE_COLS);
-            w.tx.execute(
-                &sql,
-                args![serde_json::to_string(&edge_rows).expect("rows")],
-            )
-            .await?;
-        }
+        insert_rows(&mut w.tx, "jobs", JOB_COLS, &job_rows).await?;
+        insert_rows(&mut w.tx, "tasks", TASK_COLS, &task_rows).await?;
+        insert_rows(&mut w.tx, "job_kinds", KIND_COLS, &kind_rows).await?;
+        insert_rows(&mut w.tx, "task_deps", EDGE_COLS, &edge_rows).await?;
         job_text::insert(&mut w.tx, &docs).await?;
         w.wake_claimers = any_ready;
         self.finish(w).await?;
