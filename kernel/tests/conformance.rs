@@ -2053,3 +2053,39 @@ async fn the_kind_filter_reads_the_kinds_of_each_job(env: Env) {
         .unwrap())
     .is_empty());
 }
+
+/// SQLite only: the background duty copies the WAL back into the database
+/// file, so no commit of the writer pays for a checkpoint. The writer's own
+/// checkpoint starts at 4,000 WAL pages; a few hundred jobs stay far below
+/// it, so the database file grows only if the background checkpointer runs.
+#[tokio::test]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let env = common::sqlite_env().await;
+    let path = env
+        .url
+        .strip_prefix("sqlite:")
+        .expect("sqlite url")
+        .to_string();
+    let size = || std::fs::metadata(&path).expect("database file").len();
+    let before = size();
+    let jobs = (0..300)
+        .map(|i| {
+            NewJob::single(
+                format!("wal-{i}"),
+                "noop",
+                json!({ "pad": "x".repeat(200) }),
+            )
+        })
+        .collect();
+    env.kernel.submit_many(jobs).await.expect("submit");
+    let wal = std::fs::metadata(format!("{path}-wal")).expect("wal").len();
+    assert!(wal > 100 * 4096, "the submit went to the WAL ({wal} bytes)");
+    assert_eq!(size(), before, "nothing checkpointed yet");
+
+    let background = env.kernel.start_background();
+    eventually("the database file to take the WAL's pages", || async {
+        (size() > before).then_some(())
+    })
+    .await;
+    background.shutdown().await;
+}

@@ -231,7 +231,8 @@ impl Kernel {
 
     /// Starts the background duties of this replica: the lease-expiry and
     /// node sweep, then retention (old events and finished jobs), every
-    /// `config.sweep_every`; on Postgres also a watcher of
+    /// `config.sweep_every`; on SQLite also a WAL checkpoint every 100 ms
+    /// (see [`crate::Db::checkpoint`]); on Postgres also a watcher of
     /// the event horizon (wakes subscribers when events become readable),
     /// the notifier (tells other replicas that work is ready or events were
     /// written) and a LISTEN connection (wakes local claimers and event
@@ -266,6 +267,22 @@ impl Kernel {
                 }
             }
         }));
+
+        if self.backend() == Backend::Sqlite {
+            let kernel = self.clone();
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    if let Err(e) = kernel.db().checkpoint().await {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+                    }
+                }
+            }));
+        }
 
         if self.backend() == Backend::Postgres {
             // New events become readable when older transactions end, which

@@ -90,6 +90,29 @@ impl AttemptCheck {
 
 /// Candidate ready tasks, best first (priority, then age). The caller adds
 /// the limit parameter and, on Postgres, the row locks.
+/// The first statement of a claim on Postgres: the node, and two settings
+/// for the transaction as `set_config` calls (local to it), in the same
+/// round trip:
+/// - `synchronous_commit = off`: a grant need not wait for its WAL flush.
+///   If the server crashes before the flush, the grant is lost as a whole:
+///   the task is ready again and the worker's report is refused (stale),
+///   so the task runs again: at-least-once, as for any lost worker. Any
+///   later durable commit (e.g. the completion) flushes the grant first,
+///   since WAL is written in order. Submits and completions stay
+///   synchronous.
+/// - `enable_bitmapscan = off`: the pick must walk the claim index in
+///   order and stop at `LIMIT`. A bitmap scan reads every entry of the
+///   partial index, including the dead ones that leased and finished tasks
+///   leave until vacuum (tens of thousands after a burst), then sorts;
+///   a plain index scan marks those entries dead as it passes and later
+///   scans skip them. An empty claim on a table after a 24,000-task burst:
+///   1.7 ms with the bitmap, 0.09 ms with the ordered scan.
+const PG_CLAIM_NODE: &str =
+    "SELECT status, last_heartbeat_at, (SELECT COUNT(*) FROM quotas) AS quotas, \
+            set_config('synchronous_commit', 'off', true) AS sync, \
+            set_config('enable_bitmapscan', 'off', true) AS plan \
+     FROM nodes WHERE id = $1";
+
 const READY_CANDIDATES: &str = "SELECT id, tenant, queue, priority FROM tasks \
      WHERE state = 'ready' AND not_before <= $1 AND kind @in($2) \
        AND queue NOT IN (SELECT name FROM queues WHERE paused)";
@@ -132,11 +155,19 @@ impl Kernel {
         let mut w = self.begin().await?;
         let now = w.now;
         // Claiming is a sign of life: an offline node comes back online.
-        // The heartbeat time is written at most once a second, so that
-        // concurrent claims of one node do not queue on its row lock.
+        // The heartbeat time is written at most once a second, and skipped
+        // when a concurrent claim of the same node holds the row (it is
+        // writing the time already): claims never queue on that row lock,
+        // which is held until the other claim commits.
         let node =
             w.tx.fetch_optional(
-                "SELECT status, last_heartbeat_at, (SELECT COUNT(*) FROM quotas) AS quotas FROM nodes WHERE id = $1",
+                match w.tx.backend() {
+                    Backend::Sqlite => {
+                        "SELECT status, last_heartbeat_at, (SELECT COUNT(*) FROM quotas) AS quotas \
+                                        FROM nodes WHERE id = $1"
+                    }
+                    Backend::Postgres => PG_CLAIM_NODE,
+                },
                 args![node_id],
             )
             .await?
@@ -144,7 +175,8 @@ impl Kernel {
         let status: NodeStatus = node.parse("status")?;
         if status == NodeStatus::Offline || node.i64("last_heartbeat_at")? < now - 1_000 {
             w.tx.execute(
-                "UPDATE nodes SET last_heartbeat_at = $1 WHERE id = $2 AND last_heartbeat_at < $1",
+                "UPDATE nodes SET last_heartbeat_at = $1 WHERE id = \
+                 (SELECT id FROM nodes WHERE id = $2 AND last_heartbeat_at < $1 @skip_locked)",
                 args![now, node_id],
             )
             .await?;
@@ -213,17 +245,6 @@ impl Kernel {
             }
             leased
         };
-        if !leased.is_empty() && w.tx.backend() == Backend::Postgres {
-            // A grant need not wait for its WAL flush. If the server crashes
-            // before the flush, the grant is lost as a whole: the task is
-            // ready again and the worker's report is refused (stale), so
-            // the task runs again: at-least-once, as for any lost worker.
-            // Any later durable commit (e.g. the completion) flushes
-            // the grant first, since WAL is written in order. Submits and
-            // completions stay synchronous.
-            w.tx.execute("SET LOCAL synchronous_commit = off", args![])
-                .await?;
-        }
         self.finish(w).await?;
         Ok(leased)
     }
@@ -1058,6 +1079,13 @@ impl Kernel {
     async fn sweep_leases_once(&self, batch: i64) -> Result<usize> {
         let mut w = self.begin().await?;
         let now = w.now;
+        if w.tx.backend() == Backend::Postgres {
+            // Walk the expiry index in order, as the claim walks its own
+            // (see `PG_CLAIM_NODE`): a bitmap scan would visit every
+            // attempt that finished since the last vacuum, once a second.
+            w.tx.execute("SET LOCAL enable_bitmapscan = off", args![])
+                .await?;
+        }
         let lapsed = w
             .tx
             .fetch_all(
