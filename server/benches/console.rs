@@ -16,7 +16,8 @@
 //! `VACUUM ANALYZE`, as autovacuum would by then). Then requests
 //! each page R times through the real router (signed in as an admin, no
 //! socket), after a warm-up, and reports p50, p99 and max of the time to the
-//! last byte of the server-rendered HTML.
+//! last byte of the server-rendered HTML. `BENCH_PAGES=snapshot,health`
+//! renders only the pages whose name contains one of those words.
 
 use std::time::{Duration, Instant};
 
@@ -268,7 +269,15 @@ async fn run(label: &str, url: &str, args: &Args) {
     );
     println!("| page | p50 | p99 | max | rows |");
     println!("|---|---|---|---|---|");
+    let only: Option<Vec<String>> = std::env::var("BENCH_PAGES")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
     for (name, path, marker) in &cases {
+        if let Some(only) = &only {
+            if !only.iter().any(|w| name.contains(w.as_str())) {
+                continue;
+            }
+        }
         for _ in 0..5 {
             render(&router, &cookie, path).await;
         }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// Most events the timeline keeps.
 pub const TIMELINE_LEN: usize = 30;
-/// How far back (in events on SQLite, in transactions on Postgres) the
-/// server looks for the first timeline.
+/// How many of the newest events the server looks through for the first
+/// timeline.
 pub const TIMELINE_SCAN: i64 = 1_000;
 /// Running jobs whose attempts are checked for stale leases.
 pub const STALE_SCAN_JOBS: i64 = 50;
@@ -259,36 +259,14 @@ pub async fn get_ops_snapshot() -> Result<OpsSnapshot, ServerFnError> {
         }
     }
 
-    // The newest timeline events up to `seq`. Seqs are contiguous on SQLite
-    // but `xid << 20 | n` on Postgres, so "the last N events" starts N
-    // transactions back there.
-    let window = match kernel.backend() {
-        kernel::db::Backend::Sqlite => TIMELINE_SCAN,
-        kernel::db::Backend::Postgres => TIMELINE_SCAN << 20,
-    };
-    let mut timeline: Vec<Event> = Vec::new();
-    let mut after = (seq - window).max(0);
-    for _ in 0..10 {
-        let page = kernel
-            .events_after(after, 1_000)
-            .await
-            .map_err(kernel_error)?;
-        let n = page.items.len();
-        after = page.next_after;
-        timeline.extend(
-            page.items
-                .into_iter()
-                .filter(|e| e.seq <= seq && on_timeline(e))
-                .filter(|e| caller.sees_event(e.tenant.as_deref())),
-        );
-        if timeline.len() > TIMELINE_LEN {
-            timeline.drain(..timeline.len() - TIMELINE_LEN);
-        }
-        if n < 1_000 || after >= seq {
-            break;
-        }
-    }
-    timeline.reverse();
+    // The newest timeline events among the last `TIMELINE_SCAN` up to `seq`.
+    let mut timeline: Vec<Event> = kernel
+        .events_through(seq, TIMELINE_SCAN)
+        .await
+        .map_err(kernel_error)?
+        .into_iter()
+        .filter(|e| on_timeline(e) && caller.sees_event(e.tenant.as_deref()))
+        .collect();
     timeline.truncate(TIMELINE_LEN);
 
     Ok(OpsSnapshot {

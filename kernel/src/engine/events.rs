@@ -164,6 +164,22 @@ impl Kernel {
         Ok(EventPage { items, next_after })
     }
 
+    /// The newest `limit` events with `seq <= through`, newest first: the
+    /// recent past of the log, read backwards along its index, as a
+    /// timeline opens (no horizon needed: `through` is a readable seq).
+    pub async fn events_through(&self, through: i64, limit: i64) -> Result<Vec<Event>> {
+        let rows = self
+            .db()
+            .read_all(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq <= $1 ORDER BY seq DESC LIMIT $2"
+                ),
+                args![through, limit.clamp(1, 10_000)],
+            )
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     /// The events of one job with `seq > after` (its timeline / stream).
     pub async fn job_events_after(&self, job_id: i64, after: i64, limit: i64) -> Result<EventPage> {
         let limit = limit.clamp(1, 10_000);

@@ -1073,7 +1073,39 @@ impl Kernel {
         }
         self.sweep_nodes().await?;
         self.sweep_quota_blocks().await?;
+        self.fold_job_counts().await?;
         Ok(expired)
+    }
+
+    /// Postgres: moves the job count deltas that transitions appended
+    /// (migration 0011) into `job_counts`, so readers sum a few rows. One
+    /// replica folds at a time; the others skip the round. Readers sum
+    /// counts and deltas in one snapshot, so a fold changes no answer.
+    /// SQLite's triggers keep `job_counts` directly: nothing to do.
+    pub(crate) async fn fold_job_counts(&self) -> Result<()> {
+        if self.backend() != Backend::Postgres {
+            return Ok(());
+        }
+        let mut tx = crate::sql::Tx::begin(self.db()).await?;
+        let ours = tx
+            .fetch_one(
+                "SELECT pg_try_advisory_xact_lock(hashtext('switchyard.job_counts')) AS ours",
+                args![],
+            )
+            .await?
+            .bool("ours")?;
+        if ours {
+            tx.execute(
+                "WITH d AS (DELETE FROM job_count_deltas RETURNING tenant, state, delta) \
+                 INSERT INTO job_counts (tenant, state, n) \
+                 SELECT tenant, state, SUM(delta) FROM d GROUP BY tenant, state \
+                 ON CONFLICT (tenant, state) DO UPDATE SET n = job_counts.n + EXCLUDED.n",
+                args![],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn sweep_leases_once(&self, batch: i64) -> Result<usize> {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kernel::model::{ClaimRequest, Lease, NewNode};
+use kernel::model::{ClaimRequest, JobSearch, Lease, NewNode};
 use kernel::{Kernel, KernelConfig, ManualClock};
 
 pub struct Env {
@@ -23,11 +23,62 @@ pub struct Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let Some(path) = &self.sqlite_file {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        if let Some(path) = self.sqlite_file.take() {
+            drop(RemoveOnDrop(path));
+        }
+    }
+}
+
+/// Deletes a SQLite database file (and its WAL) when dropped.
+pub struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+impl Env {
+    /// A second handle on the kernel, and the file cleanup moved out of
+    /// `Env`, so the database outlives the test body for checks after it.
+    pub fn keep(&mut self) -> (Kernel, Option<RemoveOnDrop>) {
+        (
+            self.kernel.clone(),
+            self.sqlite_file.take().map(RemoveOnDrop),
+        )
+    }
+}
+
+/// After every conformance test: the job counts the database keeps
+/// (migration 0011, read by the operator snapshot) agree with the rows,
+/// before and after the sweep folds the Postgres deltas.
+pub async fn assert_job_counts_agree(kernel: &Kernel) {
+    for round in ["before the sweep", "after the sweep"] {
+        if round == "after the sweep" {
+            kernel.sweep().await.expect("sweep");
+        }
+        let kept = kernel.overview(None).await.expect("overview").jobs_by_state;
+        let mut rows = std::collections::BTreeMap::new();
+        for state in [
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "cancelled",
+            "blocked",
+        ] {
+            let search = JobSearch {
+                state: Some(state.parse().expect("job state")),
+                ..JobSearch::default()
+            };
+            let n = kernel.count_jobs(&search).await.expect("count jobs");
+            if n != 0 {
+                rows.insert(state.to_string(), n);
             }
         }
+        assert_eq!(kept, rows, "kept job counts against the rows, {round}");
     }
 }
 
@@ -182,8 +233,10 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let env = $crate::common::sqlite_env().await;
+                    let mut env = $crate::common::sqlite_env().await;
+                    let (kernel, _file) = env.keep();
                     super::$name(env).await;
+                    $crate::common::assert_job_counts_agree(&kernel).await;
                 }
             )+
         }
@@ -191,8 +244,10 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    if let Some(env) = $crate::common::postgres_env(stringify!($name)).await {
+                    if let Some(mut env) = $crate::common::postgres_env(stringify!($name)).await {
+                        let (kernel, _) = env.keep();
                         super::$name(env).await;
+                        $crate::common::assert_job_counts_agree(&kernel).await;
                     }
                 }
             )+
