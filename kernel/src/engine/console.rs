@@ -637,12 +637,21 @@ impl Kernel {
             Some(t) => ("tenant @in($1)", t.to_vec().into()),
             None => ("$1 IS NULL", Option::<String>::None.into()),
         };
+        // Kept by triggers (migration 0012); on Postgres the deltas not
+        // yet folded by the sweep are summed in the same snapshot.
+        let counts = match self.backend() {
+            Backend::Sqlite => "task_counts",
+            Backend::Postgres => {
+                "(SELECT queue, tenant, state, n FROM task_counts \
+                  UNION ALL SELECT queue, tenant, state, delta FROM task_count_deltas) c"
+            }
+        };
         for r in self
             .db()
             .read_all(
                 &format!(
-                    "SELECT queue, state, COUNT(*) AS n, MIN(created_at) AS oldest FROM tasks \
-                     WHERE state IN ('pending', 'ready', 'leased') AND {only} GROUP BY queue, state"
+                    "SELECT queue, state, CAST(SUM(n) AS BIGINT) AS n FROM {counts} \
+                     WHERE {only} GROUP BY queue, state HAVING SUM(n) <> 0"
                 ),
                 vec![tenant_arg.clone()],
             )
@@ -653,13 +662,29 @@ impl Kernel {
             let n = r.i64("n")?;
             match r.parse::<TaskState>("state")? {
                 TaskState::Pending => q.pending = n,
-                TaskState::Ready => {
-                    q.ready = n;
-                    q.oldest_ready_at = r.opt_i64("oldest")?;
-                }
+                TaskState::Ready => q.ready = n,
                 TaskState::Leased => q.leased = n,
                 _ => {}
             }
+        }
+        // The oldest ready task of each queue that has one: the first
+        // entry of the queue's ready range in `tasks_queue_active`. SQLite
+        // uses a partial index only when the query repeats its condition
+        // (else it walks every ready task of `tasks_claim` and sorts).
+        for q in queues.values_mut().filter(|q| q.ready > 0) {
+            q.oldest_ready_at = self
+                .db()
+                .read_optional(
+                    &format!(
+                        "SELECT created_at FROM tasks WHERE queue = $2 AND state = 'ready' \
+                         AND state IN ('pending', 'ready', 'leased') AND {only} \
+                         ORDER BY created_at LIMIT 1"
+                    ),
+                    vec![tenant_arg.clone(), q.name.clone().into()],
+                )
+                .await?
+                .map(|r| r.i64("created_at"))
+                .transpose()?;
         }
         for r in self
             .db()

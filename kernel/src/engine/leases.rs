@@ -1073,16 +1073,17 @@ impl Kernel {
         }
         self.sweep_nodes().await?;
         self.sweep_quota_blocks().await?;
-        self.fold_job_counts().await?;
+        self.fold_counts().await?;
         Ok(expired)
     }
 
-    /// Postgres: moves the job count deltas that transitions appended
-    /// (migration 0011) into `job_counts`, so readers sum a few rows. One
+    /// Postgres: moves the job and task count deltas that transitions
+    /// appended (migrations 0011, 0012) into `job_counts` and
+    /// `task_counts`, so readers sum a few rows. One
     /// replica folds at a time; the others skip the round. Readers sum
     /// counts and deltas in one snapshot, so a fold changes no answer.
-    /// SQLite's triggers keep `job_counts` directly: nothing to do.
-    pub(crate) async fn fold_job_counts(&self) -> Result<()> {
+    /// SQLite's triggers keep the counts directly: nothing to do.
+    pub(crate) async fn fold_counts(&self) -> Result<()> {
         if self.backend() != Backend::Postgres {
             return Ok(());
         }
@@ -1100,6 +1101,14 @@ impl Kernel {
                  INSERT INTO job_counts (tenant, state, n) \
                  SELECT tenant, state, SUM(delta) FROM d GROUP BY tenant, state \
                  ON CONFLICT (tenant, state) DO UPDATE SET n = job_counts.n + EXCLUDED.n",
+                args![],
+            )
+            .await?;
+            tx.execute(
+                "WITH d AS (DELETE FROM task_count_deltas RETURNING queue, tenant, state, delta) \
+                 INSERT INTO task_counts (queue, tenant, state, n) \
+                 SELECT queue, tenant, state, SUM(delta) FROM d GROUP BY queue, tenant, state \
+                 ON CONFLICT (queue, tenant, state) DO UPDATE SET n = task_counts.n + EXCLUDED.n",
                 args![],
             )
             .await?;

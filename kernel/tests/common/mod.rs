@@ -51,10 +51,12 @@ impl Env {
     }
 }
 
-/// After every conformance test: the job counts the database keeps
-/// (migration 0011, read by the operator snapshot) agree with the rows,
-/// before and after the sweep folds the Postgres deltas.
-pub async fn assert_job_counts_agree(kernel: &Kernel) {
+/// After every conformance test: the job and task counts the database
+/// keeps (migrations 0011, 0012; read by the operator snapshot and queue
+/// health) agree with the rows, before and after the sweep folds the
+/// Postgres deltas.
+pub async fn assert_counts_agree(kernel: &Kernel, url: &str) {
+    use sqlx::Connection;
     for round in ["before the sweep", "after the sweep"] {
         if round == "after the sweep" {
             kernel.sweep().await.expect("sweep");
@@ -79,6 +81,47 @@ pub async fn assert_job_counts_agree(kernel: &Kernel) {
             }
         }
         assert_eq!(kept, rows, "kept job counts against the rows, {round}");
+
+        // Queue depth (migration 0012) against the task rows, read
+        // straight from the database.
+        let health = kernel.queue_health(None).await.expect("queue health");
+        let mut kept = std::collections::BTreeMap::new();
+        for q in &health.queues {
+            for (state, n) in [
+                ("leased", q.leased),
+                ("pending", q.pending),
+                ("ready", q.ready),
+            ] {
+                if n != 0 {
+                    kept.insert((q.name.clone(), state.to_string()), n);
+                }
+            }
+        }
+        let sql = "SELECT queue, state, COUNT(*) AS n FROM tasks \
+                   WHERE state IN ('pending', 'ready', 'leased') GROUP BY queue, state";
+        let rows: Vec<(String, String, i64)> = if url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(url)
+                .await
+                .expect("open sqlite");
+            sqlx::query_as(sql)
+                .fetch_all(&mut c)
+                .await
+                .expect("count tasks")
+        } else {
+            let mut c = sqlx::PgConnection::connect(url)
+                .await
+                .expect("open postgres");
+            sqlx::query_as(sql)
+                .fetch_all(&mut c)
+                .await
+                .expect("count tasks")
+        };
+        let rows: std::collections::BTreeMap<_, _> =
+            rows.into_iter().map(|(q, s, n)| ((q, s), n)).collect();
+        assert_eq!(
+            kept, rows,
+            "kept queue depth against the task rows, {round}"
+        );
     }
 }
 
@@ -235,8 +278,9 @@ macro_rules! conformance {
                 async fn $name() {
                     let mut env = $crate::common::sqlite_env().await;
                     let (kernel, _file) = env.keep();
+                    let url = env.url.clone();
                     super::$name(env).await;
-                    $crate::common::assert_job_counts_agree(&kernel).await;
+                    $crate::common::assert_counts_agree(&kernel, &url).await;
                 }
             )+
         }
@@ -246,8 +290,9 @@ macro_rules! conformance {
                 async fn $name() {
                     if let Some(mut env) = $crate::common::postgres_env(stringify!($name)).await {
                         let (kernel, _) = env.keep();
+                        let url = env.url.clone();
                         super::$name(env).await;
-                        $crate::common::assert_job_counts_agree(&kernel).await;
+                        $crate::common::assert_counts_agree(&kernel, &url).await;
                     }
                 }
             )+
