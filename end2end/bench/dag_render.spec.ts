@@ -94,6 +94,7 @@ test(`a ${TASKS}-task DAG: open, lay out and render`, async ({ page, csrf }) => 
   console.log(`dag bench, ${TASKS} tasks:`);
   console.log(`  click from the job page to the painted graph: ${summary(clicks)}`);
   console.log(`    of which the job's read (server function, network): ${summary(reads)}`);
+  console.log(`    each run in order (ms): ${clicks.map((c) => c.toFixed(0)).join(' ')}`);
   console.log(`  server render of the DAG page (HTTP, whole body): ${summary(renders)}`);
   console.log(`  page load to hydrated: ${summary(loads)}`);
 });
