@@ -268,16 +268,21 @@ fn LiveDag(initial: JobView) -> impl IntoView {
     let after = initial.seq;
     // The graph's shape is fixed at submit; only states change live.
     let keys: Vec<String> = initial.job.tasks.iter().map(|t| t.key.clone()).collect();
+    let index: std::collections::HashMap<&str, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
     let edges: Vec<(usize, usize)> = initial
         .job
         .tasks
         .iter()
         .enumerate()
         .flat_map(|(to, t)| {
-            let keys = &keys;
+            let index = &index;
             t.depends_on
                 .iter()
-                .filter_map(move |d| keys.iter().position(|k| k == d).map(|from| (from, to)))
+                .filter_map(move |d| index.get(d.as_str()).map(|&from| (from, to)))
         })
         .collect();
     let spacing = Spacing::default();

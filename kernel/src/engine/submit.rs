@@ -59,39 +59,46 @@ async fn insert_rows<T: Serialize>(
     Ok(())
 }
 
-/// `n` fresh ids for `table` (whose key is `id`), in increasing order.
-async fn allocate_ids(tx: &mut Tx, table: &str, n: usize) -> Result<Vec<i64>> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
+/// Fresh ids for `jobs` new jobs and `tasks` new tasks, each in increasing
+/// order.
+async fn allocate_ids(tx: &mut Tx, jobs: usize, tasks: usize) -> Result<(Vec<i64>, Vec<i64>)> {
     match tx.backend() {
         Backend::Sqlite => {
             // The one writer connection holds the write lock: nobody else
             // can take these ids before we commit.
             let row = tx
                 .fetch_one(
-                    &format!("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) AS m FROM {table}"),
+                    "SELECT CAST(COALESCE((SELECT MAX(id) FROM jobs), 0) AS BIGINT) AS jobs, \
+                            CAST(COALESCE((SELECT MAX(id) FROM tasks), 0) AS BIGINT) AS tasks",
                     args![],
                 )
                 .await?;
-            let base = row.i64("m")?;
-            Ok((1..=n as i64).map(|i| base + i).collect())
+            let after = |base: i64, n: usize| (1..=n as i64).map(|i| base + i).collect();
+            Ok((
+                after(row.i64("jobs")?, jobs),
+                after(row.i64("tasks")?, tasks),
+            ))
         }
         Backend::Postgres => {
+            // Both sequences in one round trip.
             let rows = tx
                 .fetch_all(
-                    &format!(
-                        "SELECT nextval('{table}_id_seq') AS id FROM generate_series(1, $1::BIGINT)"
-                    ),
-                    args![n as i64],
+                    "SELECT 'jobs' AS seq, nextval('jobs_id_seq') AS id FROM generate_series(1, $1::BIGINT) \
+                     UNION ALL \
+                     SELECT 'tasks', nextval('tasks_id_seq') FROM generate_series(1, $2::BIGINT)",
+                    args![jobs as i64, tasks as i64],
                 )
                 .await?;
-            let mut ids = rows
-                .iter()
-                .map(|r| r.i64("id"))
-                .collect::<Result<Vec<_>, _>>()?;
-            ids.sort_unstable();
-            Ok(ids)
+            let (mut job_ids, mut task_ids) = (Vec::with_capacity(jobs), Vec::with_capacity(tasks));
+            for r in &rows {
+                match r.text("seq")?.as_str() {
+                    "jobs" => job_ids.push(r.i64("id")?),
+                    _ => task_ids.push(r.i64("id")?),
+                }
+            }
+            job_ids.sort_unstable();
+            task_ids.sort_unstable();
+            Ok((job_ids, task_ids))
         }
     }
 }
@@ -202,40 +209,62 @@ impl Kernel {
         let mut w = self.begin().await?;
         let now = w.now;
 
-        let tenants: BTreeSet<&str> = jobs.iter().map(|j| j.tenant.as_str()).collect();
-        for t in &tenants {
-            w.tx.execute(
-                "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                args![*t, now],
-            )
-            .await?;
-        }
+        let tenants: Vec<String> = jobs
+            .iter()
+            .map(|j| j.tenant.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let queues: Vec<String> = jobs
             .iter()
             .map(|j| j.queue.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        for q in &queues {
-            w.tx.execute(
-                "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) ON CONFLICT (name) DO NOTHING",
-                args![q, now],
-            )
-            .await?;
-        }
-        // Queues that are paused, and tenants and queues whose quota is
-        // exhausted: their new jobs start `blocked`.
-        let held: BTreeSet<(String, String)> =
-            w.tx.fetch_all(
-                "SELECT 'queue' AS scope, name FROM queues WHERE paused AND name @in($1) \
-                 UNION ALL SELECT scope, name FROM quotas WHERE exhausted \
-                   AND ((scope = 'queue' AND name @in($1)) OR (scope = 'tenant' AND name @in($2)))",
-                args![
-                    queues,
-                    tenants.iter().map(|t| t.to_string()).collect::<Vec<_>>()
-                ],
-            )
-            .await?
+        // Tenants and queues come into being with their first job. Then
+        // the queues that are paused, and the tenants and queues whose quota
+        // is exhausted: their new jobs start `blocked`.
+        const HELD: &str =
+            "SELECT 'queue' AS scope, name FROM queues WHERE paused AND name @in($1) \
+             UNION ALL SELECT scope, name FROM quotas WHERE exhausted \
+               AND ((scope = 'queue' AND name @in($1)) OR (scope = 'tenant' AND name @in($2)))";
+        let held_rows = match w.tx.backend() {
+            Backend::Sqlite => {
+                for t in &tenants {
+                    w.tx.execute(
+                        "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                        args![t.as_str(), now],
+                    )
+                    .await?;
+                }
+                for q in &queues {
+                    w.tx.execute(
+                        "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) \
+                         ON CONFLICT (name) DO NOTHING",
+                        args![q.as_str(), now],
+                    )
+                    .await?;
+                }
+                w.tx.fetch_all(HELD, args![queues.clone(), tenants.clone()])
+                    .await?
+            }
+            // One round trip. The check reads the snapshot from before the
+            // inserts, which is right: a queue created here is not paused.
+            Backend::Postgres => {
+                w.tx.fetch_all(
+                    &format!(
+                        "WITH new_tenants AS (INSERT INTO tenants (name, created_at) \
+                             SELECT unnest($2::TEXT[]), $3 ON CONFLICT (name) DO NOTHING), \
+                         new_queues AS (INSERT INTO queues (name, paused, created_at) \
+                             SELECT unnest($1::TEXT[]), false, $3 ON CONFLICT (name) DO NOTHING) \
+                         {HELD}"
+                    ),
+                    args![queues.clone(), tenants.clone(), now],
+                )
+                .await?
+            }
+        };
+        let held: BTreeSet<(String, String)> = held_rows
             .iter()
             .map(|r| Ok((r.text("scope")?, r.text("name")?)))
             .collect::<Result<_, sqlx::Error>>()?;
@@ -268,9 +297,8 @@ impl Kernel {
             to_create.push(i);
         }
 
-        let job_ids = allocate_ids(&mut w.tx, "jobs", to_create.len()).await?;
         let task_total: usize = to_create.iter().map(|&i| jobs[i].tasks.len()).sum();
-        let task_ids = allocate_ids(&mut w.tx, "tasks", task_total).await?;
+        let (job_ids, task_ids) = allocate_ids(&mut w.tx, to_create.len(), task_total).await?;
 
         let mut job_rows = Vec::with_capacity(to_create.len());
         let mut task_rows = Vec::with_capacity(task_total);
