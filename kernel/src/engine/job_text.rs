@@ -40,8 +40,25 @@ pub(crate) fn document<'a>(name: &str, payloads: impl Iterator<Item = &'a str>) 
 
 #[derive(Serialize)]
 struct Doc<'a> {
-    id: i64,
+    job_id: i64,
     body: &'a str,
+}
+
+/// The columns of `job_text` on Postgres, for a recordset insert of
+/// [`rows_json`] (on SQLite the job id is the FTS5 `rowid`).
+pub(crate) const COLUMNS: &[(&str, &str)] = &[("job_id", "BIGINT"), ("body", "TEXT")];
+
+/// The documents of new jobs, `(job id, document)`, as a JSON array of
+/// `{job_id, body}`.
+pub(crate) fn rows_json(docs: &[(i64, String)]) -> String {
+    let rows: Vec<Doc> = docs
+        .iter()
+        .map(|(job_id, body)| Doc {
+            job_id: *job_id,
+            body,
+        })
+        .collect();
+    serde_json::to_string(&rows).expect("rows")
 }
 
 /// Writes the documents of new jobs, `(job id, document)`.
@@ -49,20 +66,16 @@ pub(crate) async fn insert(tx: &mut Tx, docs: &[(i64, String)]) -> Result<()> {
     if docs.is_empty() {
         return Ok(());
     }
-    let rows: Vec<Doc> = docs
-        .iter()
-        .map(|(id, body)| Doc { id: *id, body })
-        .collect();
     let sql = match tx.backend() {
         Backend::Sqlite => {
-            "INSERT INTO job_text (rowid, body) SELECT value ->> 'id', value ->> 'body' FROM json_each($1)"
+            "INSERT INTO job_text (rowid, body) SELECT value ->> 'job_id', value ->> 'body' FROM json_each($1)"
+                .to_string()
         }
         Backend::Postgres => {
-            "INSERT INTO job_text (job_id, body) SELECT id, body FROM json_to_recordset($1::json) AS r(id BIGINT, body TEXT)"
+            super::submit::recordset_insert_sql(Backend::Postgres, "job_text", COLUMNS, 1)
         }
     };
-    tx.execute(sql, args![serde_json::to_string(&rows).expect("rows")])
-        .await?;
+    tx.execute(&sql, args![rows_json(docs)]).await?;
     Ok(())
 }
 

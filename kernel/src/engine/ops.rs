@@ -796,6 +796,7 @@ impl Kernel {
                 ("line", "TEXT"),
                 ("ts", "BIGINT"),
             ],
+            1,
         );
         w.tx.execute(
             &sql,

@@ -18,8 +18,13 @@ use crate::sql::{args, Tx};
 
 use super::{dag, job_text, Kernel};
 
-/// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $1>`.
-pub(crate) fn recordset_insert_sql(backend: Backend, table: &str, cols: &[(&str, &str)]) -> String {
+/// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $param>`.
+pub(crate) fn recordset_insert_sql(
+    backend: Backend,
+    table: &str,
+    cols: &[(&str, &str)],
+    param: usize,
+) -> String {
     let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
     let names = names.join(", ");
     match backend {
@@ -29,18 +34,22 @@ pub(crate) fn recordset_insert_sql(backend: Backend, table: &str, cols: &[(&str,
                 .map(|(c, _)| format!("value ->> '{c}'"))
                 .collect();
             format!(
-                "INSERT INTO {table} ({names}) SELECT {} FROM json_each($1)",
+                "INSERT INTO {table} ({names}) SELECT {} FROM json_each(${param})",
                 values.join(", ")
             )
         }
         Backend::Postgres => {
             let types: Vec<String> = cols.iter().map(|(c, t)| format!("{c} {t}")).collect();
             format!(
-                "INSERT INTO {table} ({names}) SELECT {names} FROM json_to_recordset($1::json) AS r({})",
+                "INSERT INTO {table} ({names}) SELECT {names} FROM json_to_recordset(${param}::json) AS r({})",
                 types.join(", ")
             )
         }
     }
+}
+
+fn to_json<T: Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows")
 }
 
 /// Inserts `rows` into `table` with one statement (none when empty).
@@ -53,9 +62,8 @@ async fn insert_rows<T: Serialize>(
     if rows.is_empty() {
         return Ok(());
     }
-    let sql = recordset_insert_sql(tx.backend(), table, cols);
-    tx.execute(&sql, args![serde_json::to_string(rows).expect("rows")])
-        .await?;
+    let sql = recordset_insert_sql(tx.backend(), table, cols, 1);
+    tx.execute(&sql, args![to_json(rows)]).await?;
     Ok(())
 }
 
@@ -381,11 +389,41 @@ impl Kernel {
                 }));
         }
 
-        insert_rows(&mut w.tx, "jobs", JOB_COLS, &job_rows).await?;
-        insert_rows(&mut w.tx, "tasks", TASK_COLS, &task_rows).await?;
-        insert_rows(&mut w.tx, "job_kinds", KIND_COLS, &kind_rows).await?;
-        insert_rows(&mut w.tx, "task_deps", EDGE_COLS, &edge_rows).await?;
-        job_text::insert(&mut w.tx, &docs).await?;
+        match w.tx.backend() {
+            Backend::Sqlite => {
+                insert_rows(&mut w.tx, "jobs", JOB_COLS, &job_rows).await?;
+                insert_rows(&mut w.tx, "tasks", TASK_COLS, &task_rows).await?;
+                insert_rows(&mut w.tx, "job_kinds", KIND_COLS, &kind_rows).await?;
+                insert_rows(&mut w.tx, "task_deps", EDGE_COLS, &edge_rows).await?;
+                job_text::insert(&mut w.tx, &docs).await?;
+            }
+            // One round trip: the five inserts as data-modifying CTEs of
+            // one statement (foreign keys are checked at its end).
+            Backend::Postgres => {
+                let parts = [
+                    ("jobs", JOB_COLS, to_json(&job_rows)),
+                    ("tasks", TASK_COLS, to_json(&task_rows)),
+                    ("job_kinds", KIND_COLS, to_json(&kind_rows)),
+                    ("task_deps", EDGE_COLS, to_json(&edge_rows)),
+                    ("job_text", job_text::COLUMNS, job_text::rows_json(&docs)),
+                ];
+                let mut sql = String::from("WITH ");
+                let last = parts.len() - 1;
+                for (i, (table, cols, _)) in parts.iter().enumerate() {
+                    let insert = recordset_insert_sql(Backend::Postgres, table, cols, i + 1);
+                    if i < last {
+                        sql.push_str(&format!(
+                            "p{i} AS ({insert}){}",
+                            if i + 1 < last { ", " } else { " " }
+                        ));
+                    } else {
+                        sql.push_str(&insert);
+                    }
+                }
+                let rows = parts.into_iter().map(|(_, _, rows)| rows.into()).collect();
+                w.tx.execute(&sql, rows).await?;
+            }
+        }
         w.wake_claimers = any_ready;
         self.finish(w).await?;
 
