@@ -7,7 +7,7 @@
 //! only draining ones), or its backoff. A ready task with no reason is
 //! simply waiting for a node to claim it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::model::{
@@ -46,12 +46,7 @@ impl Kernel {
         let mut quotas = Vec::new();
         let mut nodes = Vec::new();
         if !ready.is_empty() {
-            let queues: Vec<String> = ready
-                .iter()
-                .map(|t| t.queue.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let queues = super::distinct(ready.iter().map(|t| t.queue.as_str()));
             for r in self
                 .db()
                 .read_all(

@@ -245,6 +245,15 @@ impl Kernel {
     }
 }
 
+/// The distinct `names`, sorted.
+pub(crate) fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    names
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
 /// One transaction plus what it must announce when it commits.
 pub(crate) struct Work {
     pub tx: Tx,

@@ -217,18 +217,8 @@ impl Kernel {
         let mut w = self.begin().await?;
         let now = w.now;
 
-        let tenants: Vec<String> = jobs
-            .iter()
-            .map(|j| j.tenant.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let queues: Vec<String> = jobs
-            .iter()
-            .map(|j| j.queue.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
+        let queues = super::distinct(jobs.iter().map(|j| j.queue.as_str()));
         // Tenants and queues come into being with their first job. Then
         // the queues that are paused, and the tenants and queues whose quota
         // is exhausted: their new jobs start `blocked`.
