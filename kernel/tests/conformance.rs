@@ -2089,3 +2089,84 @@ async fn sqlite_wal_is_checkpointed_in_the_background() {
     .await;
     background.shutdown().await;
 }
+
+/// Upgrading a database that has jobs: migrations 0011 and 0012 count the
+/// existing rows, and the kept counts agree with them from then on.
+async fn counts_start_from_existing_rows_on_upgrade(url: &str) {
+    use sqlx::migrate::Migrator;
+    let sqlite = url.starts_with("sqlite:");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../migrations")
+        .join(if sqlite { "sqlite" } else { "postgres" });
+    let mut before = Migrator::new(dir).await.expect("read migrations");
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 11)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    // Jobs and tasks written before the counters existed, in several
+    // states, tenants and queues.
+    let mut rows = String::new();
+    for i in 1..=12_i64 {
+        let state = ["queued", "running", "succeeded", "failed"][i as usize % 4];
+        let task_state = ["ready", "leased", "succeeded", "failed"][i as usize % 4];
+        let (tenant, queue) = (format!("t{}", i % 2), format!("q{}", i % 3));
+        rows.push_str(&format!(
+            "INSERT INTO jobs (id, name, tenant, queue, priority, state, created_at, updated_at) \
+             VALUES ({i}, 'old-{i}', '{tenant}', '{queue}', 0, '{state}', {i}, {i});\n\
+             INSERT INTO tasks (id, job_id, key, kind, tenant, queue, priority, payload, state, \
+                                deps_remaining, max_attempts, created_at, updated_at) \
+             VALUES ({i}, {i}, 'a', 'noop', '{tenant}', '{queue}', 0, '{{}}', '{task_state}', 0, 3, {i}, {i});\n\
+             INSERT INTO tasks (id, job_id, key, kind, tenant, queue, priority, payload, state, \
+                                deps_remaining, max_attempts, created_at, updated_at) \
+             VALUES ({}, {i}, 'b', 'noop', '{tenant}', '{queue}', 0, '{{}}', 'pending', 1, 3, {i}, {i});\n",
+            100 + i
+        ));
+    }
+    if sqlite {
+        let opts = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+            .expect("sqlite url")
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts)
+            .await
+            .expect("open sqlite");
+        before.run(&pool).await.expect("migrate to 0010");
+        sqlx::raw_sql(&rows).execute(&pool).await.expect("old rows");
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(url).await.expect("open postgres");
+        before.run(&pool).await.expect("migrate to 0010");
+        sqlx::raw_sql(&rows).execute(&pool).await.expect("old rows");
+        pool.close().await;
+    }
+
+    let clock = kernel::ManualClock::default();
+    let kernel = kernel::Kernel::open(url, common::test_config(&clock))
+        .await
+        .expect("upgrade");
+    let counts = kernel.overview(None).await.expect("overview").jobs_by_state;
+    assert_eq!(
+        counts.values().sum::<i64>(),
+        12,
+        "every old job counted: {counts:?}"
+    );
+    common::assert_counts_agree(&kernel, url).await;
+    kernel.db().close().await;
+}
+
+#[tokio::test]
+async fn sqlite_counts_start_from_existing_rows_on_upgrade() {
+    let path =
+        std::env::temp_dir().join(format!("switchyard-upgrade-{}.db", common::random_name()));
+    let _cleanup = common::RemoveOnDrop::new(path.clone());
+    counts_start_from_existing_rows_on_upgrade(&format!("sqlite:{}", path.display())).await;
+}
+
+#[tokio::test]
+async fn postgres_counts_start_from_existing_rows_on_upgrade() {
+    if let Some(url) = common::postgres_url("counts_start_from_existing_rows_on_upgrade").await {
+        counts_start_from_existing_rows_on_upgrade(&url).await;
+    }
+}

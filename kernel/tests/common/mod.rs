@@ -32,6 +32,12 @@ impl Drop for Env {
 /// Deletes a SQLite database file (and its WAL) when dropped.
 pub struct RemoveOnDrop(PathBuf);
 
+impl RemoveOnDrop {
+    pub fn new(path: PathBuf) -> RemoveOnDrop {
+        RemoveOnDrop(path)
+    }
+}
+
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -138,7 +144,7 @@ pub fn test_config(clock: &ManualClock) -> KernelConfig {
     }
 }
 
-fn random_name() -> String {
+pub fn random_name() -> String {
     use rand::Rng;
     let n: u64 = rand::thread_rng().gen();
     format!("t_{n:016x}")
