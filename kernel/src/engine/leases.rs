@@ -88,8 +88,6 @@ impl AttemptCheck {
     }
 }
 
-/// Candidate ready tasks, best first (priority, then age). The caller adds
-/// the limit parameter and, on Postgres, the row locks.
 /// The first statement of a claim on Postgres: the node, and two settings
 /// for the transaction as `set_config` calls (local to it), in the same
 /// round trip:
@@ -99,7 +97,9 @@ impl AttemptCheck {
 ///   so the task runs again: at-least-once, as for any lost worker. Any
 ///   later durable commit (e.g. the completion) flushes the grant first,
 ///   since WAL is written in order. Submits and completions stay
-///   synchronous.
+///   synchronous. (A claim's quota bookkeeping, starts per minute and
+///   exhausted marks, commits the same way: a crash can forget the last
+///   moment's starts, never count one twice.)
 /// - `enable_bitmapscan = off`: the pick must walk the claim index in
 ///   order and stop at `LIMIT`. A bitmap scan reads every entry of the
 ///   partial index, including the dead ones that leased and finished tasks
@@ -113,6 +113,8 @@ const PG_CLAIM_NODE: &str =
             set_config('enable_bitmapscan', 'off', true) AS plan \
      FROM nodes WHERE id = $1";
 
+/// Candidate ready tasks, best first (priority, then age). The caller adds
+/// the limit parameter and, on Postgres, the row locks.
 const READY_CANDIDATES: &str = "SELECT id, tenant, queue, priority FROM tasks \
      WHERE state = 'ready' AND not_before <= $1 AND kind @in($2) \
        AND queue NOT IN (SELECT name FROM queues WHERE paused)";
