@@ -637,15 +637,7 @@ impl Kernel {
             Some(t) => ("tenant @in($1)", t.to_vec().into()),
             None => ("$1 IS NULL", Option::<String>::None.into()),
         };
-        // Kept by triggers (migration 0012); on Postgres the deltas not
-        // yet folded by the sweep are summed in the same snapshot.
-        let counts = match self.backend() {
-            Backend::Sqlite => "task_counts",
-            Backend::Postgres => {
-                "(SELECT queue, tenant, state, n FROM task_counts \
-                  UNION ALL SELECT queue, tenant, state, delta FROM task_count_deltas) c"
-            }
-        };
+        let counts = super::counts::TASK_COUNTS.source(self.backend());
         for r in self
             .db()
             .read_all(

@@ -44,12 +44,8 @@ struct Doc<'a> {
     body: &'a str,
 }
 
-/// The columns of `job_text` on Postgres, for a recordset insert of
-/// [`rows_json`] (on SQLite the job id is the FTS5 `rowid`).
-pub(crate) const COLUMNS: &[(&str, &str)] = &[("job_id", "BIGINT"), ("body", "TEXT")];
-
 /// The documents of new jobs, `(job id, document)`, as a JSON array of
-/// `{job_id, body}`.
+/// `{job_id, body}`: the rows of [`insert_sql`].
 pub(crate) fn rows_json(docs: &[(i64, String)]) -> String {
     let rows: Vec<Doc> = docs
         .iter()
@@ -61,22 +57,19 @@ pub(crate) fn rows_json(docs: &[(i64, String)]) -> String {
     serde_json::to_string(&rows).expect("rows")
 }
 
-/// Writes the documents of new jobs, `(job id, document)`.
-pub(crate) async fn insert(tx: &mut Tx, docs: &[(i64, String)]) -> Result<()> {
-    if docs.is_empty() {
-        return Ok(());
+/// Inserts the documents of [`rows_json`] given as parameter `$param`.
+pub(crate) fn insert_sql(backend: Backend, param: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "INSERT INTO job_text (rowid, body) SELECT value ->> 'job_id', value ->> 'body' FROM json_each(${param})"
+        ),
+        Backend::Postgres => super::submit::recordset_insert_sql(
+            backend,
+            "job_text",
+            &[("job_id", "BIGINT"), ("body", "TEXT")],
+            param,
+        ),
     }
-    let sql = match tx.backend() {
-        Backend::Sqlite => {
-            "INSERT INTO job_text (rowid, body) SELECT value ->> 'job_id', value ->> 'body' FROM json_each($1)"
-                .to_string()
-        }
-        Backend::Postgres => {
-            super::submit::recordset_insert_sql(Backend::Postgres, "job_text", COLUMNS, 1)
-        }
-    };
-    tx.execute(&sql, args![rows_json(docs)]).await?;
-    Ok(())
 }
 
 /// Writes a job's document again from its rows (a payload changed).

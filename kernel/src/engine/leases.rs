@@ -1079,46 +1079,6 @@ impl Kernel {
         Ok(expired)
     }
 
-    /// Postgres: moves the job and task count deltas that transitions
-    /// appended (migrations 0011, 0012) into `job_counts` and
-    /// `task_counts`, so readers sum a few rows. One
-    /// replica folds at a time; the others skip the round. Readers sum
-    /// counts and deltas in one snapshot, so a fold changes no answer.
-    /// SQLite's triggers keep the counts directly: nothing to do.
-    pub(crate) async fn fold_counts(&self) -> Result<()> {
-        if self.backend() != Backend::Postgres {
-            return Ok(());
-        }
-        let mut tx = crate::sql::Tx::begin(self.db()).await?;
-        let ours = tx
-            .fetch_one(
-                "SELECT pg_try_advisory_xact_lock(hashtext('switchyard.job_counts')) AS ours",
-                args![],
-            )
-            .await?
-            .bool("ours")?;
-        if ours {
-            tx.execute(
-                "WITH d AS (DELETE FROM job_count_deltas RETURNING tenant, state, delta) \
-                 INSERT INTO job_counts (tenant, state, n) \
-                 SELECT tenant, state, SUM(delta) FROM d GROUP BY tenant, state \
-                 ON CONFLICT (tenant, state) DO UPDATE SET n = job_counts.n + EXCLUDED.n",
-                args![],
-            )
-            .await?;
-            tx.execute(
-                "WITH d AS (DELETE FROM task_count_deltas RETURNING queue, tenant, state, delta) \
-                 INSERT INTO task_counts (queue, tenant, state, n) \
-                 SELECT queue, tenant, state, SUM(delta) FROM d GROUP BY queue, tenant, state \
-                 ON CONFLICT (queue, tenant, state) DO UPDATE SET n = task_counts.n + EXCLUDED.n",
-                args![],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn sweep_leases_once(&self, batch: i64) -> Result<usize> {
         let mut w = self.begin().await?;
         let now = w.now;

@@ -12,6 +12,7 @@
 //! that is the worker's business (`crate::worker`).
 
 mod console;
+mod counts;
 mod dag;
 mod events;
 mod explain;

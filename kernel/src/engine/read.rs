@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{
     Attempt, DeadLetterEntry, DeadLetterFilter, DeadLetterGroup, Job, JobDetail, JobFilter,
@@ -586,15 +585,7 @@ impl Kernel {
             Some(t) => ("tenant @in($1)", t.to_vec().into()),
             None => ("$1 IS NULL", Option::<String>::None.into()),
         };
-        // Kept by triggers (migration 0011); on Postgres the deltas not
-        // yet folded by the sweep are summed in the same snapshot.
-        let counts = match self.backend() {
-            Backend::Sqlite => "job_counts",
-            Backend::Postgres => {
-                "(SELECT tenant, state, n FROM job_counts \
-                  UNION ALL SELECT tenant, state, delta FROM job_count_deltas) c"
-            }
-        };
+        let counts = super::counts::JOB_COUNTS.source(self.backend());
         for r in self
             .db()
             .read_all(

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{event_type, JobState, NewJob, Submitted, TaskState};
-use crate::sql::{args, Tx};
+use crate::sql::{args, Arg, Tx};
 
 use super::{dag, job_text, Kernel};
 
@@ -50,21 +50,6 @@ pub(crate) fn recordset_insert_sql(
 
 fn to_json<T: Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("rows")
-}
-
-/// Inserts `rows` into `table` with one statement (none when empty).
-async fn insert_rows<T: Serialize>(
-    tx: &mut Tx,
-    table: &str,
-    cols: &[(&str, &str)],
-    rows: &[T],
-) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = recordset_insert_sql(tx.backend(), table, cols, 1);
-    tx.execute(&sql, args![to_json(rows)]).await?;
-    Ok(())
 }
 
 /// Fresh ids for `jobs` new jobs and `tasks` new tasks, each in increasing
@@ -379,39 +364,63 @@ impl Kernel {
                 }));
         }
 
-        match w.tx.backend() {
+        // Each insert with its rows, `$n`: on SQLite each is a statement
+        // of its own (skipped when it has no rows); on Postgres they are
+        // the data-modifying CTEs of one statement, one round trip
+        // (foreign keys are checked at its end).
+        let backend = w.tx.backend();
+        let param = |i: usize| match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => i + 1,
+        };
+        let inserts = [
+            (
+                recordset_insert_sql(backend, "jobs", JOB_COLS, param(0)),
+                to_json(&job_rows),
+                job_rows.is_empty(),
+            ),
+            (
+                recordset_insert_sql(backend, "tasks", TASK_COLS, param(1)),
+                to_json(&task_rows),
+                task_rows.is_empty(),
+            ),
+            (
+                recordset_insert_sql(backend, "job_kinds", KIND_COLS, param(2)),
+                to_json(&kind_rows),
+                kind_rows.is_empty(),
+            ),
+            (
+                recordset_insert_sql(backend, "task_deps", EDGE_COLS, param(3)),
+                to_json(&edge_rows),
+                edge_rows.is_empty(),
+            ),
+            (
+                job_text::insert_sql(backend, param(4)),
+                job_text::rows_json(&docs),
+                docs.is_empty(),
+            ),
+        ];
+        match backend {
             Backend::Sqlite => {
-                insert_rows(&mut w.tx, "jobs", JOB_COLS, &job_rows).await?;
-                insert_rows(&mut w.tx, "tasks", TASK_COLS, &task_rows).await?;
-                insert_rows(&mut w.tx, "job_kinds", KIND_COLS, &kind_rows).await?;
-                insert_rows(&mut w.tx, "task_deps", EDGE_COLS, &edge_rows).await?;
-                job_text::insert(&mut w.tx, &docs).await?;
-            }
-            // One round trip: the five inserts as data-modifying CTEs of
-            // one statement (foreign keys are checked at its end).
-            Backend::Postgres => {
-                let parts = [
-                    ("jobs", JOB_COLS, to_json(&job_rows)),
-                    ("tasks", TASK_COLS, to_json(&task_rows)),
-                    ("job_kinds", KIND_COLS, to_json(&kind_rows)),
-                    ("task_deps", EDGE_COLS, to_json(&edge_rows)),
-                    ("job_text", job_text::COLUMNS, job_text::rows_json(&docs)),
-                ];
-                let mut sql = String::from("WITH ");
-                let last = parts.len() - 1;
-                for (i, (table, cols, _)) in parts.iter().enumerate() {
-                    let insert = recordset_insert_sql(Backend::Postgres, table, cols, i + 1);
-                    if i < last {
-                        sql.push_str(&format!(
-                            "p{i} AS ({insert}){}",
-                            if i + 1 < last { ", " } else { " " }
-                        ));
-                    } else {
-                        sql.push_str(&insert);
+                for (sql, rows, empty) in inserts {
+                    if !empty {
+                        w.tx.execute(&sql, args![rows]).await?;
                     }
                 }
-                let rows = parts.into_iter().map(|(_, _, rows)| rows.into()).collect();
-                w.tx.execute(&sql, rows).await?;
+            }
+            Backend::Postgres => {
+                let (sqls, rows): (Vec<String>, Vec<Arg>) = inserts
+                    .into_iter()
+                    .map(|(sql, rows, _)| (sql, rows.into()))
+                    .unzip();
+                let (last, ctes) = sqls.split_last().expect("inserts");
+                let ctes: Vec<String> = ctes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, sql)| format!("p{i} AS ({sql})"))
+                    .collect();
+                w.tx.execute(&format!("WITH {} {last}", ctes.join(", ")), rows)
+                    .await?;
             }
         }
         w.wake_claimers = any_ready;
