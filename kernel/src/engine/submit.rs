@@ -48,8 +48,10 @@ pub(crate) fn recordset_insert_sql(
     }
 }
 
-fn to_json<T: Serialize>(rows: &[T]) -> String {
-    serde_json::to_string(rows).expect("rows")
+/// An insert statement with its rows as JSON, and whether there are none.
+fn with_rows<T: Serialize>(sql: String, rows: &[T]) -> (String, String, bool) {
+    let json = serde_json::to_string(rows).expect("rows");
+    (sql, json, rows.is_empty())
 }
 
 /// Fresh ids for `jobs` new jobs and `tasks` new tasks, each in increasing
@@ -374,25 +376,21 @@ impl Kernel {
             Backend::Postgres => i + 1,
         };
         let inserts = [
-            (
+            with_rows(
                 recordset_insert_sql(backend, "jobs", JOB_COLS, param(0)),
-                to_json(&job_rows),
-                job_rows.is_empty(),
+                &job_rows,
             ),
-            (
+            with_rows(
                 recordset_insert_sql(backend, "tasks", TASK_COLS, param(1)),
-                to_json(&task_rows),
-                task_rows.is_empty(),
+                &task_rows,
             ),
-            (
+            with_rows(
                 recordset_insert_sql(backend, "job_kinds", KIND_COLS, param(2)),
-                to_json(&kind_rows),
-                kind_rows.is_empty(),
+                &kind_rows,
             ),
-            (
+            with_rows(
                 recordset_insert_sql(backend, "task_deps", EDGE_COLS, param(3)),
-                to_json(&edge_rows),
-                edge_rows.is_empty(),
+                &edge_rows,
             ),
             (
                 job_text::insert_sql(backend, param(4)),
