@@ -47,7 +47,11 @@ pub(crate) enum Pools {
         /// [`Db::checkpoint`]), so the writer never pays for it.
         checkpoint: SqlitePool,
     },
-    Postgres(PgPool),
+    Postgres {
+        pool: PgPool,
+        /// The claims' connections (see [`Db::lease_pool`]).
+        lease: PgPool,
+    },
 }
 
 /// A migrated database on one of the two backends. Cheap to clone.
@@ -153,11 +157,39 @@ impl Db {
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(60))
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
             POSTGRES_MIGRATIONS.run(&pool).await?;
+            // Claims get connections of their own, set up for them once:
+            // - `synchronous_commit = off`: a grant need not wait for its
+            //   WAL flush. If the server crashes before the flush, the grant
+            //   is lost as a whole: the task is ready again and the worker's
+            //   report is refused (stale), so the task runs again:
+            //   at-least-once, as for any lost worker. Any later durable
+            //   commit (e.g. the completion) flushes the grant first, since
+            //   WAL is written in order. Submits and completions stay
+            //   synchronous. (A claim's quota bookkeeping, starts per minute
+            //   and exhausted marks, commits the same way: a crash can
+            //   forget the last moment's starts, never count one twice.)
+            // - `enable_bitmapscan = off`: the pick must walk the claim
+            //   index in order and stop at `LIMIT`. A bitmap scan reads
+            //   every entry of the partial index, including the dead ones
+            //   that leased and finished tasks leave until vacuum (tens of
+            //   thousands after a burst), then sorts; a plain index scan
+            //   marks those entries dead as it passes and later scans skip
+            //   them. An empty claim on a table after a 24,000-task burst:
+            //   1.7 ms with the bitmap, 0.09 ms with the ordered scan.
+            // Set at connection start, these cost no round trip, and they
+            // hold when the claim's statement is planned.
+            let lease = PgPoolOptions::new()
+                .max_connections(opts.max_connections.clamp(2, 8))
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(
+                    options.options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]),
+                )
+                .await?;
             Ok(Db {
-                pools: Pools::Postgres(pool),
+                pools: Pools::Postgres { pool, lease },
             })
         } else {
             Err(DbError::UnsupportedUrl(url.to_string()))
@@ -167,7 +199,7 @@ impl Db {
     pub fn backend(&self) -> Backend {
         match self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,
-            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -177,7 +209,7 @@ impl Db {
             Pools::Sqlite { read, .. } => {
                 sqlx::query("SELECT 1").execute(read).await?;
             }
-            Pools::Postgres(pool) => {
+            Pools::Postgres { pool, .. } => {
                 sqlx::query("SELECT 1").execute(pool).await?;
             }
         }
@@ -199,7 +231,7 @@ impl Db {
                         .await?;
                 Ok(frames.max(0))
             }
-            Pools::Postgres(_) => Ok(0),
+            Pools::Postgres { .. } => Ok(0),
         }
     }
 
@@ -208,7 +240,7 @@ impl Db {
         let sql = "SELECT description FROM _sqlx_migrations WHERE success ORDER BY version";
         let rows: Vec<(String,)> = match &self.pools {
             Pools::Sqlite { read, .. } => sqlx::query_as(sql).fetch_all(read).await?,
-            Pools::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await?,
+            Pools::Postgres { pool, .. } => sqlx::query_as(sql).fetch_all(pool).await?,
         };
         Ok(rows.into_iter().map(|(d,)| d).collect())
     }
@@ -225,7 +257,10 @@ impl Db {
                 read.close().await;
                 write.close().await;
             }
-            Pools::Postgres(pool) => pool.close().await,
+            Pools::Postgres { pool, lease } => {
+                lease.close().await;
+                pool.close().await;
+            }
         }
     }
 }

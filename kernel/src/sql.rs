@@ -275,7 +275,16 @@ impl Tx {
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
         Ok(match &db.pools {
             Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
-            Pools::Postgres(pool) => Tx::Pg(pool.begin().await?),
+            Pools::Postgres { pool, .. } => Tx::Pg(pool.begin().await?),
+        })
+    }
+
+    /// A transaction for a claim: on Postgres, on the claims' own
+    /// connections (see `Db::open_with`); on SQLite, the one writer.
+    pub async fn begin_lease(db: &Db) -> Result<Tx, sqlx::Error> {
+        Ok(match &db.pools {
+            Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+            Pools::Postgres { lease, .. } => Tx::Pg(lease.begin().await?),
         })
     }
 
@@ -353,6 +362,30 @@ impl Tx {
 
 /// Read-only queries outside a write transaction (SQLite: the read pool).
 impl Db {
+    /// Runs one statement, as a transaction of its own, on the claims'
+    /// connections (Postgres) or the writer (SQLite).
+    pub(crate) async fn lease_fetch_all(
+        &self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Vec<Row>, sqlx::Error> {
+        let sql = dialect(sql, self.backend());
+        Ok(match &self.pools {
+            Pools::Sqlite { write, .. } => bind_sqlite(sqlx::query(&sql), args)
+                .fetch_all(write)
+                .await?
+                .into_iter()
+                .map(Row::Sqlite)
+                .collect(),
+            Pools::Postgres { lease, .. } => bind_pg(sqlx::query(&sql), args)
+                .fetch_all(lease)
+                .await?
+                .into_iter()
+                .map(Row::Pg)
+                .collect(),
+        })
+    }
+
     pub(crate) async fn read_all(
         &self,
         sql: &str,
@@ -366,7 +399,7 @@ impl Db {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Pools::Postgres(pool) => bind_pg(sqlx::query(&sql), args)
+            Pools::Postgres { pool, .. } => bind_pg(sqlx::query(&sql), args)
                 .fetch_all(pool)
                 .await?
                 .into_iter()
@@ -386,7 +419,7 @@ impl Db {
                 .fetch_optional(read)
                 .await?
                 .map(Row::Sqlite),
-            Pools::Postgres(pool) => bind_pg(sqlx::query(&sql), args)
+            Pools::Postgres { pool, .. } => bind_pg(sqlx::query(&sql), args)
                 .fetch_optional(pool)
                 .await?
                 .map(Row::Pg),

@@ -33,6 +33,7 @@ conformance!(
     lists_filter_and_paginate,
     attempt_log_appends_and_reads,
     long_poll_wakes_when_work_arrives,
+    waiting_claims_of_one_node_each_get_a_burst,
     worker_pool_runs_the_builtin_kinds,
     cancellation_reaches_a_running_worker,
     pool_shutdown_releases_running_leases,
@@ -1272,6 +1273,48 @@ async fn long_poll_wakes_when_work_arrives(env: Env) {
         .await
         .unwrap();
     assert!(empty.is_empty());
+}
+
+/// Of several claims of one node waiting at once, the wake-up reaches one
+/// and each that returns with work hands the wait on: a burst of three
+/// tasks reaches all three claims. The fallback poll is longer than their
+/// wait, so only wake-ups can deliver the work.
+async fn waiting_claims_of_one_node_each_get_a_burst(env: Env) {
+    let config = kernel::KernelConfig {
+        claim_poll_every: std::time::Duration::from_secs(600),
+        ..common::test_config(&env.clock)
+    };
+    let k = kernel::Kernel::open(&env.url, config).await.unwrap();
+    let node = env.node("n1").await;
+    let claims: Vec<_> = (0..3)
+        .map(|_| {
+            let k = k.clone();
+            tokio::spawn(async move {
+                k.claim(&ClaimRequest {
+                    node_id: node,
+                    kinds: vec!["noop".into()],
+                    max: 1,
+                    wait_ms: 20_000,
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let tasks = ["a", "b", "c"].map(|key| NewTask::new(key, "noop", json!({})));
+    let job = NewJob {
+        tasks: tasks.to_vec(),
+        ..NewJob::single("burst", "noop", json!({}))
+    };
+    k.submit(job).await.unwrap();
+    let mut leased = BTreeSet::new();
+    for claim in claims {
+        let leases = claim.await.unwrap();
+        assert_eq!(leases.len(), 1, "each waiting claim gets one task");
+        leased.insert(leases[0].task_id);
+    }
+    assert_eq!(leased.len(), 3, "three different tasks");
 }
 
 async fn start_pool(env: &Env, slots: usize) -> kernel::worker::WorkerPool {

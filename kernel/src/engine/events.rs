@@ -221,7 +221,7 @@ impl Kernel {
     /// Postgres it waits for older transactions still running to end.
     pub async fn sync_events(&self) -> Result<i64> {
         if self.backend() == Backend::Postgres {
-            let Pools::Postgres(pool) = &self.db().pools else {
+            let Pools::Postgres { pool, .. } = &self.db().pools else {
                 unreachable!("backend is postgres")
             };
             // Everything committed so far has an xid below the next one.
@@ -329,7 +329,7 @@ impl Kernel {
             let kernel = self.clone();
             let mut stop = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
-                let Pools::Postgres(pool) = kernel.db().pools.clone() else {
+                let Pools::Postgres { pool, .. } = kernel.db().pools.clone() else {
                     return;
                 };
                 loop {
@@ -338,8 +338,9 @@ impl Kernel {
                         _ = kernel.inner.remote_events.notified() => "switchyard_events",
                         _ = stop.changed() => return,
                     };
-                    if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+                    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(channel)
+                        .bind(&kernel.inner.instance)
                         .execute(&pool)
                         .await
                     {
@@ -353,7 +354,7 @@ impl Kernel {
             tasks.push(tokio::spawn(async move {
                 loop {
                     let listened = async {
-                        let Pools::Postgres(pool) = &kernel.db().pools else {
+                        let Pools::Postgres { pool, .. } = &kernel.db().pools else {
                             return Ok::<(), sqlx::Error>(());
                         };
                         let mut listener = PgListener::connect_with(pool).await?;
@@ -362,6 +363,9 @@ impl Kernel {
                             .await?;
                         loop {
                             let n = listener.recv().await?;
+                            if n.payload() == kernel.inner.instance {
+                                continue;
+                            }
                             match n.channel() {
                                 "switchyard_work" => kernel.inner.work.notify_waiters(),
                                 _ => kernel.inner.events_changed.send_modify(|g| *g += 1),

@@ -15,6 +15,7 @@
 //! size. It must never execute tasks or know what a kind means.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -88,30 +89,58 @@ impl AttemptCheck {
     }
 }
 
-/// The first statement of a claim on Postgres: the node, and two settings
-/// for the transaction as `set_config` calls (local to it), in the same
-/// round trip:
-/// - `synchronous_commit = off`: a grant need not wait for its WAL flush.
-///   If the server crashes before the flush, the grant is lost as a whole:
-///   the task is ready again and the worker's report is refused (stale),
-///   so the task runs again: at-least-once, as for any lost worker. Any
-///   later durable commit (e.g. the completion) flushes the grant first,
-///   since WAL is written in order. Submits and completions stay
-///   synchronous. (A claim's quota bookkeeping, starts per minute and
-///   exhausted marks, commits the same way: a crash can forget the last
-///   moment's starts, never count one twice.)
-/// - `enable_bitmapscan = off`: the pick must walk the claim index in
-///   order and stop at `LIMIT`. A bitmap scan reads every entry of the
-///   partial index, including the dead ones that leased and finished tasks
-///   leave until vacuum (tens of thousands after a burst), then sorts;
-///   a plain index scan marks those entries dead as it passes and later
-///   scans skip them. An empty claim on a table after a 24,000-task burst:
-///   1.7 ms with the bitmap, 0.09 ms with the ordered scan.
-const PG_CLAIM_NODE: &str =
-    "SELECT status, last_heartbeat_at, (SELECT COUNT(*) FROM quotas) AS quotas, \
-            set_config('synchronous_commit', 'off', true) AS sync, \
-            set_config('enable_bitmapscan', 'off', true) AS plan \
-     FROM nodes WHERE id = $1";
+/// A whole claim on Postgres in one statement (its own transaction: no
+/// BEGIN or COMMIT round trip), for the common case: the node is online
+/// and no quota exists. It picks, leases, opens the attempts, starts the
+/// jobs, appends the events (as `events::insert` numbers them) and notes
+/// the node's sign of life (at most once a second, skipped when a
+/// concurrent claim holds the row). Otherwise it changes nothing, and the
+/// first row's `status` and `quotas` send the claim to the transaction.
+/// Always returns the node's row when the node exists, one per lease.
+///
+/// `$1` now, `$2` kinds, `$3` max, `$4` node, `$5` lease expiry, `$6` and
+/// `$7` the two event types.
+const PG_CLAIM: &str = "\
+WITH node AS (SELECT status, (SELECT COUNT(*) FROM quotas) AS quotas FROM nodes WHERE id = $4), \
+picked AS MATERIALIZED (SELECT id FROM tasks \
+    WHERE state = 'ready' AND not_before <= $1 AND kind = ANY($2) \
+      AND queue NOT IN (SELECT name FROM queues WHERE paused) \
+      AND EXISTS (SELECT 1 FROM node WHERE status = 'online' AND quotas = 0) \
+    ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+leased AS (UPDATE tasks t SET state = 'leased', epoch = t.epoch + 1, \
+        attempts_used = t.attempts_used + 1, updated_at = $1 \
+    FROM picked WHERE t.id = picked.id AND t.state = 'ready' \
+    RETURNING t.id, t.job_id, t.kind, t.payload, t.epoch, t.attempts_used, t.max_attempts, \
+              t.timeout_s, t.tenant, t.queue, \
+              nextval('attempts_id_seq') AS attempt_id, @token AS lease_token), \
+granted AS (INSERT INTO attempts (id, task_id, job_id, tenant, queue, number, state, node_id, \
+        lease_token, epoch, lease_expires_at, started_at) \
+    SELECT attempt_id, id, job_id, tenant, queue, epoch, 'active', $4, lease_token, epoch, $5, $1 \
+    FROM leased), \
+started AS (UPDATE jobs j SET state = 'running', started_at = COALESCE(j.started_at, $1), updated_at = $1 \
+    FROM (SELECT id, state AS old FROM jobs \
+          WHERE id = ANY(ARRAY(SELECT job_id FROM leased)) AND state IN ('queued', 'blocked') \
+          FOR UPDATE) o \
+    WHERE j.id = o.id AND j.state = o.old RETURNING j.id, j.tenant, o.old), \
+new_events AS (\
+    SELECT 0 AS part, id AS ord, $6::TEXT AS type, tenant, job_id, id AS task_id, attempt_id, \
+           $4::BIGINT AS node_id, \
+           json_build_object('epoch', epoch, 'kind', kind, 'lease_expires_at', $5::BIGINT, \
+               'task_state', json_build_object('from', 'ready', 'to', 'leased'))::TEXT AS data \
+    FROM leased \
+    UNION ALL \
+    SELECT 1, s.id, $7::TEXT, s.tenant, s.id, NULL, NULL, NULL, \
+           json_build_object('from', s.old, 'to', 'running')::TEXT \
+    FROM started s), \
+logged AS (INSERT INTO events (seq, ts, type, tenant, job_id, task_id, attempt_id, node_id, data) \
+    SELECT (pg_current_xact_id()::text::bigint << 20) + row_number() OVER (ORDER BY part, ord) - 1, \
+           $1, type, tenant, job_id, task_id, attempt_id, node_id, data FROM new_events), \
+beat AS (UPDATE nodes SET last_heartbeat_at = $1 WHERE id = \
+    (SELECT id FROM nodes WHERE id = $4 AND status = 'online' AND last_heartbeat_at < $1 - 1000 \
+     FOR UPDATE SKIP LOCKED)) \
+SELECT n.status, n.quotas, l.id, l.job_id, l.kind, l.payload, l.epoch, l.attempts_used, \
+       l.max_attempts, l.timeout_s, l.tenant, l.queue, l.attempt_id, l.lease_token \
+FROM node n LEFT JOIN leased l ON true";
 
 /// Candidate ready tasks, best first (priority, then age). The caller adds
 /// the limit parameter and, on Postgres, the row locks.
@@ -133,6 +162,14 @@ impl Kernel {
         let max = req.max.clamp(1, MAX_CLAIM);
         let wait = Duration::from_millis(req.wait_ms.clamp(0, MAX_WAIT_MS) as u64);
         let deadline = tokio::time::Instant::now() + wait;
+        // Of the claims of one node for the same kinds, one waits for the
+        // wake-up and the others queue for its turn: a new task wakes one
+        // claim instead of all (each would run a claim transaction, and all
+        // but one would find nothing). A claim that returns with work hands
+        // the turn on, and the next looks at once, so a burst still reaches
+        // every claim.
+        let turn = self.claim_turn(req.node_id, &req.kinds);
+        let mut my_turn = None;
         loop {
             // Register for the wake-up before looking, so work that arrives
             // between the look and the wait is not missed.
@@ -146,6 +183,19 @@ impl Kernel {
                 return Ok(leases);
             }
             let nap = (deadline - now).min(self.config().claim_poll_every);
+            if my_turn.is_none() {
+                match turn.clone().try_lock_owned() {
+                    Ok(t) => my_turn = Some(t),
+                    Err(_) => {
+                        tokio::select! {
+                            t = turn.clone().lock_owned() => my_turn = Some(t),
+                            _ = tokio::time::sleep(nap) => {}
+                        }
+                        // The claim that had the turn returned: look again.
+                        continue;
+                    }
+                }
+            }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}
@@ -153,8 +203,27 @@ impl Kernel {
         }
     }
 
+    /// The turn to wait for work, shared by the claims of `node_id` for
+    /// the same kinds.
+    fn claim_turn(&self, node_id: i64, kinds: &[String]) -> Arc<tokio::sync::Mutex<()>> {
+        let mut kinds = kinds.to_vec();
+        kinds.sort();
+        kinds.dedup();
+        let mut turns = self.inner.claim_turns.lock().expect("claim turns");
+        // Forget the turns no claim holds.
+        if turns.len() > 64 {
+            turns.retain(|_, t| Arc::strong_count(t) > 1);
+        }
+        turns.entry((node_id, kinds)).or_default().clone()
+    }
+
     async fn claim_once(&self, node_id: i64, kinds: &[String], max: i64) -> Result<Vec<Lease>> {
-        let mut w = self.begin().await?;
+        if self.backend() == Backend::Postgres {
+            if let Some(leases) = self.claim_in_one_statement(node_id, kinds, max).await? {
+                return Ok(leases);
+            }
+        }
+        let mut w = self.begin_lease().await?;
         let now = w.now;
         // Claiming is a sign of life: an offline node comes back online.
         // The heartbeat time is written at most once a second, and skipped
@@ -163,13 +232,8 @@ impl Kernel {
         // which is held until the other claim commits.
         let node =
             w.tx.fetch_optional(
-                match w.tx.backend() {
-                    Backend::Sqlite => {
-                        "SELECT status, last_heartbeat_at, (SELECT COUNT(*) FROM quotas) AS quotas \
-                                        FROM nodes WHERE id = $1"
-                    }
-                    Backend::Postgres => PG_CLAIM_NODE,
-                },
+                "SELECT status, last_heartbeat_at, (SELECT COUNT(*) FROM quotas) AS quotas \
+                 FROM nodes WHERE id = $1",
                 args![node_id],
             )
             .await?
@@ -249,6 +313,54 @@ impl Kernel {
         };
         self.finish(w).await?;
         Ok(leased)
+    }
+
+    /// [`PG_CLAIM`]: the leases, or `None` when the claim needs the
+    /// transaction (the node is not online, or a quota exists).
+    async fn claim_in_one_statement(
+        &self,
+        node_id: i64,
+        kinds: &[String],
+        max: i64,
+    ) -> Result<Option<Vec<Lease>>> {
+        let now = self.now();
+        let expires = now + self.config().lease_ms;
+        let rows = self
+            .db()
+            .lease_fetch_all(
+                PG_CLAIM,
+                args![
+                    now,
+                    kinds.to_vec(),
+                    max,
+                    node_id,
+                    expires,
+                    event_type::LEASE_GRANTED,
+                    event_type::JOB_STATE_CHANGED
+                ],
+            )
+            .await?;
+        let Some(node) = rows.first() else {
+            return Ok(None);
+        };
+        if node.parse::<NodeStatus>("status")? != NodeStatus::Online || node.i64("quotas")? != 0 {
+            return Ok(None);
+        }
+        let mut leases = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(attempt_id) = r.opt_i64("attempt_id")? {
+                leases.push(lease_from_row(
+                    r,
+                    attempt_id,
+                    r.text("lease_token")?,
+                    expires,
+                )?);
+            }
+        }
+        if !leases.is_empty() {
+            self.announce_events();
+        }
+        Ok(Some(leases))
     }
 
     /// Chooses up to `max` ready tasks whose tenant and queue quotas have
@@ -432,21 +544,7 @@ impl Kernel {
             let (attempt_id, token) = by_task
                 .remove(&task_id)
                 .ok_or_else(|| KernelError::conflict("a leased task has no attempt"))?;
-            let lease = Lease {
-                attempt_id,
-                task_id,
-                job_id: t.i64("job_id")?,
-                kind: t.text("kind")?,
-                payload: t.json("payload")?,
-                lease_token: token,
-                epoch: t.i64("epoch")?,
-                lease_expires_at: expires,
-                attempt_number: t.i64("attempts_used")?,
-                max_attempts: t.i64("max_attempts")?,
-                timeout_s: t.opt_i64("timeout_s")?,
-                tenant: t.text("tenant")?,
-                queue: t.text("queue")?,
-            };
+            let lease = lease_from_row(t, attempt_id, token, expires)?;
             w.event(event_type::LEASE_GRANTED, Some(&lease.tenant))
                 .job(lease.job_id)
                 .task(task_id)
@@ -1215,4 +1313,25 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// A lease from a leased task's row (`id`, `job_id`, `kind`, `payload`,
+/// `epoch`, `attempts_used`, `max_attempts`, `timeout_s`, `tenant`, `queue`)
+/// and its new attempt.
+fn lease_from_row(t: &Row, attempt_id: i64, token: String, expires: i64) -> Result<Lease> {
+    Ok(Lease {
+        attempt_id,
+        task_id: t.i64("id")?,
+        job_id: t.i64("job_id")?,
+        kind: t.text("kind")?,
+        payload: t.json("payload")?,
+        lease_token: token,
+        epoch: t.i64("epoch")?,
+        lease_expires_at: expires,
+        attempt_number: t.i64("attempts_used")?,
+        max_attempts: t.i64("max_attempts")?,
+        timeout_s: t.opt_i64("timeout_s")?,
+        tenant: t.text("tenant")?,
+        queue: t.text("queue")?,
+    })
 }

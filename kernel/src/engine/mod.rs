@@ -26,7 +26,9 @@ mod retention;
 mod submit;
 
 use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,6 +136,11 @@ struct Inner {
     remote_events: Notify,
     /// Bumped whenever new events become readable; subscribers re-read.
     events_changed: watch::Sender<u64>,
+    /// Names this kernel's NOTIFYs, so its listener can ignore its own:
+    /// local claimers and subscribers were woken at commit already.
+    instance: String,
+    /// One turn per node and kinds to wait for work: see [`Kernel::claim`].
+    claim_turns: std::sync::Mutex<HashMap<(i64, Vec<String>), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -164,6 +171,8 @@ impl Kernel {
                 remote_work: Notify::new(),
                 remote_events: Notify::new(),
                 events_changed,
+                instance: format!("{:016x}", RandomState::new().build_hasher().finish()),
+                claim_turns: Default::default(),
             }),
         }
     }
@@ -199,6 +208,16 @@ impl Kernel {
         })
     }
 
+    /// A unit for a claim, on the claims' own connections (`Tx::begin_lease`).
+    pub(crate) async fn begin_lease(&self) -> Result<Work> {
+        Ok(Work {
+            tx: Tx::begin_lease(&self.inner.db).await?,
+            events: Vec::new(),
+            wake_claimers: false,
+            now: self.now(),
+        })
+    }
+
     /// Appends the unit's events, commits, then wakes whoever waits: local
     /// claimers and event subscribers at once; on Postgres, other replicas
     /// through the notifier.
@@ -220,12 +239,18 @@ impl Kernel {
             }
         }
         if wrote_events {
-            self.inner.events_changed.send_modify(|g| *g += 1);
-            if self.backend() == Backend::Postgres {
-                self.inner.remote_events.notify_one();
-            }
+            self.announce_events();
         }
         Ok(())
+    }
+
+    /// New events were committed here: wake local subscribers at once and,
+    /// on Postgres, other replicas through the notifier.
+    pub(crate) fn announce_events(&self) {
+        self.inner.events_changed.send_modify(|g| *g += 1);
+        if self.backend() == Backend::Postgres {
+            self.inner.remote_events.notify_one();
+        }
     }
 
     /// Delay before retry number `failed_attempts + 1`.
