@@ -360,12 +360,21 @@ impl Tx {
     }
 }
 
+/// The Postgres connections a statement runs on (see `Db::open_with`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Conns {
+    Main,
+    /// The claims' own.
+    Lease,
+}
+
 /// Read-only queries outside a write transaction (SQLite: the read pool).
 impl Db {
-    /// Runs one statement, as a transaction of its own, on the claims'
-    /// connections (Postgres) or the writer (SQLite).
-    pub(crate) async fn lease_fetch_all(
+    /// Runs one statement as a transaction of its own, on the writer
+    /// (SQLite) or on the Postgres connections `conns` names.
+    pub(crate) async fn fetch_all_alone(
         &self,
+        conns: Conns,
         sql: &str,
         args: Vec<Arg>,
     ) -> Result<Vec<Row>, sqlx::Error> {
@@ -377,8 +386,11 @@ impl Db {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Pools::Postgres { lease, .. } => bind_pg(sqlx::query(&sql), args)
-                .fetch_all(lease)
+            Pools::Postgres { pool, lease } => bind_pg(sqlx::query(&sql), args)
+                .fetch_all(match conns {
+                    Conns::Main => pool,
+                    Conns::Lease => lease,
+                })
                 .await?
                 .into_iter()
                 .map(Row::Pg)

@@ -69,21 +69,30 @@ pub(super) async fn insert(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
             }
         }
         Backend::Postgres => {
-            debug_assert!(events.len() < 1 << 20, "seq keeps 20 bits for the position");
-            let json = serde_json::to_string(events).expect("events serialise");
-            tx.execute(
-                "INSERT INTO events (seq, ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data) \
-                 SELECT (pg_current_xact_id()::text::bigint << 20) + r.n - 1, \
-                        r.ts, r.type, r.tenant, r.job_id, r.task_id, r.attempt_id, r.node_id, r.dead_letter_id, r.queue, r.data \
-                 FROM ROWS FROM (json_to_recordset($1::json) AS (ts BIGINT, type TEXT, tenant TEXT, job_id BIGINT, \
-                      task_id BIGINT, attempt_id BIGINT, node_id BIGINT, dead_letter_id BIGINT, queue TEXT, data TEXT)) \
-                      WITH ORDINALITY AS r(ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data, n)",
-                args![json],
-            )
-            .await?;
+            tx.execute(&pg_insert_sql(1), args![rows_json(events)])
+                .await?;
         }
     }
     Ok(())
+}
+
+/// Postgres: `INSERT INTO events …` of the events in `$param`, as
+/// [`rows_json`] gives them, numbered in order within the transaction.
+pub(super) fn pg_insert_sql(param: usize) -> String {
+    format!(
+        "INSERT INTO events (seq, ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data) \
+         SELECT (pg_current_xact_id()::text::bigint << 20) + r.n - 1, \
+                r.ts, r.type, r.tenant, r.job_id, r.task_id, r.attempt_id, r.node_id, r.dead_letter_id, r.queue, r.data \
+         FROM ROWS FROM (json_to_recordset(${param}::json) AS (ts BIGINT, type TEXT, tenant TEXT, job_id BIGINT, \
+              task_id BIGINT, attempt_id BIGINT, node_id BIGINT, dead_letter_id BIGINT, queue TEXT, data TEXT)) \
+              WITH ORDINALITY AS r(ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data, n)"
+    )
+}
+
+/// The events as the JSON array [`pg_insert_sql`] reads.
+pub(super) fn rows_json(events: &[NewEvent]) -> String {
+    debug_assert!(events.len() < 1 << 20, "seq keeps 20 bits for the position");
+    serde_json::to_string(events).expect("events serialise")
 }
 
 /// `INSERT INTO events … VALUES (…), (…)` for `rows` rows, built once per size.

@@ -26,7 +26,7 @@ use crate::model::{
     event_type, AttemptState, ClaimRequest, Completion, FailOutcome, HeartbeatOutcome, Lease,
     LeaseProof, NodeStatus, QuotaScope, TaskFailure, TaskState,
 };
-use crate::sql::{args, Row};
+use crate::sql::{args, Conns, Row};
 
 use super::dag::JobGraph;
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
@@ -327,7 +327,8 @@ impl Kernel {
         let expires = now + self.config().lease_ms;
         let rows = self
             .db()
-            .lease_fetch_all(
+            .fetch_all_alone(
+                Conns::Lease,
                 PG_CLAIM,
                 args![
                     now,

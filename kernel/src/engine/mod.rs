@@ -233,15 +233,21 @@ impl Kernel {
         }
         work.tx.commit().await?;
         if work.wake_claimers {
-            self.inner.work.notify_waiters();
-            if self.backend() == Backend::Postgres {
-                self.inner.remote_work.notify_one();
-            }
+            self.wake_claimers();
         }
         if wrote_events {
             self.announce_events();
         }
         Ok(())
+    }
+
+    /// Tasks became ready here: wake local claimers at once and, on
+    /// Postgres, other replicas through the notifier.
+    pub(crate) fn wake_claimers(&self) {
+        self.inner.work.notify_waiters();
+        if self.backend() == Backend::Postgres {
+            self.inner.remote_work.notify_one();
+        }
     }
 
     /// New events were committed here: wake local subscribers at once and,
@@ -292,18 +298,8 @@ pub(crate) struct Work {
 
 impl Work {
     pub fn event(&mut self, event_type: &'static str, tenant: Option<&str>) -> &mut NewEvent {
-        self.events.push(NewEvent {
-            ts: self.now,
-            event_type: Cow::Borrowed(event_type),
-            tenant: tenant.map(str::to_string),
-            job_id: None,
-            task_id: None,
-            attempt_id: None,
-            node_id: None,
-            dead_letter_id: None,
-            queue: None,
-            data: String::new(),
-        });
+        self.events
+            .push(NewEvent::new(self.now, event_type, tenant));
         self.events.last_mut().expect("just pushed")
     }
 }
@@ -326,6 +322,21 @@ pub(crate) struct NewEvent {
 }
 
 impl NewEvent {
+    pub fn new(ts: i64, event_type: &'static str, tenant: Option<&str>) -> NewEvent {
+        NewEvent {
+            ts,
+            event_type: Cow::Borrowed(event_type),
+            tenant: tenant.map(str::to_string),
+            job_id: None,
+            task_id: None,
+            attempt_id: None,
+            node_id: None,
+            dead_letter_id: None,
+            queue: None,
+            data: String::new(),
+        }
+    }
+
     pub fn job(&mut self, id: i64) -> &mut Self {
         self.job_id = Some(id);
         self

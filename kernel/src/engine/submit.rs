@@ -14,9 +14,9 @@ use serde_json::json;
 use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{event_type, JobState, NewJob, Submitted, TaskState};
-use crate::sql::{args, Arg, Tx};
+use crate::sql::{args, Arg, Conns};
 
-use super::{dag, job_text, Kernel};
+use super::{dag, events, job_text, Kernel, NewEvent};
 
 /// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $param>`.
 pub(crate) fn recordset_insert_sql(
@@ -50,52 +50,12 @@ pub(crate) fn recordset_insert_sql(
 
 /// An insert statement with its rows as JSON, and whether there are none.
 fn with_rows<T: Serialize>(sql: String, rows: &[T]) -> (String, String, bool) {
-    let json = serde_json::to_string(rows).expect("rows");
-    (sql, json, rows.is_empty())
+    (sql, rows_json(rows), rows.is_empty())
 }
 
-/// Fresh ids for `jobs` new jobs and `tasks` new tasks, each in increasing
-/// order.
-async fn allocate_ids(tx: &mut Tx, jobs: usize, tasks: usize) -> Result<(Vec<i64>, Vec<i64>)> {
-    match tx.backend() {
-        Backend::Sqlite => {
-            // The one writer connection holds the write lock: nobody else
-            // can take these ids before we commit.
-            let row = tx
-                .fetch_one(
-                    "SELECT CAST(COALESCE((SELECT MAX(id) FROM jobs), 0) AS BIGINT) AS jobs, \
-                            CAST(COALESCE((SELECT MAX(id) FROM tasks), 0) AS BIGINT) AS tasks",
-                    args![],
-                )
-                .await?;
-            let after = |base: i64, n: usize| (1..=n as i64).map(|i| base + i).collect();
-            Ok((
-                after(row.i64("jobs")?, jobs),
-                after(row.i64("tasks")?, tasks),
-            ))
-        }
-        Backend::Postgres => {
-            // Both sequences in one round trip.
-            let rows = tx
-                .fetch_all(
-                    "SELECT 'jobs' AS seq, nextval('jobs_id_seq') AS id FROM generate_series(1, $1::BIGINT) \
-                     UNION ALL \
-                     SELECT 'tasks', nextval('tasks_id_seq') FROM generate_series(1, $2::BIGINT)",
-                    args![jobs as i64, tasks as i64],
-                )
-                .await?;
-            let (mut job_ids, mut task_ids) = (Vec::with_capacity(jobs), Vec::with_capacity(tasks));
-            for r in &rows {
-                match r.text("seq")?.as_str() {
-                    "jobs" => job_ids.push(r.i64("id")?),
-                    _ => task_ids.push(r.i64("id")?),
-                }
-            }
-            job_ids.sort_unstable();
-            task_ids.sort_unstable();
-            Ok((job_ids, task_ids))
-        }
-    }
+/// Rows as the JSON array of objects [`recordset_insert_sql`] reads.
+fn rows_json<T: Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows")
 }
 
 #[derive(Serialize)]
@@ -174,6 +134,40 @@ struct KindRow<'a> {
 
 const KIND_COLS: &[(&str, &str)] = &[("kind", "TEXT"), ("job_id", "BIGINT")];
 
+/// What a submit's writes depend on, read before them.
+struct Prepared {
+    /// `(scope, name)` of the paused queues and the exhausted quotas among
+    /// the batch's: their new jobs start `blocked`.
+    held: BTreeSet<(String, String)>,
+    /// Jobs that already carry one of the batch's idempotency keys, by
+    /// `(tenant, key)`.
+    existing: HashMap<(String, String), i64>,
+    /// Fresh ids, increasing: one per job and per task of the batch (those
+    /// of repeated jobs go unused).
+    job_ids: Vec<i64>,
+    task_ids: Vec<i64>,
+}
+
+/// The paused queues among `$1` and the exhausted quotas of the queues in
+/// `$1` and the tenants in `$2`.
+const HELD: &str = "SELECT 'queue' AS scope, name FROM queues WHERE paused AND name @in($1) \
+     UNION ALL SELECT scope, name FROM quotas WHERE exhausted \
+       AND ((scope = 'queue' AND name @in($1)) OR (scope = 'tenant' AND name @in($2)))";
+
+/// The rows a submit writes, and its answer.
+struct Plan<'a> {
+    jobs: Vec<JobRow<'a>>,
+    tasks: Vec<TaskRow<'a>>,
+    kinds: Vec<KindRow<'a>>,
+    edges: Vec<EdgeRow>,
+    docs: Vec<(i64, String)>,
+    events: Vec<NewEvent>,
+    /// A new task is ready at once.
+    any_ready: bool,
+    /// `(job id, created)` per submitted job, in order.
+    outcome: Vec<(i64, bool)>,
+}
+
 impl Kernel {
     /// Submits one job (SPEC §9 `POST /api/v1/jobs`).
     pub async fn submit(&self, job: NewJob) -> Result<Submitted> {
@@ -184,83 +178,58 @@ impl Kernel {
         })
     }
 
-    /// Submits many jobs in one transaction: all are validated first (one
-    /// bad job refuses the batch), then written with a constant number of
-    /// statements. Returns `(job id, created)` per job, in order.
+    /// Submits many jobs at once: all are validated first (one bad job
+    /// refuses the batch), then written together, atomically, with a
+    /// constant number of statements. Returns `(job id, created)` per job,
+    /// in order.
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<(i64, bool)>> {
         for job in &jobs {
             dag::validate_job(job, self.config())?;
         }
-        match self.insert_jobs(&jobs).await {
+        let insert = || async {
+            match self.backend() {
+                Backend::Sqlite => self.insert_jobs_sqlite(&jobs).await,
+                Backend::Postgres => self.insert_jobs_postgres(&jobs).await,
+            }
+        };
+        match insert().await {
             Err(KernelError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
                 // Lost a race on an idempotency key: the retry finds the winner.
-                self.insert_jobs(&jobs).await
+                insert().await
             }
             other => other,
         }
     }
 
-    async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<(i64, bool)>> {
+    /// SQLite: one transaction on the one writer, statement by statement
+    /// (its round trips are function calls).
+    async fn insert_jobs_sqlite(&self, jobs: &[NewJob]) -> Result<Vec<(i64, bool)>> {
         let mut w = self.begin().await?;
         let now = w.now;
-
         let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
         let queues = super::distinct(jobs.iter().map(|j| j.queue.as_str()));
-        // Tenants and queues come into being with their first job. Then
-        // the queues that are paused, and the tenants and queues whose quota
-        // is exhausted: their new jobs start `blocked`.
-        const HELD: &str =
-            "SELECT 'queue' AS scope, name FROM queues WHERE paused AND name @in($1) \
-             UNION ALL SELECT scope, name FROM quotas WHERE exhausted \
-               AND ((scope = 'queue' AND name @in($1)) OR (scope = 'tenant' AND name @in($2)))";
-        let held_rows = match w.tx.backend() {
-            Backend::Sqlite => {
-                for t in &tenants {
-                    w.tx.execute(
-                        "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                        args![t.as_str(), now],
-                    )
-                    .await?;
-                }
-                for q in &queues {
-                    w.tx.execute(
-                        "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) \
-                         ON CONFLICT (name) DO NOTHING",
-                        args![q.as_str(), now],
-                    )
-                    .await?;
-                }
-                w.tx.fetch_all(HELD, args![queues.clone(), tenants.clone()])
-                    .await?
-            }
-            // One round trip. The check reads the snapshot from before the
-            // inserts, which is right: a queue created here is not paused.
-            Backend::Postgres => {
-                w.tx.fetch_all(
-                    &format!(
-                        "WITH new_tenants AS (INSERT INTO tenants (name, created_at) \
-                             SELECT unnest($2::TEXT[]), $3 ON CONFLICT (name) DO NOTHING), \
-                         new_queues AS (INSERT INTO queues (name, paused, created_at) \
-                             SELECT unnest($1::TEXT[]), false, $3 ON CONFLICT (name) DO NOTHING) \
-                         {HELD}"
-                    ),
-                    args![queues.clone(), tenants.clone(), now],
-                )
-                .await?
-            }
-        };
-        let held: BTreeSet<(String, String)> = held_rows
-            .iter()
-            .map(|r| Ok((r.text("scope")?, r.text("name")?)))
-            .collect::<Result<_, sqlx::Error>>()?;
-        let is_held =
-            |scope: &str, name: &str| held.contains(&(scope.to_string(), name.to_string()));
-
-        // Idempotency: earlier jobs, and repeats within this batch.
-        let mut outcome: Vec<Option<(i64, bool)>> = vec![None; jobs.len()];
-        let mut batch_keys: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut to_create: Vec<usize> = Vec::new();
-        for (i, job) in jobs.iter().enumerate() {
+        // Tenants and queues come into being with their first job.
+        for t in &tenants {
+            w.tx.execute(
+                "INSERT INTO tenants (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                args![t.as_str(), now],
+            )
+            .await?;
+        }
+        for q in &queues {
+            w.tx.execute(
+                "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+                args![q.as_str(), now],
+            )
+            .await?;
+        }
+        let mut held = BTreeSet::new();
+        for r in w.tx.fetch_all(HELD, args![queues, tenants]).await? {
+            held.insert((r.text("scope")?, r.text("name")?));
+        }
+        let mut existing = HashMap::new();
+        for job in jobs {
             if let Some(key) = job.idempotency_key.as_deref() {
                 if let Some(row) =
                     w.tx.fetch_optional(
@@ -269,37 +238,235 @@ impl Kernel {
                     )
                     .await?
                 {
-                    outcome[i] = Some((row.i64("id")?, false));
-                    continue;
+                    existing.insert((job.tenant.clone(), key.to_string()), row.i64("id")?);
                 }
-                if let Some(&first) = batch_keys.get(&(job.tenant.as_str(), key)) {
-                    // Resolved after ids are allocated.
-                    outcome[i] = Some((-(first as i64) - 1, false));
-                    continue;
-                }
-                batch_keys.insert((job.tenant.as_str(), key), i);
             }
-            to_create.push(i);
         }
+        // The one writer connection holds the write lock: nobody else can
+        // take these ids before we commit.
+        let row =
+            w.tx.fetch_one(
+                "SELECT CAST(COALESCE((SELECT MAX(id) FROM jobs), 0) AS BIGINT) AS jobs, \
+                        CAST(COALESCE((SELECT MAX(id) FROM tasks), 0) AS BIGINT) AS tasks",
+                args![],
+            )
+            .await?;
+        let after = |base: i64, n: usize| (1..=n as i64).map(|i| base + i).collect();
+        let task_total = jobs.iter().map(|j| j.tasks.len()).sum();
+        let prepared = Prepared {
+            held,
+            existing,
+            job_ids: after(row.i64("jobs")?, jobs.len()),
+            task_ids: after(row.i64("tasks")?, task_total),
+        };
 
-        let task_total: usize = to_create.iter().map(|&i| jobs[i].tasks.len()).sum();
-        let (job_ids, task_ids) = allocate_ids(&mut w.tx, to_create.len(), task_total).await?;
+        let plan = self.plan(jobs, prepared, now);
+        let inserts = [
+            with_rows(
+                recordset_insert_sql(Backend::Sqlite, "jobs", JOB_COLS, 1),
+                &plan.jobs,
+            ),
+            with_rows(
+                recordset_insert_sql(Backend::Sqlite, "tasks", TASK_COLS, 1),
+                &plan.tasks,
+            ),
+            with_rows(
+                recordset_insert_sql(Backend::Sqlite, "job_kinds", KIND_COLS, 1),
+                &plan.kinds,
+            ),
+            with_rows(
+                recordset_insert_sql(Backend::Sqlite, "task_deps", EDGE_COLS, 1),
+                &plan.edges,
+            ),
+            (
+                job_text::insert_sql(Backend::Sqlite, 1),
+                job_text::rows_json(&plan.docs),
+                plan.docs.is_empty(),
+            ),
+        ];
+        for (sql, rows, empty) in inserts {
+            if !empty {
+                w.tx.execute(&sql, args![rows]).await?;
+            }
+        }
+        w.events = plan.events;
+        w.wake_claimers = plan.any_ready;
+        self.finish(w).await?;
+        Ok(plan.outcome)
+    }
 
-        let mut job_rows = Vec::with_capacity(to_create.len());
-        let mut task_rows = Vec::with_capacity(task_total);
-        let mut edge_rows = Vec::new();
-        let mut docs = Vec::with_capacity(to_create.len());
-        let mut kind_rows = Vec::with_capacity(to_create.len());
+    /// Postgres: two statements, each a transaction of its own, so no
+    /// BEGIN or COMMIT round trip. The first only reads (and takes ids from
+    /// the sequences, which no transaction would give back either); the
+    /// second writes everything, tenants and queues included, atomically.
+    /// A concurrent submit of the same idempotency key between the two
+    /// makes the second fail on the unique index, and the retry finds it.
+    async fn insert_jobs_postgres(&self, jobs: &[NewJob]) -> Result<Vec<(i64, bool)>> {
+        let now = self.now();
+        let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
+        let queues = super::distinct(jobs.iter().map(|j| j.queue.as_str()));
+        let (key_tenants, keys): (Vec<String>, Vec<String>) = jobs
+            .iter()
+            .filter_map(|j| Some((j.tenant.clone(), j.idempotency_key.clone()?)))
+            .unzip();
+        let task_total: usize = jobs.iter().map(|j| j.tasks.len()).sum();
+        // Earlier jobs with the batch's keys: only asked when there are keys
+        // (the planner cannot know an empty list is empty).
+        let earlier = if keys.is_empty() {
+            ""
+        } else {
+            "UNION ALL SELECT 'job', j.tenant, j.idempotency_key, j.id \
+             FROM unnest($5::TEXT[], $6::TEXT[]) AS k(tenant, key) \
+             JOIN jobs j ON j.tenant = k.tenant AND j.idempotency_key = k.key "
+        };
+        let rows = self
+            .db()
+            .fetch_all_alone(
+                Conns::Main,
+                &format!(
+                    "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h \
+                     UNION ALL SELECT 'jobs', NULL, NULL, nextval('jobs_id_seq') \
+                         FROM generate_series(1, $3::BIGINT) \
+                     UNION ALL SELECT 'tasks', NULL, NULL, nextval('tasks_id_seq') \
+                         FROM generate_series(1, $4::BIGINT) \
+                     {earlier}"
+                ),
+                if keys.is_empty() {
+                    args![queues.clone(), tenants.clone(), jobs.len() as i64, task_total as i64]
+                } else {
+                    args![
+                        queues.clone(),
+                        tenants.clone(),
+                        jobs.len() as i64,
+                        task_total as i64,
+                        key_tenants,
+                        keys
+                    ]
+                },
+            )
+            .await?;
+        let mut prepared = Prepared {
+            held: BTreeSet::new(),
+            existing: HashMap::new(),
+            job_ids: Vec::with_capacity(jobs.len()),
+            task_ids: Vec::with_capacity(task_total),
+        };
+        for r in &rows {
+            match r.text("what")?.as_str() {
+                "held" => {
+                    prepared.held.insert((r.text("a")?, r.text("b")?));
+                }
+                "job" => {
+                    prepared
+                        .existing
+                        .insert((r.text("a")?, r.text("b")?), r.i64("id")?);
+                }
+                "jobs" => prepared.job_ids.push(r.i64("id")?),
+                _ => prepared.task_ids.push(r.i64("id")?),
+            }
+        }
+        prepared.job_ids.sort_unstable();
+        prepared.task_ids.sort_unstable();
+
+        let plan = self.plan(jobs, prepared, now);
+        if plan.jobs.is_empty() {
+            return Ok(plan.outcome);
+        }
+        // The data-modifying CTEs of one statement (foreign keys are
+        // checked at its end); `$1` and `$2` are the tenants and queues,
+        // `$3` the time.
+        let pg = Backend::Postgres;
+        let writes = [
+            "INSERT INTO tenants (name, created_at) SELECT unnest($1::TEXT[]), $3 \
+             ON CONFLICT (name) DO NOTHING"
+                .to_string(),
+            "INSERT INTO queues (name, paused, created_at) SELECT unnest($2::TEXT[]), false, $3 \
+             ON CONFLICT (name) DO NOTHING"
+                .to_string(),
+            recordset_insert_sql(pg, "jobs", JOB_COLS, 4),
+            recordset_insert_sql(pg, "tasks", TASK_COLS, 5),
+            recordset_insert_sql(pg, "job_kinds", KIND_COLS, 6),
+            recordset_insert_sql(pg, "task_deps", EDGE_COLS, 7),
+            job_text::insert_sql(pg, 8),
+            events::pg_insert_sql(9),
+        ];
+        let (last, ctes) = writes.split_last().expect("writes");
+        let ctes: Vec<String> = ctes
+            .iter()
+            .enumerate()
+            .map(|(i, sql)| format!("w{i} AS ({sql})"))
+            .collect();
+        let json = |rows: String| Arg::from(rows);
+        self.db()
+            .fetch_all_alone(
+                Conns::Main,
+                &format!("WITH {} {last}", ctes.join(", ")),
+                vec![
+                    tenants.into(),
+                    queues.into(),
+                    now.into(),
+                    json(rows_json(&plan.jobs)),
+                    json(rows_json(&plan.tasks)),
+                    json(rows_json(&plan.kinds)),
+                    json(rows_json(&plan.edges)),
+                    json(job_text::rows_json(&plan.docs)),
+                    json(events::rows_json(&plan.events)),
+                ],
+            )
+            .await?;
+        if plan.any_ready {
+            self.wake_claimers();
+        }
+        self.announce_events();
+        Ok(plan.outcome)
+    }
+
+    /// The rows of the jobs of `jobs` that `prepared` does not know already,
+    /// and the answer for every job.
+    fn plan<'a>(&self, jobs: &'a [NewJob], prepared: Prepared, now: i64) -> Plan<'a> {
+        let Prepared {
+            held,
+            existing,
+            job_ids,
+            task_ids,
+        } = prepared;
+        let is_held =
+            |scope: &str, name: &str| held.contains(&(scope.to_string(), name.to_string()));
+        let mut plan = Plan {
+            jobs: Vec::with_capacity(jobs.len()),
+            tasks: Vec::with_capacity(task_ids.len()),
+            kinds: Vec::with_capacity(jobs.len()),
+            edges: Vec::new(),
+            docs: Vec::with_capacity(jobs.len()),
+            events: Vec::with_capacity(jobs.len()),
+            any_ready: false,
+            outcome: Vec::with_capacity(jobs.len()),
+        };
+        // Jobs created here by idempotency key, for repeats within the batch.
+        let mut created: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut next_job = job_ids.into_iter();
         let mut next_task = task_ids.into_iter();
-        let mut any_ready = false;
-        for (&i, &job_id) in to_create.iter().zip(&job_ids) {
-            let job = &jobs[i];
+        for job in jobs {
+            if let Some(key) = job.idempotency_key.as_deref() {
+                let earlier = existing
+                    .get(&(job.tenant.clone(), key.to_string()))
+                    .or_else(|| created.get(&(job.tenant.as_str(), key)));
+                if let Some(&id) = earlier {
+                    plan.outcome.push((id, false));
+                    continue;
+                }
+            }
+            let job_id = next_job.next().expect("an id per job");
+            if let Some(key) = job.idempotency_key.as_deref() {
+                created.insert((job.tenant.as_str(), key), job_id);
+            }
+            plan.outcome.push((job_id, true));
             let state = if is_held("queue", &job.queue) || is_held("tenant", &job.tenant) {
                 JobState::Blocked
             } else {
                 JobState::Queued
             };
-            job_rows.push(JobRow {
+            plan.jobs.push(JobRow {
                 id: job_id,
                 name: &job.name,
                 tenant: &job.tenant,
@@ -313,22 +480,22 @@ impl Kernel {
             let ids: HashMap<&str, i64> = job
                 .tasks
                 .iter()
-                .map(|t| (t.key.as_str(), next_task.next().expect("allocated")))
+                .map(|t| (t.key.as_str(), next_task.next().expect("an id per task")))
                 .collect();
             for task in &job.tasks {
                 let id = ids[task.key.as_str()];
                 let deps: BTreeSet<i64> = task.depends_on.iter().map(|d| ids[d.as_str()]).collect();
                 let state = if deps.is_empty() {
-                    any_ready = true;
+                    plan.any_ready = true;
                     TaskState::Ready
                 } else {
                     TaskState::Pending
                 };
-                edge_rows.extend(deps.iter().map(|&d| EdgeRow {
+                plan.edges.extend(deps.iter().map(|&d| EdgeRow {
                     task_id: id,
                     depends_on: d,
                 }));
-                task_rows.push(TaskRow {
+                plan.tasks.push(TaskRow {
                     id,
                     job_id,
                     key: &task.key,
@@ -348,96 +515,22 @@ impl Kernel {
                 });
             }
             let kinds: BTreeSet<&str> = job.tasks.iter().map(|t| t.kind.as_str()).collect();
-            kind_rows.extend(kinds.into_iter().map(|kind| KindRow { kind, job_id }));
-            let payloads = &task_rows[task_rows.len() - job.tasks.len()..];
-            docs.push((
+            plan.kinds
+                .extend(kinds.into_iter().map(|kind| KindRow { kind, job_id }));
+            let payloads = &plan.tasks[plan.tasks.len() - job.tasks.len()..];
+            plan.docs.push((
                 job_id,
                 job_text::document(&job.name, payloads.iter().map(|t| t.payload.as_str())),
             ));
-            outcome[i] = Some((job_id, true));
-            w.event(event_type::JOB_SUBMITTED, Some(&job.tenant))
-                .job(job_id)
-                .queue(&job.queue)
-                .data(json!({
-                    "name": job.name,
-                    "state": state,
-                    "tasks": job.tasks.len(),
-                    "priority": job.priority,
-                }));
+            let mut event = NewEvent::new(now, event_type::JOB_SUBMITTED, Some(&job.tenant));
+            event.job(job_id).queue(&job.queue).data(json!({
+                "name": job.name,
+                "state": state,
+                "tasks": job.tasks.len(),
+                "priority": job.priority,
+            }));
+            plan.events.push(event);
         }
-
-        // Each insert with its rows, `$n`: on SQLite each is a statement
-        // of its own (skipped when it has no rows); on Postgres they are
-        // the data-modifying CTEs of one statement, one round trip
-        // (foreign keys are checked at its end).
-        let backend = w.tx.backend();
-        let param = |i: usize| match backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => i + 1,
-        };
-        let inserts = [
-            with_rows(
-                recordset_insert_sql(backend, "jobs", JOB_COLS, param(0)),
-                &job_rows,
-            ),
-            with_rows(
-                recordset_insert_sql(backend, "tasks", TASK_COLS, param(1)),
-                &task_rows,
-            ),
-            with_rows(
-                recordset_insert_sql(backend, "job_kinds", KIND_COLS, param(2)),
-                &kind_rows,
-            ),
-            with_rows(
-                recordset_insert_sql(backend, "task_deps", EDGE_COLS, param(3)),
-                &edge_rows,
-            ),
-            (
-                job_text::insert_sql(backend, param(4)),
-                job_text::rows_json(&docs),
-                docs.is_empty(),
-            ),
-        ];
-        match backend {
-            Backend::Sqlite => {
-                for (sql, rows, empty) in inserts {
-                    if !empty {
-                        w.tx.execute(&sql, args![rows]).await?;
-                    }
-                }
-            }
-            Backend::Postgres => {
-                let (sqls, rows): (Vec<String>, Vec<Arg>) = inserts
-                    .into_iter()
-                    .map(|(sql, rows, _)| (sql, rows.into()))
-                    .unzip();
-                let (last, ctes) = sqls.split_last().expect("inserts");
-                let ctes: Vec<String> = ctes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, sql)| format!("p{i} AS ({sql})"))
-                    .collect();
-                w.tx.execute(&format!("WITH {} {last}", ctes.join(", ")), rows)
-                    .await?;
-            }
-        }
-        w.wake_claimers = any_ready;
-        self.finish(w).await?;
-
-        let resolved: Vec<(i64, bool)> = outcome
-            .iter()
-            .map(|o| o.expect("every job has an outcome"))
-            .collect();
-        Ok(resolved
-            .iter()
-            .map(|&(id, created)| {
-                if id < 0 {
-                    // A repeat of an earlier job of this batch.
-                    (resolved[(-id - 1) as usize].0, created)
-                } else {
-                    (id, created)
-                }
-            })
-            .collect())
+        plan
     }
 }
