@@ -139,6 +139,8 @@ struct Inner {
     /// Names this kernel's NOTIFYs, so its listener can ignore its own:
     /// local claimers and subscribers were woken at commit already.
     instance: String,
+    /// Job and task ids taken from the Postgres sequences ahead of need.
+    reserved_ids: tokio::sync::Mutex<submit::ReservedIds>,
     /// One turn per node and kinds to wait for work: see [`Kernel::claim`].
     claim_turns: std::sync::Mutex<HashMap<(i64, Vec<String>), Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -172,6 +174,7 @@ impl Kernel {
                 remote_events: Notify::new(),
                 events_changed,
                 instance: format!("{:016x}", RandomState::new().build_hasher().finish()),
+                reserved_ids: Default::default(),
                 claim_turns: Default::default(),
             }),
         }

@@ -6,7 +6,7 @@
 //! is not created again; the earlier job is returned. Two replicas racing on
 //! one key meet the unique index; the loser retries and finds the winner.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde::Serialize;
 use serde_json::json;
@@ -133,6 +133,31 @@ struct KindRow<'a> {
 }
 
 const KIND_COLS: &[(&str, &str)] = &[("kind", "TEXT"), ("job_id", "BIGINT")];
+
+/// Job and task ids taken from the Postgres sequences ahead of need, so
+/// that a submit's one statement can carry them: one statement takes
+/// [`ID_BLOCK`] of each (more for a big batch) every so often. Ids stay
+/// increasing within a replica; across replicas they interleave, as they
+/// would in the order transactions take them. Ids reserved by a replica
+/// that stops are never used (sequences have gaps anyway).
+#[derive(Default)]
+pub(super) struct ReservedIds {
+    jobs: VecDeque<i64>,
+    tasks: VecDeque<i64>,
+}
+
+const ID_BLOCK: usize = 32;
+
+/// A write CTE (`INSERT … SELECT …` whose FROM is the last clause, or an
+/// `… ON CONFLICT …` after it) that inserts only when the `gate` CTE is clear.
+fn gated(sql: &str) -> String {
+    match sql.split_once(" ON CONFLICT ") {
+        Some((insert, conflict)) => {
+            format!("{insert} WHERE (SELECT clear FROM gate) ON CONFLICT {conflict}")
+        }
+        None => format!("{sql} WHERE (SELECT clear FROM gate)"),
+    }
+}
 
 /// What a submit's writes depend on, read before them.
 struct Prepared {
@@ -295,12 +320,14 @@ impl Kernel {
         Ok(plan.outcome)
     }
 
-    /// Postgres: two statements, each a transaction of its own, so no
-    /// BEGIN or COMMIT round trip. The first only reads (and takes ids from
-    /// the sequences, which no transaction would give back either); the
-    /// second writes everything, tenants and queues included, atomically.
-    /// A concurrent submit of the same idempotency key between the two
-    /// makes the second fail on the unique index, and the retry finds it.
+    /// Postgres: one statement, a transaction of its own (no BEGIN or
+    /// COMMIT round trip), with ids reserved ahead (see [`ReservedIds`]).
+    /// It writes only when no queue or tenant of the batch is held and no
+    /// idempotency key of it was used before, which is the common case.
+    /// Otherwise it writes nothing, and a first statement reads the holds
+    /// and the earlier jobs for a second to write. A concurrent submit of
+    /// the same idempotency key between the read and the write makes the
+    /// write fail on the unique index, and the retry finds it.
     async fn insert_jobs_postgres(&self, jobs: &[NewJob]) -> Result<Vec<(i64, bool)>> {
         let now = self.now();
         let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
@@ -310,115 +337,195 @@ impl Kernel {
             .filter_map(|j| Some((j.tenant.clone(), j.idempotency_key.clone()?)))
             .unzip();
         let task_total: usize = jobs.iter().map(|j| j.tasks.len()).sum();
-        // Earlier jobs with the batch's keys: only asked when there are keys
-        // (the planner cannot know an empty list is empty).
-        let earlier = if keys.is_empty() {
-            ""
-        } else {
-            "UNION ALL SELECT 'job', j.tenant, j.idempotency_key, j.id \
-             FROM unnest($5::TEXT[], $6::TEXT[]) AS k(tenant, key) \
-             JOIN jobs j ON j.tenant = k.tenant AND j.idempotency_key = k.key "
+        let (job_ids, task_ids) = self.reserve_ids(jobs.len(), task_total).await?;
+        // `$1` queues, `$2` tenants, `$3` key tenants, `$4` keys.
+        let earlier = "SELECT j.tenant, j.idempotency_key, j.id \
+             FROM unnest($3::TEXT[], $4::TEXT[]) AS k(tenant, key) \
+             JOIN jobs j ON j.tenant = k.tenant AND j.idempotency_key = k.key";
+        let has_keys = !keys.is_empty();
+        let mut reads = args![queues.clone(), tenants.clone()];
+        if has_keys {
+            reads.extend(args![key_tenants, keys]);
+        }
+
+        let clear = Prepared {
+            held: BTreeSet::new(),
+            existing: HashMap::new(),
+            job_ids: job_ids.clone(),
+            task_ids: task_ids.clone(),
         };
+        // Only asks about earlier keys when there are keys (the planner
+        // cannot know an empty list is empty).
+        let gate = format!(
+            "SELECT NOT EXISTS ({HELD}){} AS clear",
+            if !has_keys {
+                String::new()
+            } else {
+                format!(" AND NOT EXISTS ({earlier})")
+            }
+        );
+        if let Some(outcome) = self
+            .write_jobs_postgres(jobs, clear, now, Some((gate, reads.clone())))
+            .await?
+        {
+            return Ok(outcome);
+        }
+
+        let held_or_earlier = if !has_keys {
+            format!(
+                "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h"
+            )
+        } else {
+            format!(
+                "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h \
+                 UNION ALL SELECT 'job', e.* FROM ({earlier}) e"
+            )
+        };
+        let mut prepared = Prepared {
+            held: BTreeSet::new(),
+            existing: HashMap::new(),
+            job_ids,
+            task_ids,
+        };
+        for r in self
+            .db()
+            .fetch_all_alone(Conns::Main, &held_or_earlier, reads)
+            .await?
+        {
+            if r.text("what")? == "held" {
+                prepared.held.insert((r.text("a")?, r.text("b")?));
+            } else {
+                prepared
+                    .existing
+                    .insert((r.text("a")?, r.text("b")?), r.i64("id")?);
+            }
+        }
+        Ok(self
+            .write_jobs_postgres(jobs, prepared, now, None)
+            .await?
+            .expect("an ungated write writes"))
+    }
+
+    /// Writes the jobs `plan` makes of `prepared`, in one statement of
+    /// data-modifying CTEs (foreign keys are checked at its end). With a
+    /// `gate` (a `SELECT … AS clear` and its arguments, which come first),
+    /// writes only when the gate is clear, and returns `None` when not.
+    async fn write_jobs_postgres(
+        &self,
+        jobs: &[NewJob],
+        prepared: Prepared,
+        now: i64,
+        gate: Option<(String, Vec<Arg>)>,
+    ) -> Result<Option<Vec<(i64, bool)>>> {
+        let plan = self.plan(jobs, prepared, now);
+        if plan.jobs.is_empty() {
+            return Ok(Some(plan.outcome));
+        }
+        let tenants = super::distinct(plan.jobs.iter().map(|j| j.tenant));
+        let queues = super::distinct(plan.jobs.iter().map(|j| j.queue));
+        let (gate_sql, mut all) = gate.unwrap_or_else(|| ("SELECT true AS clear".into(), args![]));
+        let p = |i: usize| all.len() + i;
+        let pg = Backend::Postgres;
+        let writes = [
+            format!(
+                "INSERT INTO tenants (name, created_at) SELECT unnest(${}::TEXT[]), ${} \
+                 ON CONFLICT (name) DO NOTHING",
+                p(1),
+                p(3)
+            ),
+            format!(
+                "INSERT INTO queues (name, paused, created_at) SELECT unnest(${}::TEXT[]), false, ${} \
+                 ON CONFLICT (name) DO NOTHING",
+                p(2),
+                p(3)
+            ),
+            recordset_insert_sql(pg, "jobs", JOB_COLS, p(4)),
+            recordset_insert_sql(pg, "tasks", TASK_COLS, p(5)),
+            recordset_insert_sql(pg, "job_kinds", KIND_COLS, p(6)),
+            recordset_insert_sql(pg, "task_deps", EDGE_COLS, p(7)),
+            job_text::insert_sql(pg, p(8)),
+            events::pg_insert_sql(p(9)),
+        ];
+        // Every write reads its rows through the gate.
+        let ctes: Vec<String> = writes
+            .iter()
+            .enumerate()
+            .map(|(i, sql)| format!("w{i} AS ({})", gated(sql)))
+            .collect();
+        let json = |rows: String| Arg::from(rows);
+        all.extend([
+            tenants.into(),
+            queues.into(),
+            now.into(),
+            json(rows_json(&plan.jobs)),
+            json(rows_json(&plan.tasks)),
+            json(rows_json(&plan.kinds)),
+            json(rows_json(&plan.edges)),
+            json(job_text::rows_json(&plan.docs)),
+            json(events::rows_json(&plan.events)),
+        ]);
         let rows = self
             .db()
             .fetch_all_alone(
                 Conns::Main,
                 &format!(
-                    "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h \
-                     UNION ALL SELECT 'jobs', NULL, NULL, nextval('jobs_id_seq') \
-                         FROM generate_series(1, $3::BIGINT) \
-                     UNION ALL SELECT 'tasks', NULL, NULL, nextval('tasks_id_seq') \
-                         FROM generate_series(1, $4::BIGINT) \
-                     {earlier}"
+                    "WITH gate AS MATERIALIZED ({gate_sql}), {} SELECT clear FROM gate",
+                    ctes.join(", ")
                 ),
-                if keys.is_empty() {
-                    args![queues.clone(), tenants.clone(), jobs.len() as i64, task_total as i64]
-                } else {
-                    args![
-                        queues.clone(),
-                        tenants.clone(),
-                        jobs.len() as i64,
-                        task_total as i64,
-                        key_tenants,
-                        keys
-                    ]
-                },
+                all,
             )
             .await?;
-        let mut prepared = Prepared {
-            held: BTreeSet::new(),
-            existing: HashMap::new(),
-            job_ids: Vec::with_capacity(jobs.len()),
-            task_ids: Vec::with_capacity(task_total),
-        };
-        for r in &rows {
-            match r.text("what")?.as_str() {
-                "held" => {
-                    prepared.held.insert((r.text("a")?, r.text("b")?));
-                }
-                "job" => {
-                    prepared
-                        .existing
-                        .insert((r.text("a")?, r.text("b")?), r.i64("id")?);
-                }
-                "jobs" => prepared.job_ids.push(r.i64("id")?),
-                _ => prepared.task_ids.push(r.i64("id")?),
-            }
+        if !rows
+            .first()
+            .map(|r| r.bool("clear"))
+            .transpose()?
+            .unwrap_or(false)
+        {
+            return Ok(None);
         }
-        prepared.job_ids.sort_unstable();
-        prepared.task_ids.sort_unstable();
-
-        let plan = self.plan(jobs, prepared, now);
-        if plan.jobs.is_empty() {
-            return Ok(plan.outcome);
-        }
-        // The data-modifying CTEs of one statement (foreign keys are
-        // checked at its end); `$1` and `$2` are the tenants and queues,
-        // `$3` the time.
-        let pg = Backend::Postgres;
-        let writes = [
-            "INSERT INTO tenants (name, created_at) SELECT unnest($1::TEXT[]), $3 \
-             ON CONFLICT (name) DO NOTHING"
-                .to_string(),
-            "INSERT INTO queues (name, paused, created_at) SELECT unnest($2::TEXT[]), false, $3 \
-             ON CONFLICT (name) DO NOTHING"
-                .to_string(),
-            recordset_insert_sql(pg, "jobs", JOB_COLS, 4),
-            recordset_insert_sql(pg, "tasks", TASK_COLS, 5),
-            recordset_insert_sql(pg, "job_kinds", KIND_COLS, 6),
-            recordset_insert_sql(pg, "task_deps", EDGE_COLS, 7),
-            job_text::insert_sql(pg, 8),
-            events::pg_insert_sql(9),
-        ];
-        let (last, ctes) = writes.split_last().expect("writes");
-        let ctes: Vec<String> = ctes
-            .iter()
-            .enumerate()
-            .map(|(i, sql)| format!("w{i} AS ({sql})"))
-            .collect();
-        let json = |rows: String| Arg::from(rows);
-        self.db()
-            .fetch_all_alone(
-                Conns::Main,
-                &format!("WITH {} {last}", ctes.join(", ")),
-                vec![
-                    tenants.into(),
-                    queues.into(),
-                    now.into(),
-                    json(rows_json(&plan.jobs)),
-                    json(rows_json(&plan.tasks)),
-                    json(rows_json(&plan.kinds)),
-                    json(rows_json(&plan.edges)),
-                    json(job_text::rows_json(&plan.docs)),
-                    json(events::rows_json(&plan.events)),
-                ],
-            )
-            .await?;
         if plan.any_ready {
             self.wake_claimers();
         }
         self.announce_events();
-        Ok(plan.outcome)
+        Ok(Some(plan.outcome))
+    }
+
+    /// `jobs` fresh job ids and `tasks` fresh task ids, each increasing,
+    /// from the reserve; refilled from the sequences in one statement when
+    /// short.
+    async fn reserve_ids(&self, jobs: usize, tasks: usize) -> Result<(Vec<i64>, Vec<i64>)> {
+        let mut reserve = self.inner.reserved_ids.lock().await;
+        if reserve.jobs.len() < jobs || reserve.tasks.len() < tasks {
+            let more = |have: usize, want: usize| (want.saturating_sub(have) + ID_BLOCK) as i64;
+            let rows = self
+                .db()
+                .fetch_all_alone(
+                    Conns::Main,
+                    "SELECT 'jobs' AS seq, nextval('jobs_id_seq') AS id FROM generate_series(1, $1::BIGINT) \
+                     UNION ALL \
+                     SELECT 'tasks', nextval('tasks_id_seq') FROM generate_series(1, $2::BIGINT)",
+                    args![
+                        more(reserve.jobs.len(), jobs),
+                        more(reserve.tasks.len(), tasks)
+                    ],
+                )
+                .await?;
+            let (mut new_jobs, mut new_tasks) = (Vec::new(), Vec::new());
+            for r in &rows {
+                match r.text("seq")?.as_str() {
+                    "jobs" => new_jobs.push(r.i64("id")?),
+                    _ => new_tasks.push(r.i64("id")?),
+                }
+            }
+            new_jobs.sort_unstable();
+            new_tasks.sort_unstable();
+            reserve.jobs.extend(new_jobs);
+            reserve.tasks.extend(new_tasks);
+        }
+        Ok((
+            reserve.jobs.drain(..jobs).collect(),
+            reserve.tasks.drain(..tasks).collect(),
+        ))
     }
 
     /// The rows of the jobs of `jobs` that `prepared` does not know already,
