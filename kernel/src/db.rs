@@ -49,8 +49,10 @@ pub(crate) enum Pools {
     },
     Postgres {
         pool: PgPool,
-        /// The claims' connections (see [`Db::lease_pool`]).
+        /// The claims' connections (see `Db::open_with`).
         lease: PgPool,
+        /// The submits' connections (see `Db::open_with`).
+        submit: PgPool,
     },
 }
 
@@ -189,11 +191,28 @@ impl Db {
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(
-                    options.options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]),
+                    options
+                        .clone()
+                        .options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]),
                 )
                 .await?;
+            // Submits get connections of their own too, which always use
+            // the generic plan of a prepared statement: a submit is one
+            // statement whose plan does not depend on its arguments, and
+            // planning it anew each time (Postgres plans the first five
+            // runs for their arguments, then keeps doing so while that
+            // looks no dearer) took about as long as running it.
+            let submit = PgPoolOptions::new()
+                .max_connections(opts.max_connections.clamp(2, 8))
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options.options([("plan_cache_mode", "force_generic_plan")]))
+                .await?;
             Ok(Db {
-                pools: Pools::Postgres { pool, lease },
+                pools: Pools::Postgres {
+                    pool,
+                    lease,
+                    submit,
+                },
             })
         } else {
             Err(DbError::UnsupportedUrl(url.to_string()))
@@ -261,7 +280,12 @@ impl Db {
                 read.close().await;
                 write.close().await;
             }
-            Pools::Postgres { pool, lease } => {
+            Pools::Postgres {
+                pool,
+                lease,
+                submit,
+            } => {
+                submit.close().await;
                 lease.close().await;
                 pool.close().await;
             }

@@ -363,9 +363,10 @@ impl Tx {
 /// The Postgres connections a statement runs on (see `Db::open_with`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Conns {
-    Main,
     /// The claims' own.
     Lease,
+    /// The submits' own.
+    Submit,
 }
 
 /// Read-only queries outside a write transaction (SQLite: the read pool).
@@ -386,10 +387,10 @@ impl Db {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Pools::Postgres { pool, lease } => bind_pg(sqlx::query(&sql), args)
+            Pools::Postgres { lease, submit, .. } => bind_pg(sqlx::query(&sql), args)
                 .fetch_all(match conns {
-                    Conns::Main => pool,
                     Conns::Lease => lease,
+                    Conns::Submit => submit,
                 })
                 .await?
                 .into_iter()

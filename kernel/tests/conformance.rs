@@ -177,6 +177,11 @@ async fn dag_runs_in_dependency_order(env: Env) {
     assert_eq!(submitted.job.state, JobState::Queued);
     assert_eq!(submitted.job.task_counts.ready, 1);
     assert_eq!(submitted.job.task_counts.pending, 3);
+    // The answer is the job as written.
+    assert_eq!(
+        submitted.job,
+        k.get_job_summary(submitted.job.id).await.unwrap()
+    );
     let job_id = submitted.job.id;
 
     let first = env.claim(node, 10).await;
@@ -851,6 +856,7 @@ async fn paused_queue_blocks_and_resumes(env: Env) {
         .await
         .unwrap();
     assert_eq!(job.job.state, JobState::Blocked);
+    assert_eq!(job.job, k.get_job_summary(job.job.id).await.unwrap());
     let mut other = NewJob::single("other", "noop", json!({}));
     other.queue = "fast".into();
     let other = k.submit(other).await.unwrap();

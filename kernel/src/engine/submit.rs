@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::db::Backend;
 use crate::error::{KernelError, Result};
-use crate::model::{event_type, JobState, NewJob, Submitted, TaskState};
+use crate::model::{event_type, Job, JobState, NewJob, Submitted, TaskCounts, TaskState};
 use crate::sql::{args, Arg, Conns};
 
 use super::{dag, events, job_text, Kernel, NewEvent};
@@ -189,16 +189,30 @@ struct Plan<'a> {
     events: Vec<NewEvent>,
     /// A new task is ready at once.
     any_ready: bool,
-    /// `(job id, created)` per submitted job, in order.
-    outcome: Vec<(i64, bool)>,
+    /// What became of each job, in order.
+    outcome: Written,
+}
+
+/// What became of a batch of jobs.
+#[derive(Default)]
+struct Written {
+    /// `(job id, created)` per job, in order.
+    ids: Vec<(i64, bool)>,
+    /// The jobs created, as they were written.
+    created: Vec<Job>,
 }
 
 impl Kernel {
     /// Submits one job (SPEC §9 `POST /api/v1/jobs`).
     pub async fn submit(&self, job: NewJob) -> Result<Submitted> {
-        let (id, created) = self.submit_many(vec![job]).await?[0];
+        let written = self.write_jobs(vec![job]).await?;
+        let (id, created) = written.ids[0];
         Ok(Submitted {
-            job: self.get_job_summary(id).await?,
+            job: match written.created.into_iter().next() {
+                Some(job) => job,
+                // An earlier job with the same idempotency key.
+                None => self.get_job_summary(id).await?,
+            },
             created,
         })
     }
@@ -208,6 +222,10 @@ impl Kernel {
     /// constant number of statements. Returns `(job id, created)` per job,
     /// in order.
     pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<(i64, bool)>> {
+        Ok(self.write_jobs(jobs).await?.ids)
+    }
+
+    async fn write_jobs(&self, jobs: Vec<NewJob>) -> Result<Written> {
         for job in &jobs {
             dag::validate_job(job, self.config())?;
         }
@@ -228,7 +246,7 @@ impl Kernel {
 
     /// SQLite: one transaction on the one writer, statement by statement
     /// (its round trips are function calls).
-    async fn insert_jobs_sqlite(&self, jobs: &[NewJob]) -> Result<Vec<(i64, bool)>> {
+    async fn insert_jobs_sqlite(&self, jobs: &[NewJob]) -> Result<Written> {
         let mut w = self.begin().await?;
         let now = w.now;
         let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
@@ -328,7 +346,7 @@ impl Kernel {
     /// and the earlier jobs for a second to write. A concurrent submit of
     /// the same idempotency key between the read and the write makes the
     /// write fail on the unique index, and the retry finds it.
-    async fn insert_jobs_postgres(&self, jobs: &[NewJob]) -> Result<Vec<(i64, bool)>> {
+    async fn insert_jobs_postgres(&self, jobs: &[NewJob]) -> Result<Written> {
         let now = self.now();
         let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
         let queues = super::distinct(jobs.iter().map(|j| j.queue.as_str()));
@@ -389,7 +407,7 @@ impl Kernel {
         };
         for r in self
             .db()
-            .fetch_all_alone(Conns::Main, &held_or_earlier, reads)
+            .fetch_all_alone(Conns::Submit, &held_or_earlier, reads)
             .await?
         {
             if r.text("what")? == "held" {
@@ -416,7 +434,7 @@ impl Kernel {
         prepared: Prepared,
         now: i64,
         gate: Option<(String, Vec<Arg>)>,
-    ) -> Result<Option<Vec<(i64, bool)>>> {
+    ) -> Result<Option<Written>> {
         let plan = self.plan(jobs, prepared, now);
         if plan.jobs.is_empty() {
             return Ok(Some(plan.outcome));
@@ -467,7 +485,7 @@ impl Kernel {
         let rows = self
             .db()
             .fetch_all_alone(
-                Conns::Main,
+                Conns::Submit,
                 &format!(
                     "WITH gate AS MATERIALIZED ({gate_sql}), {} SELECT clear FROM gate",
                     ctes.join(", ")
@@ -500,7 +518,7 @@ impl Kernel {
             let rows = self
                 .db()
                 .fetch_all_alone(
-                    Conns::Main,
+                    Conns::Submit,
                     "SELECT 'jobs' AS seq, nextval('jobs_id_seq') AS id FROM generate_series(1, $1::BIGINT) \
                      UNION ALL \
                      SELECT 'tasks', nextval('tasks_id_seq') FROM generate_series(1, $2::BIGINT)",
@@ -547,7 +565,10 @@ impl Kernel {
             docs: Vec::with_capacity(jobs.len()),
             events: Vec::with_capacity(jobs.len()),
             any_ready: false,
-            outcome: Vec::with_capacity(jobs.len()),
+            outcome: Written {
+                ids: Vec::with_capacity(jobs.len()),
+                created: Vec::with_capacity(jobs.len()),
+            },
         };
         // Jobs created here by idempotency key, for repeats within the batch.
         let mut created: HashMap<(&str, &str), i64> = HashMap::new();
@@ -559,7 +580,7 @@ impl Kernel {
                     .get(&(job.tenant.clone(), key.to_string()))
                     .or_else(|| created.get(&(job.tenant.as_str(), key)));
                 if let Some(&id) = earlier {
-                    plan.outcome.push((id, false));
+                    plan.outcome.ids.push((id, false));
                     continue;
                 }
             }
@@ -567,7 +588,7 @@ impl Kernel {
             if let Some(key) = job.idempotency_key.as_deref() {
                 created.insert((job.tenant.as_str(), key), job_id);
             }
-            plan.outcome.push((job_id, true));
+            plan.outcome.ids.push((job_id, true));
             let state = if is_held("queue", &job.queue) || is_held("tenant", &job.tenant) {
                 JobState::Blocked
             } else {
@@ -589,6 +610,7 @@ impl Kernel {
                 .iter()
                 .map(|t| (t.key.as_str(), next_task.next().expect("an id per task")))
                 .collect();
+            let mut task_counts = TaskCounts::default();
             for task in &job.tasks {
                 let id = ids[task.key.as_str()];
                 let deps: BTreeSet<i64> = task.depends_on.iter().map(|d| ids[d.as_str()]).collect();
@@ -598,6 +620,7 @@ impl Kernel {
                 } else {
                     TaskState::Pending
                 };
+                task_counts.add(state, 1);
                 plan.edges.extend(deps.iter().map(|&d| EdgeRow {
                     task_id: id,
                     depends_on: d,
@@ -637,6 +660,20 @@ impl Kernel {
                 "priority": job.priority,
             }));
             plan.events.push(event);
+            plan.outcome.created.push(Job {
+                id: job_id,
+                name: job.name.clone(),
+                tenant: job.tenant.clone(),
+                queue: job.queue.clone(),
+                priority: job.priority,
+                state,
+                idempotency_key: job.idempotency_key.clone(),
+                created_at: now,
+                started_at: None,
+                finished_at: None,
+                updated_at: now,
+                task_counts,
+            });
         }
         plan
     }
