@@ -18,6 +18,7 @@ conformance!(
     submit_is_idempotent,
     concurrent_claimers_never_share_a_task,
     stale_epoch_is_fenced_after_a_re_lease,
+    a_batch_of_completions_is_answered_item_by_item,
     expired_leases_recover_without_an_operator,
     retries_back_off_then_dead_letter,
     non_retryable_failure_dead_letters_at_once,
@@ -429,6 +430,78 @@ async fn concurrent_claimers_never_share_a_task(env: Env) {
         .unwrap();
     assert_eq!(succeeded.items.len(), 500);
     assert!(succeeded.next_cursor.is_some());
+}
+
+/// In one batch, the completions that hold are applied (with their
+/// outputs) and the others refused, each answered in its place; the stale
+/// one is recorded.
+async fn a_batch_of_completions_is_answered_item_by_item(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let jobs: Vec<NewJob> = (0..3)
+        .map(|i| NewJob::single(format!("j{i}"), "noop", json!({})))
+        .collect();
+    k.submit_many(jobs).await.unwrap();
+    let leases = env.claim(node, 3).await;
+    assert_eq!(leases.len(), 3);
+    let stale = LeaseProof {
+        lease_token: leases[1].lease_token.clone(),
+        epoch: leases[1].epoch + 1,
+    };
+    let batch = vec![
+        Completion {
+            attempt_id: leases[0].attempt_id,
+            proof: leases[0].proof(),
+            output: Some(json!({"n": 0})),
+        },
+        Completion {
+            attempt_id: leases[1].attempt_id,
+            proof: stale,
+            output: None,
+        },
+        Completion {
+            attempt_id: 987_654_321,
+            proof: leases[2].proof(),
+            output: None,
+        },
+        Completion {
+            attempt_id: leases[2].attempt_id,
+            proof: leases[2].proof(),
+            output: None,
+        },
+    ];
+    let answers = k.complete_many(batch).await.unwrap();
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|a| a.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code()))
+        .collect();
+    assert_eq!(codes, ["ok", "stale_lease", "not_found", "ok"]);
+    let state_of = |lease: &Lease| {
+        let k = k.clone();
+        let (job, task) = (lease.job_id, lease.task_id);
+        async move {
+            let detail = k.get_job(job).await.unwrap();
+            let t = detail.tasks.iter().find(|t| t.id == task).unwrap().clone();
+            (detail.job.state, t.state, t.output)
+        }
+    };
+    assert_eq!(
+        state_of(&leases[0]).await,
+        (
+            JobState::Succeeded,
+            TaskState::Succeeded,
+            Some(json!({"n": 0}))
+        )
+    );
+    assert_eq!(
+        state_of(&leases[1]).await,
+        (JobState::Running, TaskState::Leased, None)
+    );
+    assert_eq!(
+        state_of(&leases[2]).await,
+        (JobState::Succeeded, TaskState::Succeeded, None)
+    );
+    assert!(env.event_types().await.iter().any(|t| t == "lease.fenced"));
 }
 
 async fn stale_epoch_is_fenced_after_a_re_lease(env: Env) {

@@ -357,9 +357,11 @@ impl Kernel {
         let task_total: usize = jobs.iter().map(|j| j.tasks.len()).sum();
         let (job_ids, task_ids) = self.reserve_ids(jobs.len(), task_total).await?;
         // `$1` queues, `$2` tenants, `$3` key tenants, `$4` keys.
-        let earlier = "SELECT j.tenant, j.idempotency_key, j.id \
+        // With one generic plan (see `Db::open_with`): a lookup per key.
+        let earlier = "SELECT k.tenant, k.key, j.id \
              FROM unnest($3::TEXT[], $4::TEXT[]) AS k(tenant, key) \
-             JOIN jobs j ON j.tenant = k.tenant AND j.idempotency_key = k.key";
+             CROSS JOIN LATERAL (SELECT id FROM jobs \
+                 WHERE tenant = k.tenant AND idempotency_key = k.key) j";
         let has_keys = !keys.is_empty();
         let mut reads = args![queues.clone(), tenants.clone()];
         if has_keys {
