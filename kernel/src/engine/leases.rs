@@ -30,7 +30,7 @@ use crate::sql::{args, Conns, Row};
 
 use super::dag::JobGraph;
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
-use super::{error_fingerprint, Kernel, Work};
+use super::{error_fingerprint, ClaimTurn, Kernel, Work};
 
 /// Most tasks one claim may lease.
 pub const MAX_CLAIM: i64 = 1_000;
@@ -205,7 +205,7 @@ impl Kernel {
 
     /// The turn to wait for work, shared by the claims of `node_id` for
     /// the same kinds.
-    fn claim_turn(&self, node_id: i64, kinds: &[String]) -> Arc<tokio::sync::Mutex<()>> {
+    fn claim_turn(&self, node_id: i64, kinds: &[String]) -> ClaimTurn {
         let mut kinds = kinds.to_vec();
         kinds.sort();
         kinds.dedup();

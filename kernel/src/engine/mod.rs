@@ -125,6 +125,9 @@ pub struct Kernel {
     inner: Arc<Inner>,
 }
 
+/// The turn to wait for work of the claims of one node for the same kinds.
+pub(crate) type ClaimTurn = Arc<tokio::sync::Mutex<()>>;
+
 struct Inner {
     db: Db,
     config: KernelConfig,
@@ -142,7 +145,7 @@ struct Inner {
     /// Job and task ids taken from the Postgres sequences ahead of need.
     reserved_ids: tokio::sync::Mutex<submit::ReservedIds>,
     /// One turn per node and kinds to wait for work: see [`Kernel::claim`].
-    claim_turns: std::sync::Mutex<HashMap<(i64, Vec<String>), Arc<tokio::sync::Mutex<()>>>>,
+    claim_turns: std::sync::Mutex<HashMap<(i64, Vec<String>), ClaimTurn>>,
 }
 
 impl std::fmt::Debug for Kernel {
