@@ -119,5 +119,8 @@ test('a selected task in the URL opens in the inspector', async ({ page, csrf })
   const id = (await response.json()).id;
   await page.goto(`/ops/operations/jobengine/jobs/${id}/dag?task=only`);
   await expect(page.locator('aside.dag-inspector h2[data-task]')).toHaveText('Task only');
+  // Drawn selected by the server, and still so once the page is live.
+  await expect(page.locator('g.dag-node[data-task="only"]')).toHaveAttribute('aria-selected', 'true');
   await hydrated(page);
+  await expect(page.locator('g.dag-node[data-task="only"]')).toHaveAttribute('aria-selected', 'true');
 });

@@ -12,13 +12,6 @@ use serde::{Deserialize, Serialize};
 /// Most events the job's timeline keeps.
 pub const JOB_TIMELINE_LEN: usize = 50;
 
-/// What the DAG page renders first: the job and its graph as drawn.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DagView {
-    pub view: JobView,
-    pub drawing: crate::dag::Drawing,
-}
-
 /// What the job page renders first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
@@ -271,34 +264,12 @@ impl JobView {
     }
 }
 
-/// Reads one job for its page: the job, its latest events and what holds
-/// each waiting task. `Ok(None)` when no job has this id (or the id is not
-/// a job id at all).
+/// Reads one job. `Ok(None)` when no job has this id (or the id is not a
+/// job id at all). With `context`, also its latest events and what holds
+/// each waiting task (the job page); without, the job alone (the DAG page,
+/// where a large job's events and explainer would be most of the read).
 #[server(input = GetUrl)]
-pub async fn get_job_view(job_id: String) -> Result<Option<JobView>, ServerFnError> {
-    read_job_view(&job_id, true).await
-}
-
-/// A job's task graph as the DAG page draws it, with the job alone (a large
-/// job's events and explainer would be most of the read). The drawing is
-/// made here, natively, so the browser only parses its markup, also when it
-/// opens the page itself (see `docs/benchmarks.md`). `selected` is the task
-/// drawn as selected.
-#[server(input = GetUrl)]
-pub async fn get_job_dag(
-    job_id: String,
-    selected: Option<String>,
-) -> Result<Option<DagView>, ServerFnError> {
-    Ok(read_job_view(&job_id, false).await?.map(|view| {
-        let drawing = crate::dag::Drawing::of(&view.job, selected.as_deref());
-        DagView { view, drawing }
-    }))
-}
-
-/// With `context`, also the job's latest events and what holds each
-/// waiting task; without, the job alone.
-#[cfg(feature = "ssr")]
-async fn read_job_view(job_id: &str, context: bool) -> Result<Option<JobView>, ServerFnError> {
+pub async fn get_job_view(job_id: String, context: bool) -> Result<Option<JobView>, ServerFnError> {
     use super::{kernel, kernel_error, require};
 
     let caller = require(kernel::model::Scope::RunsRead)?;

@@ -12,10 +12,11 @@ use kernel::model::{AttemptState, Scope, TaskState};
 use leptos::prelude::*;
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
 
-use crate::api::jobs::{get_job_dag, DagView, JobView};
+use crate::api::jobs::{get_job_view, JobView};
 use crate::components::action::ActionButton;
 use crate::components::live::{use_live_feed, LiveOptions};
 use crate::components::page::PageFrame;
+use crate::dag::layout::{layout, Spacing};
 use crate::pages::page_by_id;
 use crate::routes::job::{encode_segment, AttemptLog, NoSuchJob};
 use crate::routes::ops::LoadError;
@@ -30,6 +31,56 @@ const STATES: [&str; 7] = [
     "skipped",
     "cancelled",
 ];
+
+/// The edges as SVG markup.
+fn edges_markup(drawn: &crate::dag::layout::Layout) -> String {
+    let mut out = String::with_capacity(drawn.edges.len() * 96);
+    for route in &drawn.edges {
+        out.push_str(r#"<polyline class="dag-edge" marker-end="url(#dag-arrow)" points=""#);
+        for (i, (x, y)) in route.points.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push_str(&format!("{x},{y}"));
+        }
+        out.push_str(r#""></polyline>"#);
+    }
+    out
+}
+
+/// The nodes as SVG markup, in task order (the children of `#dag-nodes`).
+fn nodes_markup(
+    drawn: &crate::dag::layout::Layout,
+    keys: &[String],
+    states: &[TaskState],
+    selected: Option<&str>,
+    spacing: Spacing,
+) -> String {
+    let mut out = String::with_capacity(keys.len() * 256);
+    for (i, (placed, key)) in drawn.nodes.iter().zip(keys).enumerate() {
+        let sel = selected == Some(key.as_str());
+        // Task keys are identifiers (letters, digits, '.', '_', '-'); escaped
+        // all the same.
+        let key = escape_markup(key);
+        out.push_str(&format!(
+            r#"<g class="dag-node" data-task="{key}" data-state="{state}" aria-selected="{sel}" role="button" tabindex="0" transform="translate({x},{y})"><rect width="{w}" height="{h}" rx="6"></rect><text x="10" y="{ty}">{key}</text></g>"#,
+            state = states.get(i).map_or("pending", |s| s.as_str()),
+            x = placed.x,
+            y = placed.y,
+            w = spacing.node_width,
+            h = spacing.node_height,
+            ty = spacing.node_height / 2.0 + 5.0,
+        ));
+    }
+    out
+}
+
+fn escape_markup(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
 
 /// Keeps the drawn nodes' `data-state` and `aria-selected` current (in the
 /// browser): the nodes are the children of `#dag-nodes`, in task order.
@@ -193,10 +244,7 @@ pub fn JobDagPage() -> impl IntoView {
         <PageFrame spec params>
             {move || {
                 let id = job_id.get();
-                // The selection drawn at first; later ones are followed
-                // in the page without reading the job again.
-                let selected = use_query_map().with_untracked(|q| q.get("task"));
-                let job = crate::api::once(get_job_dag(id.clone(), selected));
+                let job = crate::api::once(get_job_view(id.clone(), false));
                 view! {
                     <Suspense fallback=|| view! { <p class="loading-state">"Reading the job…"</p> }>
                         {move || {
@@ -215,10 +263,30 @@ pub fn JobDagPage() -> impl IntoView {
 }
 
 #[component]
-fn LiveDag(initial: DagView) -> impl IntoView {
-    let DagView { view: initial, drawing } = initial;
+fn LiveDag(initial: JobView) -> impl IntoView {
     let id = initial.job.job.id;
     let after = initial.seq;
+    // The graph's shape is fixed at submit; only states change live.
+    let keys: Vec<String> = initial.job.tasks.iter().map(|t| t.key.clone()).collect();
+    let index: std::collections::HashMap<&str, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
+    let edges: Vec<(usize, usize)> = initial
+        .job
+        .tasks
+        .iter()
+        .enumerate()
+        .flat_map(|(to, t)| {
+            let index = &index;
+            t.depends_on
+                .iter()
+                .filter_map(move |d| index.get(d.as_str()).map(|&from| (from, to)))
+        })
+        .collect();
+    let spacing = Spacing::default();
+    let drawn = layout(keys.len(), &edges, spacing);
     let state = RwSignal::new(initial);
     use_live_feed(LiveOptions {
         stream: format!("/api/v1/jobs/{id}/stream"),
@@ -233,7 +301,7 @@ fn LiveDag(initial: DagView) -> impl IntoView {
     let base = format!("/ops/operations/jobengine/jobs/{id}/dag");
 
     // Pan and zoom: the viewBox [x, y, width, height].
-    let home = [0.0, 0.0, drawing.width.max(1.0), drawing.height.max(1.0)];
+    let home = [0.0, 0.0, drawn.width.max(1.0), drawn.height.max(1.0)];
     let view_box = RwSignal::new(home);
     let zoom = move |factor: f64| {
         view_box.update(|[x, y, w, h]| {
@@ -269,17 +337,19 @@ fn LiveDag(initial: DagView) -> impl IntoView {
 
     // The graph is drawn as one piece of SVG markup, not a view per node
     // and edge: on a 1,000-task graph that is ~4,500 elements the browser
-    // parses at once instead of creating them one call at a time. The
-    // server lays it out and writes it (`get_job_dag`). Clicks are
-    // delegated to the group; states and the selection are kept by two
+    // parses at once instead of creating them one call at a time. Clicks
+    // are delegated to the group; states and the selection are kept by two
     // effects ([`follow_nodes`]).
     let initial_states: Vec<TaskState> =
         state.with_untracked(|v| v.job.tasks.iter().map(|t| t.state).collect());
-    let crate::dag::Drawing {
-        edges: edge_markup,
-        nodes: node_markup,
-        ..
-    } = drawing;
+    let edge_markup = edges_markup(&drawn);
+    let node_markup = nodes_markup(
+        &drawn,
+        &keys,
+        &initial_states,
+        selected.get_untracked().as_deref(),
+        spacing,
+    );
     follow_nodes(state, selected, initial_states);
     let open_task = move |ev: leptos::ev::MouseEvent| {
         use leptos::wasm_bindgen::JsCast;
@@ -343,5 +413,26 @@ fn LiveDag(initial: DagView) -> impl IntoView {
                 }}
             </aside>
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_markup_draws_each_node_once_with_its_state_and_escapes_keys() {
+        let spacing = Spacing::default();
+        let drawn = layout(2, &[(0, 1)], spacing);
+        let keys = vec!["a<b".to_string(), "c".to_string()];
+        let states = [TaskState::Succeeded, TaskState::Ready];
+        let nodes = nodes_markup(&drawn, &keys, &states, Some("c"), spacing);
+        assert_eq!(nodes.matches(r#"<g class="dag-node""#).count(), 2);
+        assert!(
+            nodes.contains(r#"data-task="a&lt;b" data-state="succeeded" aria-selected="false""#)
+        );
+        assert!(nodes.contains(r#"data-task="c" data-state="ready" aria-selected="true""#));
+        assert!(!nodes.contains("a<b"));
+        assert_eq!(edges_markup(&drawn).matches("<polyline").count(), 1);
     }
 }

@@ -41,7 +41,7 @@ pub fn JobPage() -> impl IntoView {
 /// disposed reactive values of the next one.)
 #[component]
 fn JobBody(id: String) -> impl IntoView {
-    let job = crate::api::once(get_job_view(id.clone()));
+    let job = crate::api::once(get_job_view(id.clone(), true));
     view! {
         <Suspense fallback=|| view! { <p class="loading-state">"Reading the job…"</p> }>
             {move || {
