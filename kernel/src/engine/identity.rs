@@ -8,8 +8,6 @@
 //! decides where secrets travel (cookies, headers) and how fast logins may
 //! be tried.
 
-use std::borrow::Cow;
-
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use rand::RngCore;
@@ -658,18 +656,13 @@ impl Kernel {
             "outcome": record.outcome,
             "status": record.status,
         });
-        w.events.push(NewEvent {
-            ts: w.now,
-            event_type: Cow::Owned(format!("audit.{}", record.action)),
-            tenant: record.tenant,
-            job_id: None,
-            task_id: None,
-            attempt_id: None,
-            node_id: None,
-            dead_letter_id: None,
-            queue: None,
-            data: data.to_string(),
-        });
+        let mut event = NewEvent::new(
+            w.now,
+            format!("audit.{}", record.action),
+            record.tenant.as_deref(),
+        );
+        event.data = data.to_string();
+        w.events.push(event);
         self.finish(w).await
     }
 }

@@ -328,10 +328,14 @@ pub(crate) struct NewEvent {
 }
 
 impl NewEvent {
-    pub fn new(ts: i64, event_type: &'static str, tenant: Option<&str>) -> NewEvent {
+    pub fn new(
+        ts: i64,
+        event_type: impl Into<Cow<'static, str>>,
+        tenant: Option<&str>,
+    ) -> NewEvent {
         NewEvent {
             ts,
-            event_type: Cow::Borrowed(event_type),
+            event_type: event_type.into(),
             tenant: tenant.map(str::to_string),
             job_id: None,
             task_id: None,

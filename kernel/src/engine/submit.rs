@@ -304,23 +304,12 @@ impl Kernel {
         };
 
         let plan = self.plan(jobs, prepared, now);
+        let insert = |table, cols| recordset_insert_sql(Backend::Sqlite, table, cols, 1);
         let inserts = [
-            with_rows(
-                recordset_insert_sql(Backend::Sqlite, "jobs", JOB_COLS, 1),
-                &plan.jobs,
-            ),
-            with_rows(
-                recordset_insert_sql(Backend::Sqlite, "tasks", TASK_COLS, 1),
-                &plan.tasks,
-            ),
-            with_rows(
-                recordset_insert_sql(Backend::Sqlite, "job_kinds", KIND_COLS, 1),
-                &plan.kinds,
-            ),
-            with_rows(
-                recordset_insert_sql(Backend::Sqlite, "task_deps", EDGE_COLS, 1),
-                &plan.edges,
-            ),
+            with_rows(insert("jobs", JOB_COLS), &plan.jobs),
+            with_rows(insert("tasks", TASK_COLS), &plan.tasks),
+            with_rows(insert("job_kinds", KIND_COLS), &plan.kinds),
+            with_rows(insert("task_deps", EDGE_COLS), &plan.edges),
             (
                 job_text::insert_sql(Backend::Sqlite, 1),
                 job_text::rows_json(&plan.docs),
