@@ -124,3 +124,31 @@ test('a selected task in the URL opens in the inspector', async ({ page, csrf })
   await hydrated(page);
   await expect(page.locator('g.dag-node[data-task="only"]')).toHaveAttribute('aria-selected', 'true');
 });
+
+test('the graph page takes the read started when the pointer reached its link', async ({ page, csrf }) => {
+  const response = await page.request.post('/api/v1/jobs', {
+    headers: { 'X-CSRF-Token': csrf },
+    data: {
+      name: `dag-ahead-${Date.now().toString(36)}`,
+      tasks: [
+        { key: 'first', kind: 'noop' },
+        { key: 'second', kind: 'noop', depends_on: ['first'] },
+      ],
+    },
+  });
+  expect(response.status(), await response.text()).toBe(201);
+  const id = (await response.json()).id;
+  await page.goto(`/ops/operations/jobengine/jobs/${id}`);
+  await hydrated(page);
+  const reads: string[] = [];
+  page.on('request', (r) => {
+    if (r.url().includes('get_job_view')) reads.push(r.url());
+  });
+  const link = page.locator('a[data-link="dag"]');
+  await link.hover();
+  await expect.poll(() => reads.length).toBe(1);
+  await link.click();
+  await expect(page.locator('svg.dag g.dag-node')).toHaveCount(2);
+  await expect(page.locator('svg.dag .dag-edge')).toHaveCount(1);
+  expect(reads, 'the page read nothing more').toHaveLength(1);
+});

@@ -233,6 +233,77 @@ fn TaskInspector(job_id: i64, key: String, state: RwSignal<JobView>) -> impl Int
     .into_any()
 }
 
+/// What the page reads: the job alone (without its events and explainer).
+type JobRead = Result<Option<JobView>, ServerFnError>;
+
+/// Starts the DAG page's read of job `job_id` ahead, when the pointer or
+/// the focus reaches a link to the page: the read then runs while the
+/// click switches the route (tens of milliseconds of the browser's time for
+/// a large job) instead of after it. The page takes it if it opens within
+/// two seconds; otherwise it reads anew.
+pub fn read_ahead(job_id: i64) {
+    #[cfg(feature = "hydrate")]
+    ahead::start(job_id.to_string());
+    #[cfg(not(feature = "hydrate"))]
+    let _ = job_id;
+}
+
+#[cfg(feature = "hydrate")]
+mod ahead {
+    use std::cell::RefCell;
+
+    use futures::future::{FutureExt, LocalBoxFuture, Shared};
+
+    use super::{get_job_view, JobRead};
+
+    type Started = (String, f64, Shared<LocalBoxFuture<'static, JobRead>>);
+
+    thread_local! {
+        static STARTED: RefCell<Option<Started>> = const { RefCell::new(None) };
+    }
+
+    /// Longest a read started ahead is kept for the page.
+    const FRESH_MS: f64 = 2_000.0;
+
+    pub fn start(job_id: String) {
+        let now = js_sys::Date::now();
+        STARTED.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.as_ref()
+                .is_some_and(|(id, at, _)| *id == job_id && now - at < FRESH_MS)
+            {
+                return;
+            }
+            let read = get_job_view(job_id.clone(), false).boxed_local().shared();
+            // A shared future runs only while polled: drive it now.
+            let driven = read.clone();
+            leptos::task::spawn_local(async move {
+                let _ = driven.await;
+            });
+            *s = Some((job_id, now, read));
+        });
+    }
+
+    pub fn take(job_id: &str) -> Option<Shared<LocalBoxFuture<'static, JobRead>>> {
+        let now = js_sys::Date::now();
+        STARTED.with(|s| {
+            let started = s.borrow_mut().take()?;
+            (started.0 == job_id && now - started.1 < FRESH_MS).then_some(started.2)
+        })
+    }
+}
+
+/// The page's read of job `job_id`: the one started ahead, if any.
+fn read_job(
+    job_id: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = JobRead> + Send>> {
+    #[cfg(feature = "hydrate")]
+    if let Some(started) = ahead::take(&job_id) {
+        return Box::pin(send_wrapper::SendWrapper::new(started));
+    }
+    Box::pin(get_job_view(job_id, false))
+}
+
 /// The page.
 #[component]
 pub fn JobDagPage() -> impl IntoView {
@@ -244,7 +315,7 @@ pub fn JobDagPage() -> impl IntoView {
         <PageFrame spec params>
             {move || {
                 let id = job_id.get();
-                let job = crate::api::once(get_job_view(id.clone(), false));
+                let job = crate::api::once(read_job(id.clone()));
                 view! {
                     <Suspense fallback=|| view! { <p class="loading-state">"Reading the job…"</p> }>
                         {move || {

@@ -171,7 +171,12 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                     }}
                 </dd>
             </dl>
-            <p><a href=format!("/ops/operations/jobengine/jobs/{id}/dag") data-link="dag">"Open the task graph"</a></p>
+            <p><a
+                href=format!("/ops/operations/jobengine/jobs/{id}/dag")
+                data-link="dag"
+                on:pointerenter=move |_| crate::routes::dag::read_ahead(id)
+                on:focus=move |_| crate::routes::dag::read_ahead(id)
+            >"Open the task graph"</a></p>
             <p class="as-of" data-seq=move || state.with(|v| v.seq)>
                 "As of event #" {move || state.with(|v| v.seq)} ", updated live from this job's event stream."
             </p>
