@@ -327,7 +327,7 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                 fallback=|| view! { <p class="empty-note">"No task is waiting: every task is running or finished."</p> }
             >
                 <ul class="holds">
-                    <For each=move || state.with(|v| v.holds.clone()) key=|h| (h.task_id, format!("{:?}", h.reasons)) let:hold>
+                    {move || state.with(|v| v.holds.iter().map(|hold| view! {
                         <li data-task=hold.key.clone() data-state=hold.state.as_str()>
                             <strong>{hold.key.clone()}</strong> " (" {hold.state.as_str()} ", kind " {hold.kind.clone()} ", queue " {hold.queue.clone()} "): "
                             {if hold.reasons.is_empty() {
@@ -336,7 +336,7 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                                 hold.reasons.iter().map(describe_hold).collect::<Vec<_>>().join("; ")
                             }}
                         </li>
-                    </For>
+                    }).collect_view())}
                 </ul>
             </Show>
         </section>
@@ -348,9 +348,9 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                 fallback=|| view! { <p class="empty-note">"No event yet."</p> }
             >
                 <ol class="timeline" aria-label="Events of this job">
-                    <For each=move || state.with(|v| v.timeline.clone()) key=|e| e.seq let:event>
-                        <TimelineItem event now/>
-                    </For>
+                    {move || state.with(|v| v.timeline.iter().map(|event| view! {
+                        <TimelineItem event=event.clone() now/>
+                    }).collect_view())}
                 </ol>
             </Show>
         </section>

@@ -163,7 +163,7 @@ fn LiveSnapshot(initial: OpsSnapshot) -> impl IntoView {
                 fallback=|| view! { <p class="empty-note">"No stale lease to review."</p> }
             >
                 <ul class="stale-leases">
-                    <For each=move || state.with(|s| s.stale_leases.clone()) key=|l| l.attempt_id let:lease>
+                    {move || state.with(|s| s.stale_leases.iter().map(|lease| view! {
                         <li>
                             <a href=format!("/ops/operations/jobengine/jobs/{}", lease.job_id)>
                                 "Job " {lease.job_id} " · task " {lease.task_key.clone()}
@@ -172,7 +172,7 @@ fn LiveSnapshot(initial: OpsSnapshot) -> impl IntoView {
                             " · node " {lease.node_id.map(|n| n.to_string()).unwrap_or_else(|| "?".into())}
                             " · expired " {format_utc(lease.lease_expires_at)}
                         </li>
-                    </For>
+                    }).collect_view())}
                 </ul>
             </Show>
         </section>
@@ -184,9 +184,9 @@ fn LiveSnapshot(initial: OpsSnapshot) -> impl IntoView {
                 fallback=|| view! { <p class="empty-note">"No job, lease, node or dead-letter event yet."</p> }
             >
                 <ol class="timeline" aria-label="Recent events">
-                    <For each=move || state.with(|s| s.timeline.clone()) key=|e| e.seq let:event>
-                        <TimelineItem event now=Signal::derive(now)/>
-                    </For>
+                    {move || state.with(|s| s.timeline.iter().map(|event| view! {
+                        <TimelineItem event=event.clone() now=Signal::derive(now)/>
+                    }).collect_view())}
                 </ol>
             </Show>
         </section>
