@@ -20,6 +20,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use crate::sql::Conns;
+
 /// Which storage engine a [`Db`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -54,6 +56,21 @@ pub(crate) enum Pools {
         /// The submits' connections (see `Db::open_with`).
         submit: PgPool,
     },
+}
+
+impl Pools {
+    /// The Postgres connections `conns` names.
+    ///
+    /// # Panics
+    /// On SQLite, which has no such choice: callers match the backend first.
+    pub(crate) fn postgres(&self, conns: Conns) -> &PgPool {
+        match (self, conns) {
+            (Pools::Postgres { pool, .. }, Conns::Main) => pool,
+            (Pools::Postgres { lease, .. }, Conns::Lease) => lease,
+            (Pools::Postgres { submit, .. }, Conns::Submit) => submit,
+            (Pools::Sqlite { .. }, _) => unreachable!("SQLite has one writer"),
+        }
+    }
 }
 
 /// A migrated database on one of the two backends. Cheap to clone.

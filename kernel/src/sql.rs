@@ -273,18 +273,15 @@ pub(crate) enum Tx {
 
 impl Tx {
     pub async fn begin(db: &Db) -> Result<Tx, sqlx::Error> {
-        Ok(match &db.pools {
-            Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
-            Pools::Postgres { pool, .. } => Tx::Pg(pool.begin().await?),
-        })
+        Tx::begin_on(db, Conns::Main).await
     }
 
-    /// A transaction for a claim: on Postgres, on the claims' own
-    /// connections (see `Db::open_with`); on SQLite, the one writer.
-    pub async fn begin_lease(db: &Db) -> Result<Tx, sqlx::Error> {
+    /// A transaction on the writer (SQLite) or on the Postgres connections
+    /// `conns` names.
+    pub async fn begin_on(db: &Db, conns: Conns) -> Result<Tx, sqlx::Error> {
         Ok(match &db.pools {
             Pools::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
-            Pools::Postgres { lease, .. } => Tx::Pg(lease.begin().await?),
+            Pools::Postgres { .. } => Tx::Pg(db.pools.postgres(conns).begin().await?),
         })
     }
 
@@ -363,6 +360,8 @@ impl Tx {
 /// The Postgres connections a statement runs on (see `Db::open_with`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Conns {
+    /// Everything else's.
+    Main,
     /// The claims' own.
     Lease,
     /// The submits' own.
@@ -387,11 +386,8 @@ impl Db {
                 .into_iter()
                 .map(Row::Sqlite)
                 .collect(),
-            Pools::Postgres { lease, submit, .. } => bind_pg(sqlx::query(&sql), args)
-                .fetch_all(match conns {
-                    Conns::Lease => lease,
-                    Conns::Submit => submit,
-                })
+            Pools::Postgres { .. } => bind_pg(sqlx::query(&sql), args)
+                .fetch_all(self.pools.postgres(conns))
                 .await?
                 .into_iter()
                 .map(Row::Pg)

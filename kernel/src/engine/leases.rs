@@ -92,7 +92,8 @@ impl AttemptCheck {
 /// A whole claim on Postgres in one statement (its own transaction: no
 /// BEGIN or COMMIT round trip), for the common case: the node is online
 /// and no quota exists. It picks, leases, opens the attempts, starts the
-/// jobs, appends the events (as `events::insert` numbers them) and notes
+/// jobs, appends the events (numbered as `events::insert` numbers them,
+/// with the data `lease_tasks` gives them in the transaction) and notes
 /// the node's sign of life (at most once a second, skipped when a
 /// concurrent claim holds the row). Otherwise it changes nothing, and the
 /// first row's `status` and `quotas` send the claim to the transaction.
@@ -223,7 +224,7 @@ impl Kernel {
                 return Ok(leases);
             }
         }
-        let mut w = self.begin_lease().await?;
+        let mut w = self.begin_on(Conns::Lease).await?;
         let now = w.now;
         // Claiming is a sign of life: an offline node comes back online.
         // The heartbeat time is written at most once a second, and skipped

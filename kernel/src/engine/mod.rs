@@ -41,7 +41,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::db::{Backend, Db};
 use crate::error::{KernelError, Result};
 use crate::model::{event_type, JobState, TaskCounts, TaskState};
-use crate::sql::{args, Tx};
+use crate::sql::{args, Conns, Tx};
 
 pub use dag::validate_job;
 pub use events::Background;
@@ -206,18 +206,13 @@ impl Kernel {
     }
 
     pub(crate) async fn begin(&self) -> Result<Work> {
-        Ok(Work {
-            tx: Tx::begin(&self.inner.db).await?,
-            events: Vec::new(),
-            wake_claimers: false,
-            now: self.now(),
-        })
+        self.begin_on(Conns::Main).await
     }
 
-    /// A unit for a claim, on the claims' own connections (`Tx::begin_lease`).
-    pub(crate) async fn begin_lease(&self) -> Result<Work> {
+    /// A unit on the Postgres connections `conns` names (SQLite: the writer).
+    pub(crate) async fn begin_on(&self, conns: Conns) -> Result<Work> {
         Ok(Work {
-            tx: Tx::begin_lease(&self.inner.db).await?,
+            tx: Tx::begin_on(&self.inner.db, conns).await?,
             events: Vec::new(),
             wake_claimers: false,
             now: self.now(),

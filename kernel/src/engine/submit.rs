@@ -380,16 +380,14 @@ impl Kernel {
             return Ok(outcome);
         }
 
-        let held_or_earlier = if !has_keys {
-            format!(
-                "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h"
-            )
-        } else {
-            format!(
-                "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h \
-                 UNION ALL SELECT 'job', e.* FROM ({earlier}) e"
-            )
-        };
+        let held_or_earlier = format!(
+            "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h{}",
+            if has_keys {
+                format!(" UNION ALL SELECT 'job', e.* FROM ({earlier}) e")
+            } else {
+                String::new()
+            }
+        );
         let mut prepared = Prepared {
             held: BTreeSet::new(),
             existing: HashMap::new(),
