@@ -7,7 +7,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PORT=${1:?port}
-BIN="$ROOT/target/release/switchyard"
+# SWITCHYARD_BIN: another build to run (e.g. a copy, with its `site/`
+# beside it, to bench two builds side by side).
+BIN=${SWITCHYARD_BIN:-$ROOT/target/release/switchyard}
 [ -x "$BIN" ] || { echo "no release build at $BIN: run scripts/build.sh" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/switchyard-e2e.XXXXXX)
 cd "$WORK"

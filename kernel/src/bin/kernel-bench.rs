@@ -258,7 +258,9 @@ async fn run(label: &str, url: &str, args: &Args) {
     let batched = drain(&kernel, args.tasks, noop_node, 2_048, 512, in_flight).await;
     let small = (args.tasks / 5).max(1);
     enqueue(&kernel, small, "single").await;
+    eprintln!("{label}: one-at-a-time drain of {small} tasks");
     let single = drain(&kernel, small, noop_node, 24, 1, 24).await;
+    eprintln!("{label}: pickup of {} jobs", args.pickups);
     let (p50, p99) = pickup(&kernel, args.pickups).await;
     background.shutdown().await;
 
