@@ -19,6 +19,8 @@ conformance!(
     concurrent_claimers_never_share_a_task,
     stale_epoch_is_fenced_after_a_re_lease,
     a_batch_of_completions_is_answered_item_by_item,
+    concurrent_single_calls_are_each_answered_their_own,
+    a_claim_that_goes_away_gives_its_lease_back,
     expired_leases_recover_without_an_operator,
     retries_back_off_then_dead_letter,
     non_retryable_failure_dead_letters_at_once,
@@ -435,6 +437,127 @@ async fn concurrent_claimers_never_share_a_task(env: Env) {
 /// In one batch, the completions that hold are applied (with their
 /// outputs) and the others refused, each answered in its place; the stale
 /// one is recorded.
+/// Claims and completions that arrive together are merged inside the
+/// kernel (one statement, one transaction); each call still gets exactly
+/// its own answer.
+async fn concurrent_single_calls_are_each_answered_their_own(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let n = 24;
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| NewJob::single(format!("j{i}"), "noop", json!({})))
+        .collect();
+    k.submit_many(jobs).await.unwrap();
+    let claims: Vec<_> = (0..n)
+        .map(|_| {
+            let k = k.clone();
+            tokio::spawn(async move {
+                k.claim(&ClaimRequest {
+                    node_id: node,
+                    kinds: vec!["noop".into()],
+                    max: 1,
+                    wait_ms: 0,
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut leases = Vec::new();
+    for c in claims {
+        let got = c.await.unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "each claim of one gets one of the 24 ready tasks"
+        );
+        leases.extend(got);
+    }
+    let tasks: BTreeSet<i64> = leases.iter().map(|l| l.task_id).collect();
+    assert_eq!(tasks.len(), n, "no task was dealt twice");
+
+    // One of the completions carries a wrong epoch: only it is refused.
+    let stale = leases[5].task_id;
+    let completions: Vec<_> = leases
+        .iter()
+        .map(|l| {
+            let k = k.clone();
+            let mut proof = l.proof();
+            if l.task_id == stale {
+                proof.epoch += 1;
+            }
+            let (attempt, task) = (l.attempt_id, l.task_id);
+            tokio::spawn(async move {
+                let answer = k
+                    .complete(attempt, &proof, Some(json!({ "task": task })))
+                    .await;
+                (task, answer)
+            })
+        })
+        .collect();
+    for c in completions {
+        let (task, answer) = c.await.unwrap();
+        if task == stale {
+            assert_eq!(answer.unwrap_err().code(), "stale_lease");
+        } else {
+            answer.unwrap();
+        }
+    }
+    for l in &leases {
+        let detail = k.get_job(l.job_id).await.unwrap();
+        let t = &detail.tasks[0];
+        if l.task_id == stale {
+            assert_eq!((t.state, &t.output), (TaskState::Leased, &None));
+        } else {
+            // Each output landed on its own task.
+            assert_eq!(
+                (t.state, &t.output),
+                (TaskState::Succeeded, &Some(json!({ "task": l.task_id })))
+            );
+        }
+    }
+    assert!(env.event_types().await.iter().any(|t| t == "lease.fenced"));
+}
+
+/// A claim dropped while the kernel looks for its work (an HTTP request
+/// that went away) does not strand what was leased for it: the lease is
+/// given back at once, not left to expire.
+async fn a_claim_that_goes_away_gives_its_lease_back(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = k
+        .submit(NewJob::single("j", "noop", json!({})))
+        .await
+        .unwrap()
+        .job;
+    let req = ClaimRequest {
+        node_id: node,
+        kinds: vec!["noop".into()],
+        max: 1,
+        wait_ms: 0,
+    };
+    {
+        let claim = k.claim(&req);
+        tokio::pin!(claim);
+        // Polled once, the claim is queued for its look; then dropped.
+        tokio::select! {
+            biased;
+            _ = &mut claim => panic!("the claim answered before any statement ran"),
+            _ = std::future::ready(()) => {}
+        }
+    }
+    eventually("the lease given back", || async {
+        let types = env.event_types().await;
+        types.iter().any(|t| t == "lease.released").then_some(())
+    })
+    .await;
+    let task = k.get_job(job.id).await.unwrap().tasks[0].clone();
+    assert_eq!(task.state, TaskState::Ready);
+    assert_eq!(task.attempts_used, 0, "giving back spends no attempt");
+    // Ready again at once: the next claim gets it, with no clock moved.
+    assert_eq!(env.claim(node, 1).await.len(), 1);
+}
+
 async fn a_batch_of_completions_is_answered_item_by_item(env: Env) {
     let k = &env.kernel;
     let node = env.node("n1").await;

@@ -28,12 +28,20 @@ use crate::model::{
 };
 use crate::sql::{args, Conns, Row};
 
+use super::batch::Batcher;
 use super::dag::JobGraph;
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
-use super::{error_fingerprint, ClaimTurn, Kernel, Work};
+use super::{by_node_and_kinds, error_fingerprint, ClaimTurn, Kernel, Work};
 
 /// Most tasks one claim may lease.
 pub const MAX_CLAIM: i64 = 1_000;
+
+/// Merged claims: each asks for up to so many leases; `None` answers "look
+/// alone" (the merged claim failed).
+pub(super) type ClaimBatcher = Batcher<i64, Option<Vec<Lease>>>;
+
+/// Merged completions, each call answered as [`Kernel::complete_many`] does.
+pub(super) type CompletionBatcher = Batcher<Vec<Completion>, Result<Vec<Result<()>>>>;
 /// Longest long-poll.
 pub const MAX_WAIT_MS: i64 = 60_000;
 
@@ -207,18 +215,65 @@ impl Kernel {
     /// The turn to wait for work, shared by the claims of `node_id` for
     /// the same kinds.
     fn claim_turn(&self, node_id: i64, kinds: &[String]) -> ClaimTurn {
-        let mut kinds = kinds.to_vec();
-        kinds.sort();
-        kinds.dedup();
-        let mut turns = self.inner.claim_turns.lock().expect("claim turns");
-        // Forget the turns no claim holds.
-        if turns.len() > 64 {
-            turns.retain(|_, t| Arc::strong_count(t) > 1);
-        }
-        turns.entry((node_id, kinds)).or_default().clone()
+        by_node_and_kinds(&self.inner.claim_turns, node_id, kinds, Default::default)
     }
 
+    /// One look for work, merged with the concurrent looks of the same
+    /// node for the same kinds (see [`super::batch`]): one claim of their
+    /// total, its leases dealt out in order.
     async fn claim_once(&self, node_id: i64, kinds: &[String], max: i64) -> Result<Vec<Lease>> {
+        let batcher = self.claim_batcher(node_id, kinds);
+        let (answer, start) = batcher.push(max);
+        if start {
+            let (kernel, kinds) = (self.clone(), kinds.to_vec());
+            tokio::spawn(async move { kernel.run_claims(batcher, node_id, kinds).await });
+        }
+        match answer.await {
+            Ok(Some(leases)) => Ok(leases),
+            // The merged claim failed: this one looks alone, for its own answer.
+            Ok(None) | Err(_) => self.claim_now(node_id, kinds, max).await,
+        }
+    }
+
+    /// The merger of the claims of `node_id` for `kinds`.
+    fn claim_batcher(&self, node_id: i64, kinds: &[String]) -> Arc<ClaimBatcher> {
+        by_node_and_kinds(&self.inner.claim_batches, node_id, kinds, || {
+            Batcher::new(super::batch::runners(self.backend()))
+        })
+    }
+
+    /// Runs merged claims until none wait. Leases whose claim went away
+    /// meanwhile are given back at once, not left to expire.
+    async fn run_claims(self, batcher: Arc<ClaimBatcher>, node_id: i64, kinds: Vec<String>) {
+        while let Some(batch) = batcher.next_batch(MAX_CLAIM as usize, |max| *max as usize) {
+            let total: i64 = batch.iter().map(|(max, _)| *max).sum();
+            match self.claim_now(node_id, &kinds, total).await {
+                Ok(leases) => {
+                    let mut leases = leases.into_iter();
+                    let mut unclaimed = Vec::new();
+                    for (max, answer) in batch {
+                        let mine: Vec<Lease> = leases.by_ref().take(max as usize).collect();
+                        if let Err(Some(mine)) = answer.send(Some(mine)) {
+                            unclaimed.extend(mine);
+                        }
+                    }
+                    for lease in unclaimed {
+                        if let Err(e) = self.release(lease.attempt_id, &lease.proof()).await {
+                            tracing::warn!(attempt_id = lease.attempt_id, error = %e,
+                                "a lease whose claim went away was not given back; it will expire");
+                        }
+                    }
+                }
+                Err(_) => {
+                    for (_, answer) in batch {
+                        let _ = answer.send(None);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim_now(&self, node_id: i64, kinds: &[String], max: i64) -> Result<Vec<Lease>> {
         if self.backend() == Backend::Postgres {
             if let Some(leases) = self.claim_in_one_statement(node_id, kinds, max).await? {
                 return Ok(leases);
@@ -704,7 +759,57 @@ impl Kernel {
     /// The hot path: one guarded update checks every (id, token, epoch)
     /// triple and ends the matching attempts at once; only the reports it
     /// did not match are looked at one by one to say why.
+    ///
+    /// Calls that arrive while others are being written are merged into one
+    /// transaction (see [`super::batch`]); each still gets its own answers.
     pub async fn complete_many(&self, items: Vec<Completion>) -> Result<Vec<Result<()>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (answer, start) = self.inner.completions.push(items);
+        if start {
+            let kernel = self.clone();
+            tokio::spawn(async move { kernel.run_completions().await });
+        }
+        answer
+            .await
+            .map_err(|_| KernelError::Database(sqlx::Error::WorkerCrashed))?
+    }
+
+    /// Writes merged completions until none wait. When a merged write
+    /// fails, each call is written alone, so one call's failure is not
+    /// another's.
+    async fn run_completions(self) {
+        const MOST: usize = 4_096;
+        while let Some(batch) = self.inner.completions.next_batch(MOST, Vec::len) {
+            if let [(items, _)] = &batch[..] {
+                let result = self.complete_now(items).await;
+                let (_, answer) = batch.into_iter().next().expect("one call");
+                let _ = answer.send(result);
+                continue;
+            }
+            let merged: Vec<&Completion> = batch.iter().flat_map(|(items, _)| items).collect();
+            match self.complete_now(&merged).await {
+                Ok(answers) => {
+                    let mut answers = answers.into_iter();
+                    for (items, answer) in batch {
+                        let _ = answer.send(Ok(answers.by_ref().take(items.len()).collect()));
+                    }
+                }
+                Err(_) => {
+                    for (items, answer) in batch {
+                        let _ = answer.send(self.complete_now(&items).await);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn complete_now<C: std::borrow::Borrow<Completion>>(
+        &self,
+        items: &[C],
+    ) -> Result<Vec<Result<()>>> {
+        let items: Vec<&Completion> = items.iter().map(|c| c.borrow()).collect();
         let mut w = self.begin().await?;
         let now = w.now;
         let ended = match w.tx.backend() {

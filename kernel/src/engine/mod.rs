@@ -11,6 +11,7 @@
 //! The engine never speaks HTTP and never decides how a task is executed:
 //! that is the worker's business (`crate::worker`).
 
+mod batch;
 mod console;
 mod counts;
 mod dag;
@@ -128,6 +129,29 @@ pub struct Kernel {
 /// The turn to wait for work of the claims of one node for the same kinds.
 pub(crate) type ClaimTurn = Arc<tokio::sync::Mutex<()>>;
 
+/// Something per node and task kinds (sorted, distinct).
+type ByNodeAndKinds<T> = std::sync::Mutex<HashMap<(i64, Vec<String>), Arc<T>>>;
+
+/// The entry of `node_id` and `kinds` in `map`, made by `new` when missing.
+/// Entries nothing else holds are forgotten as the map grows.
+fn by_node_and_kinds<T>(
+    map: &ByNodeAndKinds<T>,
+    node_id: i64,
+    kinds: &[String],
+    new: impl FnOnce() -> T,
+) -> Arc<T> {
+    let mut kinds = kinds.to_vec();
+    kinds.sort();
+    kinds.dedup();
+    let mut map = map.lock().expect("per node and kinds");
+    if map.len() > 64 {
+        map.retain(|_, t| Arc::strong_count(t) > 1);
+    }
+    map.entry((node_id, kinds))
+        .or_insert_with(|| Arc::new(new()))
+        .clone()
+}
+
 struct Inner {
     db: Db,
     config: KernelConfig,
@@ -145,7 +169,12 @@ struct Inner {
     /// Job and task ids taken from the Postgres sequences ahead of need.
     reserved_ids: tokio::sync::Mutex<submit::ReservedIds>,
     /// One turn per node and kinds to wait for work: see [`Kernel::claim`].
-    claim_turns: std::sync::Mutex<HashMap<(i64, Vec<String>), ClaimTurn>>,
+    claim_turns: ByNodeAndKinds<tokio::sync::Mutex<()>>,
+    /// Concurrent claims of one node for the same kinds, merged: see
+    /// [`batch`].
+    claim_batches: ByNodeAndKinds<leases::ClaimBatcher>,
+    /// Concurrent completions, merged into one transaction: see [`batch`].
+    completions: leases::CompletionBatcher,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -168,6 +197,7 @@ impl Kernel {
 
     pub fn new(db: Db, config: KernelConfig) -> Kernel {
         let (events_changed, _) = watch::channel(0);
+        let runners = batch::runners(db.backend());
         Kernel {
             inner: Arc::new(Inner {
                 db,
@@ -179,6 +209,8 @@ impl Kernel {
                 instance: format!("{:016x}", RandomState::new().build_hasher().finish()),
                 reserved_ids: Default::default(),
                 claim_turns: Default::default(),
+                claim_batches: Default::default(),
+                completions: batch::Batcher::new(runners),
             }),
         }
     }
