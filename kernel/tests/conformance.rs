@@ -21,6 +21,8 @@ conformance!(
     a_batch_of_completions_is_answered_item_by_item,
     concurrent_single_calls_are_each_answered_their_own,
     a_claim_that_goes_away_gives_its_lease_back,
+    a_job_finishes_when_its_last_tasks_complete_at_once,
+    a_job_with_a_dead_lettered_task_fails_when_its_last_task_succeeds,
     expired_leases_recover_without_an_operator,
     retries_back_off_then_dead_letter,
     non_retryable_failure_dead_letters_at_once,
@@ -517,6 +519,119 @@ async fn concurrent_single_calls_are_each_answered_their_own(env: Env) {
         }
     }
     assert!(env.event_types().await.iter().any(|t| t == "lease.fenced"));
+}
+
+/// The last tasks of a job completed at the same moment, by separate
+/// calls that may commit in separate transactions, still finish the job:
+/// each transaction must see the others' successes, not only its own.
+async fn a_job_finishes_when_its_last_tasks_complete_at_once(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let jobs: Vec<NewJob> = (0..60)
+        .map(|i| NewJob {
+            tasks: (0..3)
+                .map(|t| NewTask::new(format!("t{t}"), "noop", json!({})))
+                .collect(),
+            ..NewJob::single(format!("j{i}"), "noop", json!({}))
+        })
+        .collect();
+    let ids = k.submit_many(jobs).await.unwrap();
+    let leases = env.claim(node, 180).await;
+    assert_eq!(leases.len(), 180);
+    let calls: Vec<_> = leases
+        .into_iter()
+        .map(|l| {
+            let k = k.clone();
+            tokio::spawn(async move { k.complete(l.attempt_id, &l.proof(), None).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    for (id, _) in ids {
+        assert_eq!(
+            k.get_job(id).await.unwrap().job.state,
+            JobState::Succeeded,
+            "job {id}"
+        );
+    }
+}
+
+/// One task dead-lettered while another still runs: the job stays
+/// running until the other ends, and then fails (its last task succeeding
+/// does not leave it running).
+async fn a_job_with_a_dead_lettered_task_fails_when_its_last_task_succeeds(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let job = NewJob {
+        tasks: vec![
+            NewTask::new("bad", "noop", json!({})),
+            NewTask::new("good", "noop", json!({})),
+        ],
+        ..NewJob::single("j", "noop", json!({}))
+    };
+    let id = k.submit(job).await.unwrap().job.id;
+    let detail = k.get_job(id).await.unwrap();
+    let bad_task = detail.tasks.iter().find(|t| t.key == "bad").unwrap().id;
+    let leases = env.claim(node, 2).await;
+    let (bad, good): (Vec<Lease>, Vec<Lease>) =
+        leases.into_iter().partition(|l| l.task_id == bad_task);
+    let failure = TaskFailure {
+        message: "broken".into(),
+        retryable: false,
+    };
+    k.fail(bad[0].attempt_id, &bad[0].proof(), &failure)
+        .await
+        .unwrap();
+    assert_eq!(k.get_job(id).await.unwrap().job.state, JobState::Running);
+    k.complete(good[0].attempt_id, &good[0].proof(), None)
+        .await
+        .unwrap();
+    assert_eq!(k.get_job(id).await.unwrap().job.state, JobState::Failed);
+
+    // The same at the same moment, in separate transactions: each job
+    // still ends failed, whichever commits first.
+    let jobs: Vec<NewJob> = (0..40)
+        .map(|i| NewJob {
+            tasks: vec![
+                NewTask::new("bad", "noop", json!({})),
+                NewTask::new("good", "noop", json!({})),
+            ],
+            ..NewJob::single(format!("race-{i}"), "noop", json!({}))
+        })
+        .collect();
+    let ids = k.submit_many(jobs).await.unwrap();
+    let mut bad_tasks = BTreeSet::new();
+    for (id, _) in &ids {
+        let detail = k.get_job(*id).await.unwrap();
+        bad_tasks.insert(detail.tasks.iter().find(|t| t.key == "bad").unwrap().id);
+    }
+    let calls: Vec<_> = env
+        .claim(node, 80)
+        .await
+        .into_iter()
+        .map(|l| {
+            let (k, failure) = (k.clone(), failure.clone());
+            let bad = bad_tasks.contains(&l.task_id);
+            tokio::spawn(async move {
+                if bad {
+                    k.fail(l.attempt_id, &l.proof(), &failure).await.map(|_| ())
+                } else {
+                    k.complete(l.attempt_id, &l.proof(), None).await
+                }
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    for (id, _) in ids {
+        assert_eq!(
+            k.get_job(id).await.unwrap().job.state,
+            JobState::Failed,
+            "job {id}"
+        );
+    }
 }
 
 /// A claim dropped while the kernel looks for its work (an HTTP request

@@ -833,11 +833,20 @@ impl Kernel {
                 let tokens: Vec<String> =
                     items.iter().map(|c| c.proof.lease_token.clone()).collect();
                 let epochs: Vec<i64> = items.iter().map(|c| c.proof.epoch).collect();
+                // The jobs are locked (in id order) before anything looks
+                // at their tasks: a transaction completing another task of
+                // the same job at the same moment waits for this one, and
+                // its later statements see this one's successes (a failure locks
+                // the job first too: `settle_lost_attempt`). Without
+                // the lock, each would see the other's task still leased,
+                // and neither would finish the job.
                 w.tx.fetch_all(
-                    "UPDATE attempts a SET state = 'succeeded', finished_at = $1 \
-                     FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS p(id, token, epoch) \
-                     WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state = 'active' \
-                     RETURNING a.id, a.task_id, a.job_id, a.tenant, a.node_id",
+                    "WITH ended AS (UPDATE attempts a SET state = 'succeeded', finished_at = $1 \
+                         FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS p(id, token, epoch) \
+                         WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state = 'active' \
+                         RETURNING a.id, a.task_id, a.job_id, a.tenant, a.node_id), \
+                     locked AS (SELECT id FROM jobs WHERE id IN (SELECT job_id FROM ended) ORDER BY id FOR UPDATE) \
+                     SELECT * FROM ended WHERE (SELECT COUNT(*) FROM locked) >= 0",
                     vec![
                         crate::sql::Arg::I64(now),
                         crate::sql::Arg::Ids(ids),
@@ -932,25 +941,35 @@ impl Kernel {
                 .await?;
             }
             self.release_downstream(&mut w, &done_tasks).await?;
-            // A success can only finish a job (every task succeeded); it
-            // cannot fail, block or start one. One guarded update says which.
+            // A success can only end a job, when it leaves no task of the
+            // job unfinished; it cannot block or start one. The job then
+            // ends as `derive_job_state` says: succeeded when every task
+            // did, failed when one failed or was skipped (a task dead-
+            // lettered while this one ran), cancelled otherwise. One
+            // guarded update says which.
             job_ids.sort_unstable();
             job_ids.dedup();
-            let finished = w
+            let ended = w
                 .tx
                 .fetch_all(
-                    "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1 \
+                    "UPDATE jobs SET finished_at = $1, updated_at = $1, state = CASE \
+                         WHEN NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state <> 'succeeded') \
+                           THEN 'succeeded' \
+                         WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state IN ('failed', 'skipped')) \
+                           THEN 'failed' \
+                         ELSE 'cancelled' END \
                      WHERE id @in($2) AND state = 'running' \
-                       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state <> 'succeeded') \
-                     RETURNING id, tenant",
+                       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id \
+                                       AND t.state IN ('pending', 'ready', 'leased')) \
+                     RETURNING id, tenant, state",
                     args![now, job_ids],
                 )
                 .await?;
-            for j in finished {
+            for j in ended {
                 let tenant = j.text("tenant")?;
                 w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
                     .job(j.i64("id")?)
-                    .data(json!({ "from": "running", "to": "succeeded" }));
+                    .data(json!({ "from": "running", "to": j.text("state")? }));
             }
         }
         self.finish(w).await?;
@@ -1098,6 +1117,14 @@ impl Kernel {
         retryable: bool,
     ) -> Result<FailOutcome> {
         let now = w.now;
+        // The job is locked first, as a completion locks it: of two
+        // transactions ending the last tasks of one job, the later sees
+        // what the earlier did and ends the job (see `complete_now`).
+        w.tx.fetch_optional(
+            "SELECT id FROM jobs WHERE id = (SELECT job_id FROM tasks WHERE id = $1) @lock",
+            args![task_id],
+        )
+        .await?;
         let t = w
             .tx
             .fetch_one(
