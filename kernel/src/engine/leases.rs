@@ -845,7 +845,7 @@ impl Kernel {
                          FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS p(id, token, epoch) \
                          WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state = 'active' \
                          RETURNING a.id, a.task_id, a.job_id, a.tenant, a.node_id), \
-                     locked AS (SELECT id FROM jobs WHERE id IN (SELECT job_id FROM ended) ORDER BY id FOR UPDATE) \
+                     locked AS (SELECT id FROM jobs WHERE id = ANY(ARRAY(SELECT job_id FROM ended)) ORDER BY id FOR UPDATE) \
                      SELECT * FROM ended WHERE (SELECT COUNT(*) FROM locked) >= 0",
                     vec![
                         crate::sql::Arg::I64(now),
@@ -946,7 +946,9 @@ impl Kernel {
             // ends as `derive_job_state` says: succeeded when every task
             // did, failed when one failed or was skipped (a task dead-
             // lettered while this one ran), cancelled otherwise. One
-            // guarded update says which.
+            // guarded update says which. (Unfinished is said as "not
+            // ended": said as `IN` the unfinished states, the planner
+            // reads the whole active-tasks index for it.)
             job_ids.sort_unstable();
             job_ids.dedup();
             let ended = w
@@ -960,7 +962,7 @@ impl Kernel {
                          ELSE 'cancelled' END \
                      WHERE id @in($2) AND state = 'running' \
                        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id \
-                                       AND t.state IN ('pending', 'ready', 'leased')) \
+                                       AND t.state NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')) \
                      RETURNING id, tenant, state",
                     args![now, job_ids],
                 )
