@@ -116,6 +116,25 @@ impl Default for DbOptions {
     }
 }
 
+/// A Postgres pool that checks a connection with a round trip only when it
+/// sat idle for over a second. sqlx's default pings on every acquire: a
+/// round trip before each submit, completion or read, which on an idle
+/// system (its server process asleep) cost about as much as the statement
+/// that follows. A connection the server closed meanwhile (a restart)
+/// still fails at most one statement, after a second of quiet at least.
+fn ping_when_idle(options: PgPoolOptions) -> PgPoolOptions {
+    options
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > Duration::from_secs(1) {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
 impl Db {
     /// Opens (creating if needed) and migrates the database at `url`.
     ///
@@ -173,7 +192,7 @@ impl Db {
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
+            let pool = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.clone())
@@ -199,13 +218,10 @@ impl Db {
             //   them. An empty claim on a table after a 24,000-task burst:
             //   1.7 ms with the bitmap, 0.09 ms with the ordered scan.
             // Set at connection start, these cost no round trip, and they
-            // hold when the claim's statement is planned. Nor is an idle
-            // connection pinged before each claim (a round trip too): one
-            // the server dropped fails its claim once, and the claimer
-            // retries.
-            let lease = PgPoolOptions::new()
+            // hold when the claim's statement is planned. (Like every pool
+            // here, it pings only connections idle for over a second.)
+            let lease = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.clamp(2, 8))
-                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(
                     options
@@ -219,7 +235,7 @@ impl Db {
             // planning it anew each time (Postgres plans the first five
             // runs for their arguments, then keeps doing so while that
             // looks no dearer) took about as long as running it.
-            let submit = PgPoolOptions::new()
+            let submit = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.clamp(2, 8))
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.options([("plan_cache_mode", "force_generic_plan")]))

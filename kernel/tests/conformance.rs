@@ -52,6 +52,76 @@ conformance!(
 mod postgres_only {
     use super::*;
 
+    /// Connections are not pinged before each use, only after a second
+    /// idle: when the server closes them all (a restart), the kernel still
+    /// submits, claims and completes once that second has passed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_kernel_carries_on_after_the_server_closes_its_connections() {
+        let Some(url) = common::postgres_url("carries_on_after_closed_connections").await else {
+            return;
+        };
+        let clock = kernel::ManualClock::default();
+        let k = &kernel::Kernel::open(&url, common::test_config(&clock))
+            .await
+            .unwrap();
+        let node = k
+            .register_node(&NewNode {
+                name: "n1".into(),
+                kinds: vec!["noop".into()],
+                capacity: 4,
+                labels: Default::default(),
+                file_scopes: vec![],
+            })
+            .await
+            .unwrap()
+            .id;
+        let req = ClaimRequest {
+            node_id: node,
+            kinds: vec!["noop".into()],
+            max: 1,
+            wait_ms: 0,
+        };
+        let claim = || k.claim(&req);
+        k.submit(NewJob::single("before", "noop", json!({})))
+            .await
+            .unwrap();
+        let leases = claim().await.unwrap();
+        k.complete(leases[0].attempt_id, &leases[0].proof(), None)
+            .await
+            .unwrap();
+        // Every connection to this database, closed by the server.
+        let admin_url = std::env::var("SWITCHYARD_TEST_POSTGRES_URL").unwrap();
+        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+        let db = url.rsplit('/').next().unwrap();
+        let closed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1) t",
+        )
+        .bind(db)
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        assert!(
+            closed >= 3,
+            "the kernel's connections were closed ({closed})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+        let job = k
+            .submit(NewJob::single("after", "noop", json!({})))
+            .await
+            .unwrap()
+            .job;
+        let leases = claim().await.unwrap();
+        assert_eq!(leases.len(), 1);
+        k.complete(leases[0].attempt_id, &leases[0].proof(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            k.get_job(job.id).await.unwrap().job.state,
+            JobState::Succeeded
+        );
+    }
+
     /// Two kernels with their own pools (as two replicas) claim from one
     /// database at once: no task is ever leased twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
