@@ -168,7 +168,11 @@ impl Db {
                     })?;
                 }
             }
+            // SQLite connections are files in this process: none goes
+            // away unseen, so none is pinged before use (sqlx's default, a
+            // hop to the connection's thread and back each time).
             let write = SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(1)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(60))
@@ -176,10 +180,12 @@ impl Db {
                 .await?;
             SQLITE_MIGRATIONS.run(&write).await?;
             let checkpoint = SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(1)
                 .connect_with(options.clone())
                 .await?;
             let read = SqlitePoolOptions::new()
+                .test_before_acquire(false)
                 .max_connections(opts.sqlite_readers.max(1))
                 .connect_with(options.read_only(true))
                 .await?;
