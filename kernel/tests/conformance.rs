@@ -57,42 +57,23 @@ mod postgres_only {
     /// submits, claims and completes once that second has passed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn the_kernel_carries_on_after_the_server_closes_its_connections() {
-        let Some(url) = common::postgres_url("carries_on_after_closed_connections").await else {
+        let Some(env) = common::postgres_env("carries_on_after_closed_connections").await else {
             return;
         };
-        let clock = kernel::ManualClock::default();
-        let k = &kernel::Kernel::open(&url, common::test_config(&clock))
-            .await
-            .unwrap();
-        let node = k
-            .register_node(&NewNode {
-                name: "n1".into(),
-                kinds: vec!["noop".into()],
-                capacity: 4,
-                labels: Default::default(),
-                file_scopes: vec![],
-            })
-            .await
-            .unwrap()
-            .id;
-        let req = ClaimRequest {
-            node_id: node,
-            kinds: vec!["noop".into()],
-            max: 1,
-            wait_ms: 0,
-        };
-        let claim = || k.claim(&req);
+        let k = &env.kernel;
+        let node = env.node("n1").await;
+        let claim = || env.claim(node, 1);
         k.submit(NewJob::single("before", "noop", json!({})))
             .await
             .unwrap();
-        let leases = claim().await.unwrap();
+        let leases = claim().await;
         k.complete(leases[0].attempt_id, &leases[0].proof(), None)
             .await
             .unwrap();
         // Every connection to this database, closed by the server.
         let admin_url = std::env::var("SWITCHYARD_TEST_POSTGRES_URL").unwrap();
         let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
-        let db = url.rsplit('/').next().unwrap();
+        let db = env.url.rsplit('/').next().unwrap();
         let closed: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = $1) t",
@@ -111,7 +92,7 @@ mod postgres_only {
             .await
             .unwrap()
             .job;
-        let leases = claim().await.unwrap();
+        let leases = claim().await;
         assert_eq!(leases.len(), 1);
         k.complete(leases[0].attempt_id, &leases[0].proof(), None)
             .await
@@ -520,21 +501,7 @@ async fn concurrent_single_calls_are_each_answered_their_own(env: Env) {
         .map(|i| NewJob::single(format!("j{i}"), "noop", json!({})))
         .collect();
     k.submit_many(jobs).await.unwrap();
-    let claims: Vec<_> = (0..n)
-        .map(|_| {
-            let k = k.clone();
-            tokio::spawn(async move {
-                k.claim(&ClaimRequest {
-                    node_id: node,
-                    kinds: vec!["noop".into()],
-                    max: 1,
-                    wait_ms: 0,
-                })
-                .await
-                .unwrap()
-            })
-        })
-        .collect();
+    let claims = spawn_claims_of_one(k, node, n, 0);
     let mut leases = Vec::new();
     for c in claims {
         let got = c.await.unwrap();
@@ -615,15 +582,46 @@ async fn a_job_finishes_when_its_last_tasks_complete_at_once(env: Env) {
             tokio::spawn(async move { k.complete(l.attempt_id, &l.proof(), None).await })
         })
         .collect();
+    each_call_succeeds_then_every_job_is(k, calls, &ids, JobState::Succeeded).await;
+}
+
+/// `n` claims of one `noop` task each by `node`, at once.
+fn spawn_claims_of_one(
+    k: &kernel::Kernel,
+    node: i64,
+    n: usize,
+    wait_ms: i64,
+) -> Vec<tokio::task::JoinHandle<Vec<Lease>>> {
+    (0..n)
+        .map(|_| {
+            let k = k.clone();
+            tokio::spawn(async move {
+                k.claim(&ClaimRequest {
+                    node_id: node,
+                    kinds: vec!["noop".into()],
+                    max: 1,
+                    wait_ms,
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect()
+}
+
+/// Awaits spawned kernel calls (each must succeed), then checks the state
+/// every job of `ids` ended in.
+async fn each_call_succeeds_then_every_job_is(
+    k: &kernel::Kernel,
+    calls: Vec<tokio::task::JoinHandle<Result<(), KernelError>>>,
+    ids: &[(i64, bool)],
+    state: JobState,
+) {
     for c in calls {
         c.await.unwrap().unwrap();
     }
     for (id, _) in ids {
-        assert_eq!(
-            k.get_job(id).await.unwrap().job.state,
-            JobState::Succeeded,
-            "job {id}"
-        );
+        assert_eq!(k.get_job(*id).await.unwrap().job.state, state, "job {id}");
     }
 }
 
@@ -692,16 +690,7 @@ async fn a_job_with_a_dead_lettered_task_fails_when_its_last_task_succeeds(env: 
             })
         })
         .collect();
-    for c in calls {
-        c.await.unwrap().unwrap();
-    }
-    for (id, _) in ids {
-        assert_eq!(
-            k.get_job(id).await.unwrap().job.state,
-            JobState::Failed,
-            "job {id}"
-        );
-    }
+    each_call_succeeds_then_every_job_is(k, calls, &ids, JobState::Failed).await;
 }
 
 /// A claim dropped while the kernel looks for its work (an HTTP request
@@ -1673,21 +1662,7 @@ async fn waiting_claims_of_one_node_each_get_a_burst(env: Env) {
     };
     let k = kernel::Kernel::open(&env.url, config).await.unwrap();
     let node = env.node("n1").await;
-    let claims: Vec<_> = (0..3)
-        .map(|_| {
-            let k = k.clone();
-            tokio::spawn(async move {
-                k.claim(&ClaimRequest {
-                    node_id: node,
-                    kinds: vec!["noop".into()],
-                    max: 1,
-                    wait_ms: 20_000,
-                })
-                .await
-                .unwrap()
-            })
-        })
-        .collect();
+    let claims = spawn_claims_of_one(&k, node, 3, 20_000);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let tasks = ["a", "b", "c"].map(|key| NewTask::new(key, "noop", json!({})));
     let job = NewJob {

@@ -42,6 +42,7 @@ pub(super) type ClaimBatcher = Batcher<i64, Option<Vec<Lease>>>;
 
 /// Merged completions, each call answered as [`Kernel::complete_many`] does.
 pub(super) type CompletionBatcher = Batcher<Vec<Completion>, Result<Vec<Result<()>>>>;
+
 /// Longest long-poll.
 pub const MAX_WAIT_MS: i64 = 60_000;
 
