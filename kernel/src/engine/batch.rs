@@ -106,21 +106,13 @@ mod tests {
         let (_r3, start3) = b.push(4);
         assert!(start1, "the first call starts a runner");
         assert!(!start2 && !start3, "the limit is one runner");
-        let first: Vec<usize> = b
-            .next_batch(5, |w| *w)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.0)
-            .collect();
-        assert_eq!(first, vec![3, 2]);
+        let next = |cap| -> Vec<usize> {
+            let batch = b.next_batch(cap, |w| *w).unwrap();
+            batch.into_iter().map(|(w, _)| w).collect()
+        };
+        assert_eq!(next(5), vec![3, 2]);
         // A call heavier than the cap still leaves, alone.
-        let second: Vec<usize> = b
-            .next_batch(1, |w| *w)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.0)
-            .collect();
-        assert_eq!(second, vec![4]);
+        assert_eq!(next(1), vec![4]);
         assert!(b.next_batch(5, |w| *w).is_none());
         // The runner stopped: the next call starts one again.
         assert!(b.push(1).1);

@@ -782,13 +782,7 @@ impl Kernel {
     /// another's.
     async fn run_completions(self) {
         const MOST: usize = 4_096;
-        while let Some(batch) = self.inner.completions.next_batch(MOST, Vec::len) {
-            if let [(items, _)] = &batch[..] {
-                let result = self.complete_now(items).await;
-                let (_, answer) = batch.into_iter().next().expect("one call");
-                let _ = answer.send(result);
-                continue;
-            }
+        while let Some(mut batch) = self.inner.completions.next_batch(MOST, Vec::len) {
             let merged: Vec<&Completion> = batch.iter().flat_map(|(items, _)| items).collect();
             match self.complete_now(&merged).await {
                 Ok(answers) => {
@@ -796,6 +790,11 @@ impl Kernel {
                     for (items, answer) in batch {
                         let _ = answer.send(Ok(answers.by_ref().take(items.len()).collect()));
                     }
+                }
+                // A lone call's failure is its own answer.
+                Err(e) if batch.len() == 1 => {
+                    let (_, answer) = batch.pop().expect("one call");
+                    let _ = answer.send(Err(e));
                 }
                 Err(_) => {
                     for (items, answer) in batch {
@@ -840,7 +839,9 @@ impl Kernel {
                 // its later statements see this one's successes (a failure locks
                 // the job first too: `settle_lost_attempt`). Without
                 // the lock, each would see the other's task still leased,
-                // and neither would finish the job.
+                // and neither would finish the job. (`locked` is read in the
+                // final WHERE only so that it runs: a CTE nothing reads is
+                // not run unless it writes.)
                 w.tx.fetch_all(
                     "WITH ended AS (UPDATE attempts a SET state = 'succeeded', finished_at = $1 \
                          FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[]) AS p(id, token, epoch) \
