@@ -3,7 +3,7 @@
 //! health, the quota export; each refused without its scope and confined
 //! to the caller's tenants. Also the jobs search the jobs list reads.
 
-mod common;
+use crate::common;
 
 use axum::http::{header, Method, StatusCode};
 use axum::Router;

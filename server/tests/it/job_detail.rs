@@ -1,7 +1,7 @@
 //! The job detail page's actions through the real router: retrying one
 //! failed task needs `runs.manage` and a grant for the job's tenant.
 
-mod common;
+use crate::common;
 
 use axum::http::{Method, StatusCode};
 use axum::Router;

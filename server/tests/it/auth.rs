@@ -5,7 +5,7 @@
 //! sign-in is rate limited, passwords never reach the log, and changes are
 //! audited.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The REST API driven through the real router on a real SQLite file, and
 //! the HTTP worker protocol on a real socket.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
