@@ -39,6 +39,10 @@ conformance!(
     attempt_log_appends_and_reads,
     long_poll_wakes_when_work_arrives,
     waiting_claims_of_one_node_each_get_a_burst,
+    a_waiting_claim_gets_new_work_as_its_claim_would,
+    a_waiting_claim_takes_older_ready_work_first,
+    a_waiting_claim_gets_only_what_a_claim_may_lease,
+    a_claim_that_stops_waiting_is_handed_nothing,
     worker_pool_runs_the_builtin_kinds,
     cancellation_reaches_a_running_worker,
     pool_shutdown_releases_running_leases,
@@ -592,21 +596,27 @@ fn spawn_claims_of_one(
     n: usize,
     wait_ms: i64,
 ) -> Vec<tokio::task::JoinHandle<Vec<Lease>>> {
-    (0..n)
-        .map(|_| {
-            let k = k.clone();
-            tokio::spawn(async move {
-                k.claim(&ClaimRequest {
-                    node_id: node,
-                    kinds: vec!["noop".into()],
-                    max: 1,
-                    wait_ms,
-                })
-                .await
-                .unwrap()
-            })
+    (0..n).map(|_| spawn_claim(k, node, 1, wait_ms)).collect()
+}
+
+/// A claim of up to `max` `noop` tasks by `node`, waiting up to `wait_ms`.
+fn spawn_claim(
+    k: &kernel::Kernel,
+    node: i64,
+    max: i64,
+    wait_ms: i64,
+) -> tokio::task::JoinHandle<Vec<Lease>> {
+    let k = k.clone();
+    tokio::spawn(async move {
+        k.claim(&ClaimRequest {
+            node_id: node,
+            kinds: vec!["noop".into()],
+            max,
+            wait_ms,
         })
-        .collect()
+        .await
+        .unwrap()
+    })
 }
 
 /// Awaits spawned kernel calls (each must succeed), then checks the state
@@ -1677,6 +1687,270 @@ async fn waiting_claims_of_one_node_each_get_a_burst(env: Env) {
         leased.insert(leases[0].task_id);
     }
     assert_eq!(leased.len(), 3, "three different tasks");
+}
+
+/// A kernel on `env`'s database whose waiting claims look again only when
+/// woken (or handed work), never by polling: what a waiting claim gets
+/// then comes from the submit that wakes it.
+async fn kernel_without_polling(env: &Env) -> kernel::Kernel {
+    let config = kernel::KernelConfig {
+        claim_poll_every: std::time::Duration::from_secs(600),
+        ..common::test_config(&env.clock)
+    };
+    kernel::Kernel::open(&env.url, config).await.unwrap()
+}
+
+/// Lets spawned claims look for work and start waiting (ordering only:
+/// a claim that has not started waiting yet looks when it starts).
+async fn claims_start_waiting() {
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+/// New work reaches a claim that waits for it as that claim would have
+/// leased it: the best of its kinds, no more than it asked for, each a
+/// first attempt with a working lease, the job running, and the same
+/// events in the same order. (On Postgres the submit's own statement
+/// leases it; on SQLite the woken claim does.)
+async fn a_waiting_claim_gets_new_work_as_its_claim_would(env: Env) {
+    use kernel::Clock;
+    let k = kernel_without_polling(&env).await;
+    let node = env.node("n1").await;
+    let claim = spawn_claim(&k, node, 2, 20_000);
+    claims_start_waiting().await;
+    let job = NewJob {
+        tasks: vec![
+            NewTask::new("a", "noop", json!({"n": 1})),
+            NewTask::new("b", "noop", json!({"n": 2})),
+            NewTask::new("c", "noop", json!({"n": 3})),
+            NewTask::new("s", "sleep", json!({"ms": 1})),
+            NewTask::new("after", "noop", json!({})).after(&["a"]),
+        ],
+        ..NewJob::single("handed", "noop", json!({}))
+    };
+    let answer = k.submit(job).await.unwrap().job;
+    let id = answer.id;
+    let leases = claim.await.unwrap();
+    let detail = k.get_job(id).await.unwrap();
+    // On Postgres the submit leased the work itself, and answers so.
+    let handed_by_the_submit = env.url.starts_with("postgres");
+    assert_eq!(answer.state == JobState::Running, handed_by_the_submit);
+    assert_eq!(keys_of(&detail, &leases), set(&["a", "b"]));
+    assert_eq!(detail.job.state, JobState::Running);
+    assert_eq!(detail.job.started_at, Some(env.clock.now_ms()));
+    for (lease, n) in leases.iter().zip([1, 2]) {
+        assert_eq!((lease.epoch, lease.attempt_number), (1, 1));
+        assert_eq!(lease.payload, json!({ "n": n }));
+        assert_eq!(lease.lease_token.len(), 32);
+        assert_eq!(lease.lease_expires_at, env.clock.now_ms() + 10_000);
+        let task = detail.tasks.iter().find(|t| t.id == lease.task_id).unwrap();
+        assert_eq!(
+            (task.state, task.epoch, task.attempts_used),
+            (TaskState::Leased, 1, 1)
+        );
+        assert_eq!(task.attempts.len(), 1);
+        assert_eq!(task.attempts[0].id, lease.attempt_id);
+        assert_eq!(task.attempts[0].node_id, Some(node));
+        assert_eq!(task.attempts[0].state, AttemptState::Active);
+        assert!(
+            !k.heartbeat(lease.attempt_id, &lease.proof())
+                .await
+                .unwrap()
+                .cancelled
+        );
+    }
+    let state_of = |key: &str| detail.tasks.iter().find(|t| t.key == key).unwrap().state;
+    assert_eq!(state_of("c"), TaskState::Ready);
+    assert_eq!(state_of("s"), TaskState::Ready);
+    assert_eq!(state_of("after"), TaskState::Pending);
+
+    // The events: submitted, the two grants, then the job running (then
+    // the heartbeats above).
+    let events: Vec<_> = env
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.subject.job_id == Some(id))
+        .take(4)
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "job.submitted",
+            "lease.granted",
+            "lease.granted",
+            "job.stateChanged"
+        ]
+    );
+    let granted: Vec<Option<i64>> = events[1..3].iter().map(|e| e.subject.attempt_id).collect();
+    assert_eq!(
+        granted,
+        leases
+            .iter()
+            .map(|l| Some(l.attempt_id))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(events[1].subject.node_id, Some(node));
+    assert_eq!(events[1].data["epoch"], 1);
+    assert_eq!(events[3].data, json!({ "from": "queued", "to": "running" }));
+
+    // The rest is claimed as usual, and the job runs to its end.
+    for lease in &leases {
+        k.complete(lease.attempt_id, &lease.proof(), None)
+            .await
+            .unwrap();
+    }
+    let mut rest = Vec::new();
+    while rest.len() < 3 {
+        let more = env.claim(node, 10).await;
+        assert!(!more.is_empty(), "c, s and after are claimable");
+        rest.extend(more);
+    }
+    assert_eq!(
+        keys_of(&k.get_job(id).await.unwrap(), &rest),
+        set(&["c", "s", "after"])
+    );
+    for lease in &rest {
+        k.complete(lease.attempt_id, &lease.proof(), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(k.get_job(id).await.unwrap().job.state, JobState::Succeeded);
+}
+
+/// Ready work that became claimable while a claim waited (a retry whose
+/// backoff ended: nothing wakes a claim for that) comes before newer work
+/// that wakes it: the new work is not handed to the claim over it.
+async fn a_waiting_claim_takes_older_ready_work_first(env: Env) {
+    let k = kernel_without_polling(&env).await;
+    let node = env.node("n1").await;
+    let old = k
+        .submit(NewJob::single("old", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let lease = env.claim(node, 1).await.remove(0);
+    let failure = TaskFailure {
+        message: "try again".into(),
+        retryable: true,
+    };
+    k.fail(lease.attempt_id, &lease.proof(), &failure)
+        .await
+        .unwrap();
+    let claim = spawn_claim(&k, node, 1, 20_000);
+    claims_start_waiting().await;
+    env.clock.advance(120_000);
+    let new = k
+        .submit(NewJob::single("new", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let leases = claim.await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].job_id, old, "the older task, first");
+    assert_eq!(leases[0].attempt_number, 2);
+    let new = k.get_job(new).await.unwrap();
+    assert_eq!(new.tasks[0].state, TaskState::Ready);
+    assert_eq!(new.job.state, JobState::Queued);
+}
+
+/// A waiting claim is handed nothing its claim could not lease: not over
+/// a quota, not on a draining node, not from a paused queue. Each case
+/// runs on a kernel of its own (a kernel that could not hand work off
+/// stops trying for a while).
+async fn a_waiting_claim_gets_only_what_a_claim_may_lease(env: Env) {
+    // Waits for a claim of `node` that ends empty-handed while a job that
+    // `submit` makes is written; returns the job's task.
+    async fn nothing_handed<F, Fut>(env: &Env, node: i64, submit: F) -> Task
+    where
+        F: FnOnce(kernel::Kernel) -> Fut,
+        Fut: std::future::Future<Output = i64>,
+    {
+        let k = kernel_without_polling(env).await;
+        let claim = spawn_claim(&k, node, 5, 500);
+        claims_start_waiting().await;
+        let id = submit(k.clone()).await;
+        assert!(claim.await.unwrap().is_empty(), "nothing for the claim");
+        k.get_job(id).await.unwrap().tasks.remove(0)
+    }
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+
+    // A tenant with room for one more lease: of two new tasks, the claim
+    // gets one.
+    let mut busy = NewJob::single("busy", "noop", json!({}));
+    busy.tenant = "acme".into();
+    k.submit(busy.clone()).await.unwrap();
+    assert_eq!(env.claim(node, 1).await.len(), 1);
+    let two_at_a_time = QuotaLimits {
+        max_concurrent: Some(2),
+        max_starts_per_minute: None,
+    };
+    k.set_quota(QuotaScope::Tenant, "acme", &two_at_a_time)
+        .await
+        .unwrap();
+    let quoted = kernel_without_polling(&env).await;
+    let claim = spawn_claim(&quoted, node, 5, 20_000);
+    claims_start_waiting().await;
+    busy.tasks.push(NewTask::new("second", "noop", json!({})));
+    quoted.submit(busy).await.unwrap();
+    assert_eq!(claim.await.unwrap().len(), 1, "the quota's room");
+    k.set_quota(QuotaScope::Tenant, "acme", &QuotaLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(env.claim(node, 5).await.len(), 1, "the other task");
+
+    // A node drained while its claim waits.
+    let draining = env.node("draining").await;
+    let task = nothing_handed(&env, draining, |k| async move {
+        k.drain_node(draining).await.unwrap();
+        k.submit(NewJob::single("x", "noop", json!({})))
+            .await
+            .unwrap()
+            .job
+            .id
+    })
+    .await;
+    assert_eq!(task.state, TaskState::Ready, "for a draining node");
+    assert_eq!(env.claim(node, 1).await[0].task_id, task.id);
+
+    // A paused queue.
+    let task = nothing_handed(&env, node, |k| async move {
+        k.pause_queue("held").await.unwrap();
+        let mut job = NewJob::single("y", "noop", json!({}));
+        job.queue = "held".into();
+        k.submit(job).await.unwrap().job.id
+    })
+    .await;
+    assert_eq!(task.state, TaskState::Ready, "in a paused queue");
+    assert_eq!(
+        k.get_job(task.job_id).await.unwrap().job.state,
+        JobState::Blocked
+    );
+}
+
+/// A claim that stops waiting (its caller went away) is handed nothing:
+/// no lease is granted to it, and the new work is there for the next claim.
+async fn a_claim_that_stops_waiting_is_handed_nothing(env: Env) {
+    let k = kernel_without_polling(&env).await;
+    let node = env.node("n1").await;
+    let claim = spawn_claim(&k, node, 1, 20_000);
+    claims_start_waiting().await;
+    claim.abort();
+    assert!(claim.await.unwrap_err().is_cancelled());
+    let id = k
+        .submit(NewJob::single("after", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let types = env.event_types().await;
+    assert!(!types.iter().any(|t| t.starts_with("lease.")), "{types:?}");
+    let leases = env.claim(node, 1).await;
+    assert_eq!(leases[0].job_id, id);
+    assert_eq!(leases[0].attempt_number, 1);
 }
 
 async fn start_pool(env: &Env, slots: usize) -> kernel::worker::WorkerPool {

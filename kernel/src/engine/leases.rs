@@ -206,9 +206,26 @@ impl Kernel {
                     }
                 }
             }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(nap) => {}
+            let woken = async {
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(nap) => {}
+                }
+            };
+            // On Postgres a submit may lease its new work to this claim
+            // in its own statement (see [`super::handoff`]).
+            let handed = match self.backend() {
+                Backend::Postgres => {
+                    let waiting = self.inner.waiters.wait(req.node_id, &req.kinds, max);
+                    waiting.until(woken).await
+                }
+                Backend::Sqlite => {
+                    woken.await;
+                    Vec::new()
+                }
+            };
+            if !handed.is_empty() {
+                return Ok(handed);
             }
         }
     }
@@ -258,18 +275,24 @@ impl Kernel {
                             unclaimed.extend(mine);
                         }
                     }
-                    for lease in unclaimed {
-                        if let Err(e) = self.release(lease.attempt_id, &lease.proof()).await {
-                            tracing::warn!(attempt_id = lease.attempt_id, error = %e,
-                                "a lease whose claim went away was not given back; it will expire");
-                        }
-                    }
+                    self.give_back(unclaimed).await;
                 }
                 Err(_) => {
                     for (_, answer) in batch {
                         let _ = answer.send(None);
                     }
                 }
+            }
+        }
+    }
+
+    /// Gives back at once, instead of leaving them to expire, leases whose
+    /// claim went away before it got them.
+    pub(super) async fn give_back(&self, leases: Vec<Lease>) {
+        for lease in leases {
+            if let Err(e) = self.release(lease.attempt_id, &lease.proof()).await {
+                tracing::warn!(attempt_id = lease.attempt_id, error = %e,
+                    "a lease whose claim went away was not given back; it will expire");
             }
         }
     }
@@ -608,12 +631,7 @@ impl Kernel {
                 .task(task_id)
                 .attempt(attempt_id)
                 .node(Some(node_id))
-                .data(json!({
-                    "epoch": lease.epoch,
-                    "lease_expires_at": expires,
-                    "kind": lease.kind,
-                    "task_state": {"from": "ready", "to": "leased"},
-                }));
+                .data(lease_granted_data(lease.epoch, expires, &lease.kind));
             job_ids.push(lease.job_id);
             leases.push(lease);
         }
@@ -1440,6 +1458,16 @@ impl Kernel {
             }));
         Ok(())
     }
+}
+
+/// The data of a `lease.granted` event (`PG_CLAIM` builds the same in SQL).
+pub(super) fn lease_granted_data(epoch: i64, expires: i64, kind: &str) -> Value {
+    json!({
+        "epoch": epoch,
+        "lease_expires_at": expires,
+        "kind": kind,
+        "task_state": {"from": "ready", "to": "leased"},
+    })
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -17,6 +17,7 @@ mod counts;
 mod dag;
 mod events;
 mod explain;
+mod handoff;
 mod identity;
 mod job_text;
 mod leases;
@@ -173,6 +174,9 @@ struct Inner {
     /// Concurrent claims of one node for the same kinds, merged: see
     /// [`batch`].
     claim_batches: ByNodeAndKinds<leases::ClaimBatcher>,
+    /// Claims waiting for work, to which a submit can hand its new work
+    /// (Postgres): see [`handoff`].
+    waiters: handoff::Waiters,
     /// Concurrent completions, merged into one transaction: see [`batch`].
     completions: leases::CompletionBatcher,
 }
@@ -210,6 +214,7 @@ impl Kernel {
                 reserved_ids: Default::default(),
                 claim_turns: Default::default(),
                 claim_batches: Default::default(),
+                waiters: Default::default(),
                 completions: batch::Batcher::new(runners),
             }),
         }

@@ -13,9 +13,10 @@ use serde_json::json;
 
 use crate::db::Backend;
 use crate::error::{KernelError, Result};
-use crate::model::{event_type, Job, JobState, NewJob, Submitted, TaskCounts, TaskState};
+use crate::model::{event_type, Job, JobState, Lease, NewJob, Submitted, TaskCounts, TaskState};
 use crate::sql::{args, Arg, Conns};
 
+use super::handoff::Waiter;
 use super::{dag, events, job_text, Kernel, NewEvent};
 
 /// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $param>`.
@@ -68,6 +69,7 @@ struct JobRow<'a> {
     state: &'static str,
     idempotency_key: Option<&'a str>,
     created_at: i64,
+    started_at: Option<i64>,
     updated_at: i64,
 }
 
@@ -82,6 +84,8 @@ struct TaskRow<'a> {
     priority: i64,
     payload: String,
     state: &'static str,
+    epoch: i64,
+    attempts_used: i64,
     deps_remaining: i64,
     max_attempts: i64,
     timeout_s: Option<i64>,
@@ -104,6 +108,7 @@ const JOB_COLS: &[(&str, &str)] = &[
     ("state", "TEXT"),
     ("idempotency_key", "TEXT"),
     ("created_at", "BIGINT"),
+    ("started_at", "BIGINT"),
     ("updated_at", "BIGINT"),
 ];
 
@@ -117,6 +122,8 @@ const TASK_COLS: &[(&str, &str)] = &[
     ("priority", "BIGINT"),
     ("payload", "TEXT"),
     ("state", "TEXT"),
+    ("epoch", "BIGINT"),
+    ("attempts_used", "BIGINT"),
     ("deps_remaining", "BIGINT"),
     ("max_attempts", "BIGINT"),
     ("timeout_s", "BIGINT"),
@@ -134,6 +141,46 @@ struct KindRow<'a> {
 
 const KIND_COLS: &[(&str, &str)] = &[("kind", "TEXT"), ("job_id", "BIGINT")];
 
+/// The attempt of a task a submit leases to a waiting claim.
+#[derive(Serialize)]
+struct AttemptRow<'a> {
+    id: i64,
+    task_id: i64,
+    job_id: i64,
+    tenant: &'a str,
+    queue: &'a str,
+    node_id: i64,
+    lease_expires_at: i64,
+    started_at: i64,
+}
+
+/// The attempts of [`AttemptRow`]s, first of their tasks (number and epoch
+/// 1), each with a fresh lease token; gated like the other writes.
+const PG_INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, task_id, job_id, tenant, queue, number, state, \
+         node_id, lease_token, epoch, lease_expires_at, started_at) \
+     SELECT id, task_id, job_id, tenant, queue, 1, 'active', node_id, @token, 1, lease_expires_at, started_at \
+     FROM json_to_recordset(${rows}::json) AS r(id BIGINT, task_id BIGINT, job_id BIGINT, tenant TEXT, \
+         queue TEXT, node_id BIGINT, lease_expires_at BIGINT, started_at BIGINT) \
+     WHERE (SELECT clear FROM gate) \
+     RETURNING id, lease_token";
+
+/// Whether the claim waiting on node `$node` for `$kinds` may be handed new
+/// work: what its own claim statement would check (`PG_CLAIM`), and that
+/// no older ready work of its kinds is claimable, which it would take first.
+const PG_HANDABLE: &str = "EXISTS (SELECT 1 FROM nodes WHERE id = ${node} AND status = 'online') \
+     AND NOT EXISTS (SELECT 1 FROM quotas) \
+     AND NOT EXISTS (SELECT 1 FROM tasks WHERE state = 'ready' AND not_before <= ${now} \
+         AND kind = ANY(${kinds}) AND queue NOT IN (SELECT name FROM queues WHERE paused))";
+
+/// New work a submit leases to a claim waiting for it (see
+/// [`super::handoff`]).
+struct Hand<'w> {
+    waiter: &'w Waiter,
+    /// Fresh attempt ids, increasing: one per task it may lease.
+    attempt_ids: Vec<i64>,
+    lease_expires_at: i64,
+}
+
 /// Job and task ids taken from the Postgres sequences ahead of need, so
 /// that a submit's one statement can carry them: one statement takes
 /// [`ID_BLOCK`] of each (more for a big batch) every so often. Ids stay
@@ -144,6 +191,7 @@ const KIND_COLS: &[(&str, &str)] = &[("kind", "TEXT"), ("job_id", "BIGINT")];
 pub(super) struct ReservedIds {
     jobs: VecDeque<i64>,
     tasks: VecDeque<i64>,
+    attempts: VecDeque<i64>,
 }
 
 const ID_BLOCK: usize = 32;
@@ -187,10 +235,25 @@ struct Plan<'a> {
     edges: Vec<EdgeRow>,
     docs: Vec<(i64, String)>,
     events: Vec<NewEvent>,
-    /// A new task is ready at once.
+    /// The tasks leased to a waiting claim: their index in `tasks`, their
+    /// payload, and their attempts, in the claim's order.
+    handed: Vec<(usize, &'a serde_json::Value)>,
+    attempts: Vec<AttemptRow<'a>>,
+    /// A new task is ready at once (and not leased).
     any_ready: bool,
     /// What became of each job, in order.
     outcome: Written,
+}
+
+/// What a Postgres write did.
+enum Wrote {
+    /// It wrote the jobs, and leased the leases to the waiting claim.
+    Jobs(Written, Vec<Lease>),
+    /// Nothing: a queue or tenant of the batch is held, or an idempotency
+    /// key of it was used before.
+    Held,
+    /// Nothing: the waiting claim may not be handed the work.
+    NotHandable,
 }
 
 /// What became of a batch of jobs.
@@ -303,7 +366,7 @@ impl Kernel {
             task_ids: after(row.i64("tasks")?, task_total),
         };
 
-        let plan = self.plan(jobs, prepared, now);
+        let plan = self.plan(jobs, prepared, now, None);
         let insert = |table, cols| recordset_insert_sql(Backend::Sqlite, table, cols, 1);
         let inserts = [
             with_rows(insert("jobs", JOB_COLS), &plan.jobs),
@@ -335,6 +398,10 @@ impl Kernel {
     /// and the earlier jobs for a second to write. A concurrent submit of
     /// the same idempotency key between the read and the write makes the
     /// write fail on the unique index, and the retry finds it.
+    ///
+    /// When a claim of this kernel waits for work of a kind the batch
+    /// makes ready, the statement also leases that work to it (see
+    /// [`super::handoff`]).
     async fn insert_jobs_postgres(&self, jobs: &[NewJob]) -> Result<Written> {
         let now = self.now();
         let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
@@ -344,7 +411,21 @@ impl Kernel {
             .filter_map(|j| Some((j.tenant.clone(), j.idempotency_key.clone()?)))
             .unzip();
         let task_total: usize = jobs.iter().map(|j| j.tasks.len()).sum();
-        let (job_ids, task_ids) = self.reserve_ids(jobs.len(), task_total).await?;
+        let ready_at_once = || {
+            jobs.iter()
+                .flat_map(|j| &j.tasks)
+                .filter(|t| t.depends_on.is_empty())
+        };
+        let waiter = self
+            .inner
+            .waiters
+            .take(|kind| ready_at_once().any(|t| t.kind == kind));
+        let handable = waiter.as_ref().map_or(0, |w| {
+            let of_its_kinds = ready_at_once().filter(|t| w.kinds.contains(&t.kind));
+            of_its_kinds.count().min(w.max as usize)
+        });
+        let (job_ids, task_ids, attempt_ids) =
+            self.reserve_ids(jobs.len(), task_total, handable).await?;
         // `$1` queues, `$2` tenants, `$3` key tenants, `$4` keys.
         // With one generic plan (see `Db::open_with`): a lookup per key.
         let earlier = "SELECT k.tenant, k.key, j.id \
@@ -357,7 +438,7 @@ impl Kernel {
             reads.extend(args![key_tenants, keys]);
         }
 
-        let clear = Prepared {
+        let clear = || Prepared {
             held: BTreeSet::new(),
             existing: HashMap::new(),
             job_ids: job_ids.clone(),
@@ -373,11 +454,36 @@ impl Kernel {
                 format!(" AND NOT EXISTS ({earlier})")
             }
         );
-        if let Some(outcome) = self
-            .write_jobs_postgres(jobs, clear, now, Some((gate, reads.clone())))
-            .await?
-        {
-            return Ok(outcome);
+        let with_gate = || Some((gate.clone(), reads.clone()));
+        let mut held = false;
+        if let Some(waiter) = waiter {
+            let hand = Hand {
+                waiter: &waiter,
+                attempt_ids,
+                lease_expires_at: now + self.config().lease_ms,
+            };
+            match self
+                .write_jobs_postgres(jobs, clear(), now, with_gate(), Some(&hand))
+                .await?
+            {
+                Wrote::Jobs(written, leases) => {
+                    if let Err(leases) = waiter.answer(leases) {
+                        self.give_back(leases).await;
+                    }
+                    return Ok(written);
+                }
+                Wrote::NotHandable => self.inner.waiters.pause(),
+                Wrote::Held => held = true,
+            }
+            // The waiter, dropped unanswered, looks for work again.
+        }
+        if !held {
+            if let Wrote::Jobs(written, _) = self
+                .write_jobs_postgres(jobs, clear(), now, with_gate(), None)
+                .await?
+            {
+                return Ok(written);
+            }
         }
 
         let held_or_earlier = format!(
@@ -407,33 +513,53 @@ impl Kernel {
                     .insert((r.text("a")?, r.text("b")?), r.i64("id")?);
             }
         }
-        Ok(self
-            .write_jobs_postgres(jobs, prepared, now, None)
+        match self
+            .write_jobs_postgres(jobs, prepared, now, None, None)
             .await?
-            .expect("an ungated write writes"))
+        {
+            Wrote::Jobs(written, _) => Ok(written),
+            Wrote::Held | Wrote::NotHandable => unreachable!("an ungated write writes"),
+        }
     }
 
     /// Writes the jobs `plan` makes of `prepared`, in one statement of
     /// data-modifying CTEs (foreign keys are checked at its end). With a
     /// `gate` (a `SELECT … AS clear` and its arguments, which come first),
-    /// writes only when the gate is clear, and returns `None` when not.
+    /// writes only when the gate is clear. With `hand`, leases new work to
+    /// the waiting claim too, and writes only when it may.
     async fn write_jobs_postgres(
         &self,
         jobs: &[NewJob],
         prepared: Prepared,
         now: i64,
         gate: Option<(String, Vec<Arg>)>,
-    ) -> Result<Option<Written>> {
-        let plan = self.plan(jobs, prepared, now);
+        hand: Option<&Hand<'_>>,
+    ) -> Result<Wrote> {
+        let plan = self.plan(jobs, prepared, now, hand);
         if plan.jobs.is_empty() {
-            return Ok(Some(plan.outcome));
+            return Ok(Wrote::Jobs(plan.outcome, Vec::new()));
         }
         let tenants = super::distinct(plan.jobs.iter().map(|j| j.tenant));
         let queues = super::distinct(plan.jobs.iter().map(|j| j.queue));
         let (gate_sql, mut all) = gate.unwrap_or_else(|| ("SELECT true AS clear".into(), args![]));
+        // `clear`: write; `base`: the gate alone was clear.
+        let gate_sql = match hand {
+            Some(hand) if !plan.attempts.is_empty() => {
+                let at = all.len();
+                all.extend(args![hand.waiter.node_id, now, hand.waiter.kinds.clone()]);
+                let handable = PG_HANDABLE
+                    .replace("{node}", &(at + 1).to_string())
+                    .replace("{now}", &(at + 2).to_string())
+                    .replace("{kinds}", &(at + 3).to_string());
+                format!(
+                    "SELECT b.clear AND {handable} AS clear, b.clear AS base FROM ({gate_sql}) b"
+                )
+            }
+            _ => format!("SELECT clear, clear AS base FROM ({gate_sql}) b"),
+        };
         let p = |i: usize| all.len() + i;
         let pg = Backend::Postgres;
-        let writes = [
+        let mut writes = [
             format!(
                 "INSERT INTO tenants (name, created_at) SELECT unnest(${}::TEXT[]), ${} \
                  ON CONFLICT (name) DO NOTHING",
@@ -452,13 +578,21 @@ impl Kernel {
             recordset_insert_sql(pg, "task_deps", EDGE_COLS, p(7)),
             job_text::insert_sql(pg, p(8)),
             events::pg_insert_sql(p(9)),
-        ];
+        ]
+        .iter()
+        .enumerate()
         // Every write reads its rows through the gate.
-        let ctes: Vec<String> = writes
-            .iter()
-            .enumerate()
-            .map(|(i, sql)| format!("w{i} AS ({})", gated(sql)))
-            .collect();
+        .map(|(i, sql)| format!("w{i} AS ({})", gated(sql)))
+        .collect::<Vec<_>>();
+        let answer = if plan.attempts.is_empty() {
+            "SELECT clear, base, NULL::BIGINT AS attempt_id, NULL::TEXT AS lease_token FROM gate"
+        } else {
+            writes.push(format!(
+                "handed AS ({})",
+                PG_INSERT_ATTEMPTS.replace("{rows}", &p(10).to_string())
+            ));
+            "SELECT g.clear, g.base, a.id AS attempt_id, a.lease_token FROM gate g LEFT JOIN handed a ON true"
+        };
         let json = |rows: String| Arg::from(rows);
         all.extend([
             tenants.into(),
@@ -471,73 +605,140 @@ impl Kernel {
             json(job_text::rows_json(&plan.docs)),
             json(events::rows_json(&plan.events)),
         ]);
+        if !plan.attempts.is_empty() {
+            all.push(json(rows_json(&plan.attempts)));
+        }
         let rows = self
             .db()
             .fetch_all_alone(
                 Conns::Submit,
                 &format!(
-                    "WITH gate AS MATERIALIZED ({gate_sql}), {} SELECT clear FROM gate",
-                    ctes.join(", ")
+                    "WITH gate AS MATERIALIZED ({gate_sql}), {} {answer}",
+                    writes.join(", ")
                 ),
                 all,
             )
             .await?;
-        if !rows
-            .first()
-            .map(|r| r.bool("clear"))
-            .transpose()?
-            .unwrap_or(false)
-        {
-            return Ok(None);
+        let first = rows.first();
+        let said = |column: &str| -> Result<bool> {
+            Ok(first.map(|r| r.bool(column)).transpose()?.unwrap_or(false))
+        };
+        if !said("clear")? {
+            return Ok(if said("base")? {
+                Wrote::NotHandable
+            } else {
+                Wrote::Held
+            });
         }
+        let mut tokens = HashMap::with_capacity(plan.attempts.len());
+        for r in &rows {
+            if let Some(id) = r.opt_i64("attempt_id")? {
+                tokens.insert(id, r.text("lease_token")?);
+            }
+        }
+        let leases = plan
+            .handed
+            .iter()
+            .zip(&plan.attempts)
+            .map(|(&(i, payload), a)| {
+                let t = &plan.tasks[i];
+                Ok(Lease {
+                    attempt_id: a.id,
+                    task_id: t.id,
+                    job_id: t.job_id,
+                    kind: t.kind.to_string(),
+                    payload: payload.clone(),
+                    lease_token: tokens
+                        .remove(&a.id)
+                        .ok_or_else(|| KernelError::conflict("a handed task has no attempt"))?,
+                    epoch: t.epoch,
+                    lease_expires_at: a.lease_expires_at,
+                    attempt_number: t.attempts_used,
+                    max_attempts: t.max_attempts,
+                    timeout_s: t.timeout_s,
+                    tenant: t.tenant.to_string(),
+                    queue: t.queue.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         if plan.any_ready {
             self.wake_claimers();
         }
         self.announce_events();
-        Ok(Some(plan.outcome))
+        Ok(Wrote::Jobs(plan.outcome, leases))
     }
 
-    /// `jobs` fresh job ids and `tasks` fresh task ids, each increasing,
-    /// from the reserve; refilled from the sequences in one statement when
-    /// short.
-    async fn reserve_ids(&self, jobs: usize, tasks: usize) -> Result<(Vec<i64>, Vec<i64>)> {
+    /// `jobs` fresh job ids, `tasks` fresh task ids and `attempts` fresh
+    /// attempt ids, each increasing, from the reserve; refilled from the
+    /// sequences in one statement when short.
+    async fn reserve_ids(
+        &self,
+        jobs: usize,
+        tasks: usize,
+        attempts: usize,
+    ) -> Result<(Vec<i64>, Vec<i64>, Vec<i64>)> {
         let mut reserve = self.inner.reserved_ids.lock().await;
-        if reserve.jobs.len() < jobs || reserve.tasks.len() < tasks {
-            let more = |have: usize, want: usize| (want.saturating_sub(have) + ID_BLOCK) as i64;
+        if reserve.jobs.len() < jobs
+            || reserve.tasks.len() < tasks
+            || reserve.attempts.len() < attempts
+        {
+            // What is short, and a block more.
+            let more = |have: usize, want: usize| {
+                if have >= want {
+                    0
+                } else {
+                    (want - have + ID_BLOCK) as i64
+                }
+            };
             let rows = self
                 .db()
                 .fetch_all_alone(
                     Conns::Submit,
                     "SELECT 'jobs' AS seq, nextval('jobs_id_seq') AS id FROM generate_series(1, $1::BIGINT) \
                      UNION ALL \
-                     SELECT 'tasks', nextval('tasks_id_seq') FROM generate_series(1, $2::BIGINT)",
+                     SELECT 'tasks', nextval('tasks_id_seq') FROM generate_series(1, $2::BIGINT) \
+                     UNION ALL \
+                     SELECT 'attempts', nextval('attempts_id_seq') FROM generate_series(1, $3::BIGINT)",
                     args![
                         more(reserve.jobs.len(), jobs),
-                        more(reserve.tasks.len(), tasks)
+                        more(reserve.tasks.len(), tasks),
+                        more(reserve.attempts.len(), attempts)
                     ],
                 )
                 .await?;
-            let (mut new_jobs, mut new_tasks) = (Vec::new(), Vec::new());
+            let (mut new_jobs, mut new_tasks, mut new_attempts) =
+                (Vec::new(), Vec::new(), Vec::new());
             for r in &rows {
                 match r.text("seq")?.as_str() {
                     "jobs" => new_jobs.push(r.i64("id")?),
-                    _ => new_tasks.push(r.i64("id")?),
+                    "tasks" => new_tasks.push(r.i64("id")?),
+                    _ => new_attempts.push(r.i64("id")?),
                 }
             }
             new_jobs.sort_unstable();
             new_tasks.sort_unstable();
+            new_attempts.sort_unstable();
             reserve.jobs.extend(new_jobs);
             reserve.tasks.extend(new_tasks);
+            reserve.attempts.extend(new_attempts);
         }
         Ok((
             reserve.jobs.drain(..jobs).collect(),
             reserve.tasks.drain(..tasks).collect(),
+            reserve.attempts.drain(..attempts).collect(),
         ))
     }
 
     /// The rows of the jobs of `jobs` that `prepared` does not know already,
-    /// and the answer for every job.
-    fn plan<'a>(&self, jobs: &'a [NewJob], prepared: Prepared, now: i64) -> Plan<'a> {
+    /// and the answer for every job; with `hand`, some of their new work
+    /// leased to a waiting claim.
+    fn plan<'a>(
+        &self,
+        jobs: &'a [NewJob],
+        prepared: Prepared,
+        now: i64,
+        hand: Option<&Hand<'a>>,
+    ) -> Plan<'a> {
         let Prepared {
             held,
             existing,
@@ -553,6 +754,8 @@ impl Kernel {
             edges: Vec::new(),
             docs: Vec::with_capacity(jobs.len()),
             events: Vec::with_capacity(jobs.len()),
+            handed: Vec::new(),
+            attempts: Vec::new(),
             any_ready: false,
             outcome: Written {
                 ids: Vec::with_capacity(jobs.len()),
@@ -563,6 +766,8 @@ impl Kernel {
         let mut created: HashMap<(&str, &str), i64> = HashMap::new();
         let mut next_job = job_ids.into_iter();
         let mut next_task = task_ids.into_iter();
+        // Each task's payload, as `plan.tasks` holds them.
+        let mut payloads = Vec::with_capacity(plan.tasks.capacity());
         for job in jobs {
             if let Some(key) = job.idempotency_key.as_deref() {
                 let earlier = existing
@@ -592,6 +797,7 @@ impl Kernel {
                 state: state.as_str(),
                 idempotency_key: job.idempotency_key.as_deref(),
                 created_at: now,
+                started_at: None,
                 updated_at: now,
             });
             let ids: HashMap<&str, i64> = job
@@ -624,6 +830,8 @@ impl Kernel {
                     priority: job.priority,
                     payload: task.payload.to_string(),
                     state: state.as_str(),
+                    epoch: 0,
+                    attempts_used: 0,
                     deps_remaining: deps.len() as i64,
                     max_attempts: task
                         .max_attempts
@@ -632,6 +840,7 @@ impl Kernel {
                     created_at: now,
                     updated_at: now,
                 });
+                payloads.push(&task.payload);
             }
             let kinds: BTreeSet<&str> = job.tasks.iter().map(|t| t.kind.as_str()).collect();
             plan.kinds
@@ -664,6 +873,87 @@ impl Kernel {
                 task_counts,
             });
         }
+        if let Some(hand) = hand {
+            hand_off(&mut plan, &payloads, hand, now);
+        }
         plan
     }
+}
+
+/// Leases the best of `plan`'s ready tasks of the waiting claim's kinds to
+/// its node, as its claim would (by priority, then age; at most as many as
+/// it asked for): the tasks are written leased, with their first attempt,
+/// their jobs running, and the events the claim would have appended.
+fn hand_off<'a>(
+    plan: &mut Plan<'a>,
+    payloads: &[&'a serde_json::Value],
+    hand: &Hand<'a>,
+    now: i64,
+) {
+    let waiter = hand.waiter;
+    let ready = TaskState::Ready.as_str();
+    let mut chosen: Vec<usize> = (0..plan.tasks.len())
+        .filter(|&i| {
+            let t = &plan.tasks[i];
+            t.state == ready && waiter.kinds.iter().any(|k| k == t.kind)
+        })
+        .collect();
+    chosen.sort_by_key(|&i| (-plan.tasks[i].priority, plan.tasks[i].id));
+    chosen.truncate(hand.attempt_ids.len());
+    let job_at: HashMap<i64, usize> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (j.id, i))
+        .collect();
+    let mut started = Vec::new();
+    for (&i, &attempt_id) in chosen.iter().zip(&hand.attempt_ids) {
+        let task = &mut plan.tasks[i];
+        task.state = TaskState::Leased.as_str();
+        task.epoch = 1;
+        task.attempts_used = 1;
+        plan.handed.push((i, payloads[i]));
+        plan.attempts.push(AttemptRow {
+            id: attempt_id,
+            task_id: task.id,
+            job_id: task.job_id,
+            tenant: task.tenant,
+            queue: task.queue,
+            node_id: waiter.node_id,
+            lease_expires_at: hand.lease_expires_at,
+            started_at: now,
+        });
+        let mut event = NewEvent::new(now, event_type::LEASE_GRANTED, Some(task.tenant));
+        event
+            .job(task.job_id)
+            .task(task.id)
+            .attempt(attempt_id)
+            .node(Some(waiter.node_id))
+            .data(super::leases::lease_granted_data(
+                1,
+                hand.lease_expires_at,
+                task.kind,
+            ));
+        plan.events.push(event);
+        let j = job_at[&task.job_id];
+        let job = &mut plan.outcome.created[j];
+        job.task_counts.add(TaskState::Ready, -1);
+        job.task_counts.add(TaskState::Leased, 1);
+        if job.state != JobState::Running {
+            job.state = JobState::Running;
+            job.started_at = Some(now);
+            plan.jobs[j].state = JobState::Running.as_str();
+            plan.jobs[j].started_at = Some(now);
+            started.push(j);
+        }
+    }
+    for j in started {
+        let job = &plan.outcome.created[j];
+        let mut event = NewEvent::new(now, event_type::JOB_STATE_CHANGED, Some(&job.tenant));
+        event
+            .job(job.id)
+            .data(json!({ "from": JobState::Queued.as_str(), "to": JobState::Running.as_str() }));
+        plan.events.push(event);
+    }
+    plan.any_ready = plan.tasks.iter().any(|t| t.state == ready);
 }
