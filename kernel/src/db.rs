@@ -240,11 +240,17 @@ impl Db {
             // statement whose plan does not depend on its arguments, and
             // planning it anew each time (Postgres plans the first five
             // runs for their arguments, then keeps doing so while that
-            // looks no dearer) took about as long as running it.
+            // looks no dearer) took about as long as running it. A submit
+            // that hands its work to a waiting claim first looks for older
+            // ready work through the claim index, as the claim does, and
+            // for the same reason without bitmap scans (see above).
             let submit = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.clamp(2, 8))
                 .acquire_timeout(Duration::from_secs(60))
-                .connect_with(options.options([("plan_cache_mode", "force_generic_plan")]))
+                .connect_with(options.options([
+                    ("plan_cache_mode", "force_generic_plan"),
+                    ("enable_bitmapscan", "off"),
+                ]))
                 .await?;
             Ok(Db {
                 pools: Pools::Postgres {

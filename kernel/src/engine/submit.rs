@@ -174,8 +174,8 @@ const PG_HANDABLE: &str = "EXISTS (SELECT 1 FROM nodes WHERE id = ${node} AND st
 
 /// New work a submit leases to a claim waiting for it (see
 /// [`super::handoff`]).
-struct Hand<'w> {
-    waiter: &'w Waiter,
+struct Hand {
+    waiter: Waiter,
     /// Fresh attempt ids, increasing: one per task it may lease.
     attempt_ids: Vec<i64>,
     lease_expires_at: i64,
@@ -247,8 +247,8 @@ struct Plan<'a> {
 
 /// What a Postgres write did.
 enum Wrote {
-    /// It wrote the jobs, and leased the leases to the waiting claim.
-    Jobs(Written, Vec<Lease>),
+    /// It wrote the jobs (and handed the waiting claim its leases).
+    Jobs(Written),
     /// Nothing: a queue or tenant of the batch is held, or an idempotency
     /// key of it was used before.
     Held,
@@ -458,27 +458,23 @@ impl Kernel {
         let mut held = false;
         if let Some(waiter) = waiter {
             let hand = Hand {
-                waiter: &waiter,
+                waiter,
                 attempt_ids,
                 lease_expires_at: now + self.config().lease_ms,
             };
+            // Unless it writes, the waiter is dropped unanswered, and it
+            // looks for work again.
             match self
-                .write_jobs_postgres(jobs, clear(), now, with_gate(), Some(&hand))
+                .write_jobs_postgres(jobs, clear(), now, with_gate(), Some(hand))
                 .await?
             {
-                Wrote::Jobs(written, leases) => {
-                    if let Err(leases) = waiter.answer(leases) {
-                        self.give_back(leases).await;
-                    }
-                    return Ok(written);
-                }
+                Wrote::Jobs(written) => return Ok(written),
                 Wrote::NotHandable => self.inner.waiters.pause(),
                 Wrote::Held => held = true,
             }
-            // The waiter, dropped unanswered, looks for work again.
         }
         if !held {
-            if let Wrote::Jobs(written, _) = self
+            if let Wrote::Jobs(written) = self
                 .write_jobs_postgres(jobs, clear(), now, with_gate(), None)
                 .await?
             {
@@ -517,7 +513,7 @@ impl Kernel {
             .write_jobs_postgres(jobs, prepared, now, None, None)
             .await?
         {
-            Wrote::Jobs(written, _) => Ok(written),
+            Wrote::Jobs(written) => Ok(written),
             Wrote::Held | Wrote::NotHandable => unreachable!("an ungated write writes"),
         }
     }
@@ -533,17 +529,17 @@ impl Kernel {
         prepared: Prepared,
         now: i64,
         gate: Option<(String, Vec<Arg>)>,
-        hand: Option<&Hand<'_>>,
+        hand: Option<Hand>,
     ) -> Result<Wrote> {
-        let plan = self.plan(jobs, prepared, now, hand);
+        let plan = self.plan(jobs, prepared, now, hand.as_ref());
         if plan.jobs.is_empty() {
-            return Ok(Wrote::Jobs(plan.outcome, Vec::new()));
+            return Ok(Wrote::Jobs(plan.outcome));
         }
         let tenants = super::distinct(plan.jobs.iter().map(|j| j.tenant));
         let queues = super::distinct(plan.jobs.iter().map(|j| j.queue));
         let (gate_sql, mut all) = gate.unwrap_or_else(|| ("SELECT true AS clear".into(), args![]));
         // `clear`: write; `base`: the gate alone was clear.
-        let gate_sql = match hand {
+        let gate_sql = match &hand {
             Some(hand) if !plan.attempts.is_empty() => {
                 let at = all.len();
                 all.extend(args![hand.waiter.node_id, now, hand.waiter.kinds.clone()]);
@@ -661,11 +657,17 @@ impl Kernel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // The claim first: everything else can wait for its worker.
+        if let Some(hand) = hand {
+            if let Err(leases) = hand.waiter.answer(leases) {
+                self.give_back(leases).await;
+            }
+        }
         if plan.any_ready {
             self.wake_claimers();
         }
         self.announce_events();
-        Ok(Wrote::Jobs(plan.outcome, leases))
+        Ok(Wrote::Jobs(plan.outcome))
     }
 
     /// `jobs` fresh job ids, `tasks` fresh task ids and `attempts` fresh
@@ -737,7 +739,7 @@ impl Kernel {
         jobs: &'a [NewJob],
         prepared: Prepared,
         now: i64,
-        hand: Option<&Hand<'a>>,
+        hand: Option<&Hand>,
     ) -> Plan<'a> {
         let Prepared {
             held,
@@ -884,13 +886,8 @@ impl Kernel {
 /// its node, as its claim would (by priority, then age; at most as many as
 /// it asked for): the tasks are written leased, with their first attempt,
 /// their jobs running, and the events the claim would have appended.
-fn hand_off<'a>(
-    plan: &mut Plan<'a>,
-    payloads: &[&'a serde_json::Value],
-    hand: &Hand<'a>,
-    now: i64,
-) {
-    let waiter = hand.waiter;
+fn hand_off<'a>(plan: &mut Plan<'a>, payloads: &[&'a serde_json::Value], hand: &Hand, now: i64) {
+    let waiter = &hand.waiter;
     let ready = TaskState::Ready.as_str();
     let mut chosen: Vec<usize> = (0..plan.tasks.len())
         .filter(|&i| {
