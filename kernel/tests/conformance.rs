@@ -745,12 +745,14 @@ async fn a_claim_that_goes_away_gives_its_lease_back(env: Env) {
 async fn a_batch_of_completions_is_answered_item_by_item(env: Env) {
     let k = &env.kernel;
     let node = env.node("n1").await;
-    let jobs: Vec<NewJob> = (0..3)
+    let jobs: Vec<NewJob> = (0..4)
         .map(|i| NewJob::single(format!("j{i}"), "noop", json!({})))
         .collect();
     k.submit_many(jobs).await.unwrap();
-    let leases = env.claim(node, 3).await;
-    assert_eq!(leases.len(), 3);
+    let leases = env.claim(node, 4).await;
+    assert_eq!(leases.len(), 4);
+    // Outputs of several tasks in one batch each reach their own task.
+    let text = json!({"line": "a \"quoted\" word,\n then ünïcode"});
     let stale = LeaseProof {
         lease_token: leases[1].lease_token.clone(),
         epoch: leases[1].epoch + 1,
@@ -776,13 +778,18 @@ async fn a_batch_of_completions_is_answered_item_by_item(env: Env) {
             proof: leases[2].proof(),
             output: None,
         },
+        Completion {
+            attempt_id: leases[3].attempt_id,
+            proof: leases[3].proof(),
+            output: Some(text.clone()),
+        },
     ];
     let answers = k.complete_many(batch).await.unwrap();
     let codes: Vec<&str> = answers
         .iter()
         .map(|a| a.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code()))
         .collect();
-    assert_eq!(codes, ["ok", "stale_lease", "not_found", "ok"]);
+    assert_eq!(codes, ["ok", "stale_lease", "not_found", "ok", "ok"]);
     let state_of = |lease: &Lease| {
         let k = k.clone();
         let (job, task) = (lease.job_id, lease.task_id);
@@ -807,6 +814,10 @@ async fn a_batch_of_completions_is_answered_item_by_item(env: Env) {
     assert_eq!(
         state_of(&leases[2]).await,
         (JobState::Succeeded, TaskState::Succeeded, None)
+    );
+    assert_eq!(
+        state_of(&leases[3]).await,
+        (JobState::Succeeded, TaskState::Succeeded, Some(text))
     );
     assert!(env.event_types().await.iter().any(|t| t == "lease.fenced"));
 }

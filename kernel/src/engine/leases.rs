@@ -953,12 +953,8 @@ impl Kernel {
                     "a completed task was not leased; nothing was applied",
                 ));
             }
-            for (task_id, output) in outputs {
-                w.tx.execute(
-                    "UPDATE tasks SET output = $1 WHERE id = $2",
-                    args![output, task_id],
-                )
-                .await?;
+            if !outputs.is_empty() {
+                store_outputs(&mut w, outputs).await?;
             }
             self.release_downstream(&mut w, &done_tasks).await?;
             // A success can only end a job, when it leaves no task of the
@@ -1458,6 +1454,32 @@ impl Kernel {
             }));
         Ok(())
     }
+}
+
+/// Stores the outputs of succeeded tasks, `(task id, output as JSON)`, in
+/// one statement however many there are.
+async fn store_outputs(w: &mut Work, outputs: Vec<(i64, String)>) -> Result<()> {
+    match w.tx.backend() {
+        Backend::Sqlite => {
+            w.tx.execute(
+                "UPDATE tasks SET output = o.output \
+                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS output FROM json_each($1)) AS o \
+                 WHERE tasks.id = o.id",
+                args![serde_json::to_string(&outputs).expect("outputs")],
+            )
+            .await?
+        }
+        Backend::Postgres => {
+            let (ids, outputs): (Vec<i64>, Vec<String>) = outputs.into_iter().unzip();
+            w.tx.execute(
+                "UPDATE tasks t SET output = o.output \
+                 FROM UNNEST($1::BIGINT[], $2::TEXT[]) AS o(id, output) WHERE t.id = o.id",
+                vec![crate::sql::Arg::Ids(ids), crate::sql::Arg::Texts(outputs)],
+            )
+            .await?
+        }
+    };
+    Ok(())
 }
 
 /// The data of a `lease.granted` event (`PG_CLAIM` builds the same in SQL).
