@@ -841,7 +841,8 @@ impl Kernel {
                      FROM (SELECT value ->> 0 AS id, value ->> 1 AS token, value ->> 2 AS epoch FROM json_each($2)) AS p \
                      WHERE attempts.id = p.id AND attempts.lease_token = p.token AND attempts.epoch = p.epoch \
                        AND attempts.state = 'active' \
-                     RETURNING attempts.id, attempts.task_id, attempts.job_id, attempts.tenant, attempts.node_id",
+                     RETURNING attempts.id, attempts.task_id, attempts.job_id, attempts.tenant, attempts.node_id, \
+                       EXISTS (SELECT 1 FROM task_deps d WHERE d.depends_on = attempts.task_id) AS has_dependents",
                     args![now, serde_json::to_string(&triples).expect("triples")],
                 )
                 .await?
@@ -866,7 +867,8 @@ impl Kernel {
                          WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state = 'active' \
                          RETURNING a.id, a.task_id, a.job_id, a.tenant, a.node_id), \
                      locked AS (SELECT id FROM jobs WHERE id = ANY(ARRAY(SELECT job_id FROM ended)) ORDER BY id FOR UPDATE) \
-                     SELECT * FROM ended WHERE (SELECT COUNT(*) FROM locked) >= 0",
+                     SELECT e.*, EXISTS (SELECT 1 FROM task_deps d WHERE d.depends_on = e.task_id) AS has_dependents \
+                     FROM ended e WHERE (SELECT COUNT(*) FROM locked) >= 0",
                     vec![
                         crate::sql::Arg::I64(now),
                         crate::sql::Arg::Ids(ids),
@@ -879,6 +881,8 @@ impl Kernel {
         };
         let mut done: HashMap<i64, (i64, i64)> = HashMap::with_capacity(ended.len());
         let mut done_tasks = Vec::with_capacity(ended.len());
+        // Those that other tasks wait for.
+        let mut upstream = Vec::new();
         let mut job_ids = Vec::with_capacity(ended.len());
         for r in &ended {
             let (id, task_id, job_id) = (r.i64("id")?, r.i64("task_id")?, r.i64("job_id")?);
@@ -891,6 +895,9 @@ impl Kernel {
                 .data(json!({ "from": "leased", "to": "succeeded", "attempt_state": "succeeded" }));
             done.insert(id, (task_id, job_id));
             done_tasks.push(task_id);
+            if r.bool("has_dependents")? {
+                upstream.push(task_id);
+            }
             job_ids.push(job_id);
         }
         // Why the others were refused.
@@ -956,7 +963,9 @@ impl Kernel {
             if !outputs.is_empty() {
                 store_outputs(&mut w, outputs).await?;
             }
-            self.release_downstream(&mut w, &done_tasks).await?;
+            if !upstream.is_empty() {
+                self.release_downstream(&mut w, &upstream).await?;
+            }
             // A success can only end a job, when it leaves no task of the
             // job unfinished; it cannot block or start one. The job then
             // ends as `derive_job_state` says: succeeded when every task
