@@ -48,6 +48,14 @@ test('the DAG draws every task, follows states live and inspects a task', async 
   await expect(svg).not.toHaveAttribute('viewBox', home!);
   await page.getByRole('button', { name: 'Reset' }).click();
   await expect(svg).toHaveAttribute('viewBox', home!);
+  // Labels are drawn while they can be read: zoomed far out, they are not.
+  const label = page.locator('g.dag-node[data-task="build"] text');
+  await expect(label).toBeVisible();
+  for (let i = 0; i < 6; i++) await page.getByRole('button', { name: 'Zoom out' }).click();
+  await expect(label).toBeHidden();
+  await expect(nodes).toHaveCount(3);
+  await page.getByRole('button', { name: 'Reset' }).click();
+  await expect(label).toBeVisible();
 
   await page.locator('g.dag-node[data-task="build"]').click();
   await expect(page).toHaveURL(/\?task=build$/);

@@ -98,6 +98,14 @@ fn nodes_markup(
     out
 }
 
+/// Whether node labels drawn at `scale` screen pixels per drawing unit can
+/// be read: their 13 px type comes out at 8 px or more.
+fn labels_legible(scale: f64) -> bool {
+    const LABEL_PX: f64 = 13.0;
+    const LEGIBLE_PX: f64 = 8.0;
+    scale * LABEL_PX >= LEGIBLE_PX
+}
+
 fn escape_markup(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -406,6 +414,33 @@ fn LiveDag(initial: JobView) -> impl IntoView {
             *y = cy - *h / 2.0;
         })
     };
+    // Labels are drawn only while they can be read. A big graph opens
+    // zoomed out to fit, its labels a pixel or two high; a thousand of them
+    // cost the browser tens of milliseconds of text layout for nothing
+    // (docs/benchmarks.md, "Rendering in the browser").
+    // (The drawing's size on screen is measured once it is there; before,
+    // a typical one is assumed.)
+    let graph = NodeRef::<leptos::svg::Svg>::new();
+    let graph_px = RwSignal::new((1_000.0, 600.0));
+    Effect::new(move |_| {
+        view_box.track();
+        if let Some(svg) = graph.get() {
+            let (width, height) = (svg.client_width(), svg.client_height());
+            if width > 0 && height > 0 {
+                graph_px.set((f64::from(width), f64::from(height)));
+            }
+        }
+    });
+    let graph_class = move || {
+        // The whole viewBox fits in the drawing (`xMidYMid meet`).
+        let (width, height) = graph_px.get();
+        let scale = view_box.with(|[_, _, w, h]| (width / w).min(height / h));
+        if labels_legible(scale) {
+            "dag"
+        } else {
+            "dag labels-hidden"
+        }
+    };
     let drag = StoredValue::new(None::<(i32, i32)>);
     let on_move = move |ev: leptos::ev::PointerEvent| {
         let Some((px, py)) = drag.get_value() else {
@@ -474,7 +509,8 @@ fn LiveDag(initial: JobView) -> impl IntoView {
                     <a href=format!("/ops/operations/jobengine/jobs/{id}")>"Job " {id}</a>
                 </div>
                 <svg
-                    class="dag"
+                    node_ref=graph
+                    class=graph_class
                     role="img"
                     aria-label="Task graph"
                     viewBox=move || view_box.with(|[x, y, w, h]| format!("{x} {y} {w} {h}"))
@@ -508,6 +544,15 @@ fn LiveDag(initial: JobView) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_drawn_from_8_px_on_screen() {
+        assert!(labels_legible(1.0));
+        assert!(labels_legible(8.0 / 13.0));
+        assert!(!labels_legible(0.6));
+        // A 1,000-task graph fitted into a typical panel.
+        assert!(!labels_legible(0.1));
+    }
 
     #[test]
     fn the_markup_draws_each_node_once_with_its_state_and_escapes_keys() {
