@@ -56,6 +56,12 @@ test('the DAG draws every task, follows states live and inspects a task', async 
   await expect(nodes).toHaveCount(3);
   await page.getByRole('button', { name: 'Reset' }).click();
   await expect(label).toBeVisible();
+  // The drawing's size on screen counts too: measured again on a resize.
+  const size = page.viewportSize()!;
+  await page.setViewportSize({ width: 320, height: 480 });
+  await expect(label).toBeHidden();
+  await page.setViewportSize(size);
+  await expect(label).toBeVisible();
 
   await page.locator('g.dag-node[data-task="build"]').click();
   await expect(page).toHaveURL(/\?task=build$/);

@@ -418,19 +418,25 @@ fn LiveDag(initial: JobView) -> impl IntoView {
     // zoomed out to fit, its labels a pixel or two high; a thousand of them
     // cost the browser tens of milliseconds of text layout for nothing
     // (docs/benchmarks.md, "Rendering in the browser").
-    // (The drawing's size on screen is measured once it is there; before,
+    // (The drawing's size on screen is measured once it is there, and again
+    // when the window resizes; zooming and panning do not change it. Before,
     // a typical one is assumed.)
     let graph = NodeRef::<leptos::svg::Svg>::new();
     let graph_px = RwSignal::new((1_000.0, 600.0));
-    Effect::new(move |_| {
-        view_box.track();
-        if let Some(svg) = graph.get() {
+    let measure = move || {
+        if let Some(svg) = graph.get_untracked() {
             let (width, height) = (svg.client_width(), svg.client_height());
             if width > 0 && height > 0 {
                 graph_px.set((f64::from(width), f64::from(height)));
             }
         }
+    };
+    Effect::new(move |_| {
+        graph.track();
+        measure();
     });
+    let resized = window_event_listener(leptos::ev::resize, move |_| measure());
+    on_cleanup(move || resized.remove());
     let graph_class = move || {
         // The whole viewBox fits in the drawing (`xMidYMid meet`).
         let (width, height) = graph_px.get();
