@@ -35,6 +35,8 @@ pub(crate) enum Arg {
     /// A list for `@in($n)`: a JSON array on SQLite, an array on Postgres.
     Ids(Vec<i64>),
     Texts(Vec<String>),
+    /// A list with gaps (`NULL`s): a JSON array on SQLite, an array on Postgres.
+    OptTexts(Vec<Option<String>>),
 }
 
 impl From<i64> for Arg {
@@ -170,6 +172,7 @@ fn bind_sqlite<'q>(
             Arg::Bool(v) => q.bind(v),
             Arg::Ids(v) => q.bind(serde_json::to_string(&v).expect("ids serialise")),
             Arg::Texts(v) => q.bind(serde_json::to_string(&v).expect("texts serialise")),
+            Arg::OptTexts(v) => q.bind(serde_json::to_string(&v).expect("texts serialise")),
         };
     }
     q
@@ -188,6 +191,7 @@ fn bind_pg(
             Arg::Bool(v) => q.bind(v),
             Arg::Ids(v) => q.bind(v),
             Arg::Texts(v) => q.bind(v),
+            Arg::OptTexts(v) => q.bind(v),
         };
     }
     q

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use common::{eventually, Env};
 use kernel::model::*;
 use kernel::KernelError;
-use serde_json::json;
+use serde_json::{json, Value};
 
 conformance!(
     dag_runs_in_dependency_order,
@@ -19,6 +19,8 @@ conformance!(
     concurrent_claimers_never_share_a_task,
     stale_epoch_is_fenced_after_a_re_lease,
     a_batch_of_completions_is_answered_item_by_item,
+    single_task_and_larger_jobs_complete_alike_in_one_batch,
+    a_completion_racing_a_cancel_ends_one_way_or_the_other,
     concurrent_single_calls_are_each_answered_their_own,
     a_claim_that_goes_away_gives_its_lease_back,
     a_job_finishes_when_its_last_tasks_complete_at_once,
@@ -820,6 +822,185 @@ async fn a_batch_of_completions_is_answered_item_by_item(env: Env) {
         (JobState::Succeeded, TaskState::Succeeded, Some(text))
     );
     assert!(env.event_types().await.iter().any(|t| t == "lease.fenced"));
+}
+
+/// One batch of completions holding jobs of one task (Postgres completes
+/// these in one statement of their own) and tasks of larger jobs (a
+/// transaction): each is answered, written and logged as if alone.
+async fn single_task_and_larger_jobs_complete_alike_in_one_batch(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let two = |name: &str, chained: bool| NewJob {
+        tasks: vec![
+            NewTask::new("x", "noop", json!({})),
+            if chained {
+                NewTask::new("y", "noop", json!({})).after(&["x"])
+            } else {
+                NewTask::new("y", "noop", json!({}))
+            },
+        ],
+        ..NewJob::single(name, "noop", json!({}))
+    };
+    let ids = k
+        .submit_many(vec![
+            NewJob::single("alone", "noop", json!({})),
+            two("chain", true),
+            two("pair", false),
+        ])
+        .await
+        .unwrap();
+    let (alone, chain, pair) = (ids[0].0, ids[1].0, ids[2].0);
+    let leases = env.claim(node, 10).await;
+    assert_eq!(leases.len(), 4, "alone, chain's x, pair's x and y");
+    let of = |job: i64| -> Vec<&Lease> { leases.iter().filter(|l| l.job_id == job).collect() };
+    let done = |l: &Lease, output: Option<Value>| Completion {
+        attempt_id: l.attempt_id,
+        proof: l.proof(),
+        output,
+    };
+    let seen = env.all_events().await.last().unwrap().seq;
+    let answers = k
+        .complete_many(vec![
+            done(of(alone)[0], Some(json!({"n": 1}))),
+            done(of(chain)[0], Some(json!({"n": 2}))),
+            done(of(alone)[0], None),
+            done(of(pair)[0], None),
+            done(of(pair)[1], Some(json!({"n": 3}))),
+        ])
+        .await
+        .unwrap();
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|a| a.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code()))
+        .collect();
+    assert_eq!(codes, ["ok", "ok", "stale_lease", "ok", "ok"]);
+
+    let detail = k.get_job(alone).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Succeeded);
+    assert!(detail.job.finished_at.is_some());
+    let task = &detail.tasks[0];
+    assert_eq!(
+        (task.state, task.output.clone()),
+        (TaskState::Succeeded, Some(json!({"n": 1})))
+    );
+    assert_eq!(task.attempts[0].state, AttemptState::Succeeded);
+    assert!(task.attempts[0].finished_at.is_some());
+    let detail = k.get_job(chain).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Running);
+    let states: Vec<TaskState> = detail.tasks.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TaskState::Succeeded, TaskState::Ready]);
+    let detail = k.get_job(pair).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Succeeded);
+    assert_eq!(detail.tasks[1].output, Some(json!({"n": 3})));
+
+    // The same events, with the same data, whichever way each was written.
+    let events: Vec<(String, Option<i64>, Option<i64>, Option<i64>, Value)> = env
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e.seq > seen)
+        .map(|e| {
+            let s = e.subject;
+            (e.event_type, s.job_id, s.attempt_id, s.node_id, e.data)
+        })
+        .collect();
+    let succeeded = |l: &Lease| {
+        (
+            "task.stateChanged".to_string(),
+            Some(l.job_id),
+            Some(l.attempt_id),
+            Some(node),
+            json!({"from": "leased", "to": "succeeded", "attempt_state": "succeeded"}),
+        )
+    };
+    let job_ended = |job: i64| {
+        (
+            "job.stateChanged".to_string(),
+            Some(job),
+            None,
+            None,
+            json!({"from": "running", "to": "succeeded"}),
+        )
+    };
+    let mine = |job: i64| -> Vec<_> {
+        events
+            .iter()
+            .filter(|e| e.1 == Some(job))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(mine(alone), [succeeded(of(alone)[0]), job_ended(alone)]);
+    assert_eq!(
+        mine(pair),
+        [
+            succeeded(of(pair)[0]),
+            succeeded(of(pair)[1]),
+            job_ended(pair)
+        ]
+    );
+    assert_eq!(mine(chain)[0], succeeded(of(chain)[0]));
+    assert_eq!(mine(chain)[1].4, json!({"from": "pending", "to": "ready"}));
+    assert_eq!(mine(chain).len(), 2);
+}
+
+/// Completions racing cancellations: every job ends one way or the
+/// other, its task and attempt with it, never half of each.
+async fn a_completion_racing_a_cancel_ends_one_way_or_the_other(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let jobs: Vec<NewJob> = (0..40)
+        .map(|i| NewJob::single(format!("j{i}"), "noop", json!({})))
+        .collect();
+    let ids = k.submit_many(jobs).await.unwrap();
+    let leases = env.claim(node, 40).await;
+    assert_eq!(leases.len(), 40);
+    let mut calls = Vec::new();
+    for l in leases {
+        let (k1, k2) = (k.clone(), k.clone());
+        let job = l.job_id;
+        calls.push((
+            job,
+            tokio::spawn(async move { k1.complete(l.attempt_id, &l.proof(), None).await }),
+            tokio::spawn(async move { k2.cancel_job(job).await }),
+        ));
+    }
+    let (mut completed, mut cancelled) = (0, 0);
+    for (job, complete, cancel) in calls {
+        let complete = complete.await.unwrap();
+        let cancel = cancel.await.unwrap();
+        let detail = k.get_job(job).await.unwrap();
+        let (task, attempt) = (&detail.tasks[0], &detail.tasks[0].attempts[0]);
+        match complete {
+            Ok(()) => {
+                completed += 1;
+                assert_eq!(cancel.unwrap_err().code(), "conflict", "job {job}");
+                assert_eq!(
+                    (detail.job.state, task.state, attempt.state),
+                    (
+                        JobState::Succeeded,
+                        TaskState::Succeeded,
+                        AttemptState::Succeeded
+                    ),
+                    "job {job}"
+                );
+            }
+            Err(e) => {
+                cancelled += 1;
+                assert_eq!(e.code(), "task_cancelled", "job {job}");
+                cancel.unwrap();
+                assert_eq!(
+                    (detail.job.state, task.state, attempt.state),
+                    (
+                        JobState::Cancelled,
+                        TaskState::Cancelled,
+                        AttemptState::Cancelled
+                    ),
+                    "job {job}"
+                );
+            }
+        }
+    }
+    assert_eq!(completed + cancelled, ids.len());
 }
 
 async fn stale_epoch_is_fenced_after_a_re_lease(env: Env) {

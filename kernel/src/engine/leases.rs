@@ -828,6 +828,17 @@ impl Kernel {
         items: &[C],
     ) -> Result<Vec<Result<()>>> {
         let items: Vec<&Completion> = items.iter().map(|c| c.borrow()).collect();
+        match self.backend() {
+            Backend::Sqlite => self.complete_in_transaction(&items).await,
+            Backend::Postgres => self.complete_single_tasks_first(&items).await,
+        }
+    }
+
+    /// Completes `items` in one transaction (see [`Kernel::complete_many`]).
+    pub(super) async fn complete_in_transaction(
+        &self,
+        items: &[&Completion],
+    ) -> Result<Vec<Result<()>>> {
         let mut w = self.begin().await?;
         let now = w.now;
         let ended = match w.tx.backend() {
@@ -892,7 +903,7 @@ impl Kernel {
                 .task(task_id)
                 .attempt(id)
                 .node(r.opt_i64("node_id")?)
-                .data(json!({ "from": "leased", "to": "succeeded", "attempt_state": "succeeded" }));
+                .data(task_succeeded_data());
             done.insert(id, (task_id, job_id));
             done_tasks.push(task_id);
             if r.bool("has_dependents")? {
@@ -914,7 +925,7 @@ impl Kernel {
         let mut answers = Vec::with_capacity(items.len());
         let mut answered = BTreeSet::new();
         let mut outputs = Vec::new();
-        for c in &items {
+        for c in items {
             let answer = if let Some((task_id, _)) = done.get(&c.attempt_id) {
                 if answered.insert(c.attempt_id) {
                     if let Some(out) = &c.output {
@@ -1489,6 +1500,12 @@ async fn store_outputs(w: &mut Work, outputs: Vec<(i64, String)>) -> Result<()> 
         }
     };
     Ok(())
+}
+
+/// The data of the event of a task's success (`single_task` passes the same
+/// to its statement).
+pub(super) fn task_succeeded_data() -> Value {
+    json!({ "from": "leased", "to": "succeeded", "attempt_state": "succeeded" })
 }
 
 /// The data of a `lease.granted` event (`PG_CLAIM` builds the same in SQL).

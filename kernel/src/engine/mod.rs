@@ -25,6 +25,7 @@ mod ops;
 mod quotas;
 mod read;
 mod retention;
+mod single_task;
 mod submit;
 
 use std::borrow::Cow;
