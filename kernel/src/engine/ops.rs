@@ -35,6 +35,19 @@ impl Kernel {
     pub async fn cancel_job(&self, job_id: i64) -> Result<JobDetail> {
         let mut w = self.begin().await?;
         let now = w.now;
+        // The active attempts end first, then the job is locked: the order
+        // in which a completion, a failure and the sweep take their rows,
+        // so a cancel and a report at the same moment wait for each other
+        // instead of deadlocking. (A finished job has no active attempt:
+        // refusing one below undoes nothing.)
+        let attempts = w
+            .tx
+            .fetch_all(
+                "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'job cancelled' \
+                 WHERE job_id = $2 AND state = 'active' RETURNING id, task_id, node_id",
+                args![now, job_id],
+            )
+            .await?;
         let job =
             w.tx.fetch_optional(
                 "SELECT state, tenant FROM jobs WHERE id = $1 @lock",
@@ -52,14 +65,6 @@ impl Kernel {
                 details: Some(json!({ "state": from })),
             });
         }
-        let attempts = w
-            .tx
-            .fetch_all(
-                "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'job cancelled' \
-                 WHERE job_id = $2 AND state = 'active' RETURNING id, task_id, node_id",
-                args![now, job_id],
-            )
-            .await?;
         for a in &attempts {
             w.event(event_type::LEASE_RELEASED, Some(&tenant))
                 .job(job_id)

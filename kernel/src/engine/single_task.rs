@@ -14,9 +14,10 @@
 //! else (tasks of larger jobs, stale or unknown reports, duplicates) goes
 //! on to the transaction, which says why.
 //!
-//! The statement locks its jobs first (in id order), as a cancel does, so
-//! the two wait for each other instead of deadlocking; then it changes the
-//! attempts, the tasks and the jobs. A task whose attempt it ended is always leased:
+//! The statement changes rows in the order everything else that ends an
+//! attempt does (the transaction, a failure, the sweep, a cancel): the
+//! attempts first, then the tasks and the jobs, so they wait for each
+//! other instead of deadlocking. A task whose attempt it ended is always leased:
 //! everything that moves a leased task elsewhere (cancel, the sweep, a
 //! failure, a release) ends its active attempt in the same transaction,
 //! and the attempt's row lock orders the two. Should that ever not hold,
@@ -38,14 +39,9 @@ use super::Kernel;
 /// or NULL), `$6`/`$7` the event types, `$8`/`$9` their data. Returns the
 /// attempts it ended.
 const PG_COMPLETE_SINGLE: &str = "\
-WITH p AS (SELECT * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) \
-        AS p(id, token, epoch, output)), \
-locked AS MATERIALIZED (SELECT id FROM jobs \
-    WHERE id = ANY(ARRAY(SELECT job_id FROM attempts WHERE id IN (SELECT id FROM p))) \
-    ORDER BY id FOR UPDATE), \
-ended AS (UPDATE attempts a SET state = 'succeeded', finished_at = $1 FROM p \
+WITH ended AS (UPDATE attempts a SET state = 'succeeded', finished_at = $1 \
+    FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) AS p(id, token, epoch, output) \
     WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state = 'active' \
-      AND (SELECT COUNT(*) FROM locked) >= 0 \
       AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.job_id = a.job_id AND o.id <> a.task_id) \
     RETURNING a.id, a.task_id, a.job_id, a.tenant, a.node_id, p.output), \
 done AS (UPDATE tasks t SET state = 'succeeded', finished_at = $1, updated_at = $1, \
