@@ -894,7 +894,9 @@ async fn single_task_and_larger_jobs_complete_alike_in_one_batch(env: Env) {
     assert_eq!(detail.tasks[1].output, Some(json!({"n": 3})));
 
     // The same events, with the same data, whichever way each was written.
-    let events: Vec<(String, Option<i64>, Option<i64>, Option<i64>, Value)> = env
+    // Type, job, attempt, node and data of each event.
+    type Logged = (String, Option<i64>, Option<i64>, Option<i64>, Value);
+    let events: Vec<Logged> = env
         .all_events()
         .await
         .into_iter()
