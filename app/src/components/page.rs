@@ -1,5 +1,7 @@
 //! The frame of a page: document title, breadcrumbs, heading and summary.
 
+use std::sync::{Arc, Mutex};
+
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -11,15 +13,29 @@ use crate::pages::{breadcrumbs, fill, PageSpec};
 /// it, and titles carry path parameters (a job id from the URL), so the
 /// server render escapes here. In the browser leptos_meta assigns
 /// `document.title`, which never parses HTML: the raw text is right there.
+///
+/// leptos_meta can read the title after the page that set it was disposed:
+/// on the server it reads its stack of titles when it writes the head, and
+/// in the browser while a navigation takes the page down. Reading a
+/// disposed signal panics (an empty response on the server, seen in CI), so
+/// the title is read while it can be and the last one read stands.
 #[component]
 pub fn DocumentTitle(#[prop(into)] text: Signal<String>) -> impl IntoView {
-    let render = move || {
-        let full = format!("{} · Switchyard", text.get());
+    let full = |text: String| {
+        let full = format!("{text} · Switchyard");
         if cfg!(feature = "ssr") {
             escape_html(&full)
         } else {
             full
         }
+    };
+    let last = Arc::new(Mutex::new(full(text.get_untracked())));
+    let render = move || {
+        let mut last = last.lock().expect("title");
+        if let Some(text) = text.try_get() {
+            *last = full(text);
+        }
+        last.clone()
     };
     view! { <Title text=render/> }
 }
@@ -79,5 +95,41 @@ pub fn PageFrame(
             <p class="page-summary">{spec.summary}</p>
             {children()}
         </article>
+    }
+}
+
+#[cfg(all(test, feature = "ssr"))]
+mod tests {
+    use leptos::prelude::*;
+    use leptos_meta::ServerMetaContext;
+
+    use super::DocumentTitle;
+
+    /// The server writes the head after the page that set the title may
+    /// have been disposed: its title is still the one written.
+    #[tokio::test]
+    async fn the_server_head_has_the_title_of_a_page_already_disposed() {
+        let _ = any_spawner::Executor::init_tokio();
+        let root = Owner::new();
+        root.set();
+        let (meta, output) = ServerMetaContext::new();
+        provide_context(meta);
+        leptos_meta::provide_meta_context();
+        let page = root.child();
+        page.with(|| {
+            let title = Memo::new(|_| "Job <7>".to_string());
+            let _view = view! { <DocumentTitle text=title/> };
+        });
+        drop(page);
+        let html = "<html><head></head><body></body></html>".to_string();
+        let head = output
+            .inject_meta_context(futures::stream::iter([html]))
+            .await;
+        let html: Vec<String> = futures::StreamExt::collect(head).await;
+        assert!(
+            html.concat()
+                .contains("<title>Job &lt;7&gt; · Switchyard</title>"),
+            "{html:?}"
+        );
     }
 }
