@@ -772,8 +772,11 @@ impl Kernel {
         .expect("one answer per completion")
     }
 
-    /// Completes many leases in one transaction; one answer per completion.
-    /// Stale ones are refused (and recorded) without affecting the others.
+    /// Completes many leases; one answer per completion. Stale ones are
+    /// refused (and recorded) without affecting the others. On Postgres the
+    /// completions of single-task jobs are one statement of their own
+    /// (`engine/single_task.rs`); the rest, and everything on SQLite, one
+    /// transaction.
     ///
     /// The hot path: one guarded update checks every (id, token, epoch)
     /// triple and ends the matching attempts at once; only the reports it

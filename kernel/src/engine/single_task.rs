@@ -4,7 +4,7 @@
 //! attempts, the tasks, the outputs, the jobs, the events, COMMIT), and it
 //! locks its jobs before it reads their tasks, so that two transactions
 //! ending the last two tasks of one job cannot each miss the other's
-//! success (see `complete_now` in `leases.rs`). A job of one task has no
+//! success (see `complete_in_transaction` in `leases.rs`). A job of one task has no
 //! such neighbour: its task's success always ends it, with nothing to
 //! release downstream. So the completions of such jobs are written as one
 //! statement, a transaction of its own, as a claim is (`PG_CLAIM`): the
