@@ -213,6 +213,26 @@ fn dag_job(name: &str) -> NewJob {
     }
 }
 
+/// `n` jobs `j0`, `j1`, … of `tasks(i)` independent `noop` tasks each.
+fn noop_jobs(n: usize, tasks: impl Fn(usize) -> usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| NewJob {
+            tasks: (0..tasks(i))
+                .map(|t| NewTask::new(format!("t{t}"), "noop", json!({})))
+                .collect(),
+            ..NewJob::single(format!("j{i}"), "noop", json!({}))
+        })
+        .collect()
+}
+
+/// Each answer of a batch as its error code, `ok` for a success.
+fn codes(answers: &[Result<(), KernelError>]) -> Vec<&'static str> {
+    answers
+        .iter()
+        .map(|a| a.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code()))
+        .collect()
+}
+
 fn keys_of(job: &JobDetail, leases: &[Lease]) -> BTreeSet<String> {
     leases
         .iter()
@@ -570,15 +590,7 @@ async fn concurrent_single_calls_are_each_answered_their_own(env: Env) {
 async fn a_job_finishes_when_its_last_tasks_complete_at_once(env: Env) {
     let k = &env.kernel;
     let node = env.node("n1").await;
-    let jobs: Vec<NewJob> = (0..60)
-        .map(|i| NewJob {
-            tasks: (0..3)
-                .map(|t| NewTask::new(format!("t{t}"), "noop", json!({})))
-                .collect(),
-            ..NewJob::single(format!("j{i}"), "noop", json!({}))
-        })
-        .collect();
-    let ids = k.submit_many(jobs).await.unwrap();
+    let ids = k.submit_many(noop_jobs(60, |_| 3)).await.unwrap();
     let leases = env.claim(node, 180).await;
     assert_eq!(leases.len(), 180);
     let calls: Vec<_> = leases
@@ -787,11 +799,10 @@ async fn a_batch_of_completions_is_answered_item_by_item(env: Env) {
         },
     ];
     let answers = k.complete_many(batch).await.unwrap();
-    let codes: Vec<&str> = answers
-        .iter()
-        .map(|a| a.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code()))
-        .collect();
-    assert_eq!(codes, ["ok", "stale_lease", "not_found", "ok", "ok"]);
+    assert_eq!(
+        codes(&answers),
+        ["ok", "stale_lease", "not_found", "ok", "ok"]
+    );
     let state_of = |lease: &Lease| {
         let k = k.clone();
         let (job, task) = (lease.job_id, lease.task_id);
@@ -869,11 +880,7 @@ async fn single_task_and_larger_jobs_complete_alike_in_one_batch(env: Env) {
         ])
         .await
         .unwrap();
-    let codes: Vec<&str> = answers
-        .iter()
-        .map(|a| a.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code()))
-        .collect();
-    assert_eq!(codes, ["ok", "ok", "stale_lease", "ok", "ok"]);
+    assert_eq!(codes(&answers), ["ok", "ok", "stale_lease", "ok", "ok"]);
 
     let detail = k.get_job(alone).await.unwrap();
     assert_eq!(detail.job.state, JobState::Succeeded);
@@ -952,15 +959,7 @@ async fn single_task_and_larger_jobs_complete_alike_in_one_batch(env: Env) {
 async fn a_completion_racing_a_cancel_ends_one_way_or_the_other(env: Env) {
     let k = &env.kernel;
     let node = env.node("n1").await;
-    let jobs: Vec<NewJob> = (0..40)
-        .map(|i| NewJob {
-            tasks: (0..1 + i % 2)
-                .map(|t| NewTask::new(format!("t{t}"), "noop", json!({})))
-                .collect(),
-            ..NewJob::single(format!("j{i}"), "noop", json!({}))
-        })
-        .collect();
-    let ids = k.submit_many(jobs).await.unwrap();
+    let ids = k.submit_many(noop_jobs(40, |i| 1 + i % 2)).await.unwrap();
     let leases = env.claim(node, 100).await;
     assert_eq!(leases.len(), 60);
     let mut races = Vec::new();
