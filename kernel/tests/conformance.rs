@@ -21,6 +21,7 @@ conformance!(
     a_batch_of_completions_is_answered_item_by_item,
     single_task_and_larger_jobs_complete_alike_in_one_batch,
     a_completion_racing_a_cancel_ends_one_way_or_the_other,
+    a_bulk_cancel_racing_a_batch_of_completions_ends_one_way_or_the_other,
     concurrent_single_calls_are_each_answered_their_own,
     a_claim_that_goes_away_gives_its_lease_back,
     a_job_finishes_when_its_last_tasks_complete_at_once,
@@ -1017,6 +1018,72 @@ async fn a_completion_racing_a_cancel_ends_one_way_or_the_other(env: Env) {
                         "task {task}"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// The console's bulk cancel of many jobs racing one batch of completions
+/// of their tasks: both calls are answered (neither is the loser of a
+/// deadlock), and every task ends as the answer to its report says.
+async fn a_bulk_cancel_racing_a_batch_of_completions_ends_one_way_or_the_other(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    for round in 0..8u64 {
+        let jobs: Vec<i64> = k
+            .submit_many(noop_jobs(30, |i| 1 + i % 2))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(job, _)| job)
+            .collect();
+        let mut leases = env.claim(node, 100).await;
+        assert_eq!(leases.len(), 45);
+        // Reported in an order unlike the cancel's, oldest job last.
+        leases.sort_by_key(|l| (l.attempt_id % 7, l.attempt_id));
+        let completions = {
+            let k = k.clone();
+            let items = leases
+                .iter()
+                .map(|l| Completion {
+                    attempt_id: l.attempt_id,
+                    proof: l.proof(),
+                    output: None,
+                })
+                .collect();
+            tokio::spawn(async move { k.complete_many(items).await })
+        };
+        let cancel = {
+            let (k, jobs) = (k.clone(), jobs.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(round % 4)).await;
+                k.bulk_jobs(BulkJobAction::Cancel, &JobSelection::Ids(jobs), None, false)
+                    .await
+            })
+        };
+        let answers = completions
+            .await
+            .unwrap()
+            .expect("the completions are answered");
+        let outcome = cancel.await.unwrap().expect("the bulk cancel is answered");
+        for job in &jobs {
+            let detail = k.get_job(*job).await.unwrap();
+            let result = outcome.results.iter().find(|r| r.job_id == *job).unwrap();
+            let expected = match result.status {
+                BulkItemStatus::Changed => JobState::Cancelled,
+                _ => JobState::Succeeded,
+            };
+            assert_eq!(detail.job.state, expected, "round {round}, job {job}");
+            for t in &detail.tasks {
+                let i = leases.iter().position(|l| l.task_id == t.id).unwrap();
+                let ended = match &answers[i] {
+                    Ok(()) => (TaskState::Succeeded, AttemptState::Succeeded),
+                    Err(e) => {
+                        assert_eq!(e.code(), "task_cancelled", "task {}: {e}", t.id);
+                        (TaskState::Cancelled, AttemptState::Cancelled)
+                    }
+                };
+                assert_eq!((t.state, t.attempts[0].state), ended, "task {}", t.id);
             }
         }
     }

@@ -381,6 +381,13 @@ impl Kernel {
             results: Vec::new(),
         };
         let mut w = self.begin().await?;
+        // A cancel locks its rows in the order reports do (see
+        // `cancel_in`), so it reads its targets without a lock; a retry
+        // locks the failed jobs it reads.
+        let lock = match action {
+            BulkJobAction::Cancel => "",
+            BulkJobAction::Retry => "@lock",
+        };
         // (id, state, tenant) of the jobs to act on, newest first.
         let mut targets: Vec<(i64, JobState, String)> = Vec::new();
         match selection {
@@ -398,7 +405,7 @@ impl Kernel {
                 }
                 let rows =
                     w.tx.fetch_all(
-                        "SELECT id, state, tenant FROM jobs WHERE id @in($1) ORDER BY id DESC @lock",
+                        &format!("SELECT id, state, tenant FROM jobs WHERE id @in($1) ORDER BY id DESC {lock}"),
                         args![ids.clone()],
                     )
                     .await?;
@@ -457,7 +464,7 @@ impl Kernel {
                         .tx
                         .fetch_all(
                             &format!(
-                                "SELECT id, state, tenant FROM jobs WHERE {} AND {} ORDER BY id DESC LIMIT {limit} @lock",
+                                "SELECT id, state, tenant FROM jobs WHERE {} AND {} ORDER BY id DESC LIMIT {limit} {lock}",
                                 c.joined(),
                                 applicable_sql(action)
                             ),
@@ -474,15 +481,23 @@ impl Kernel {
             outcome.results.clear();
             return Ok(outcome);
         }
-        let changed = match action {
+        // Each job acted on, with the state it left.
+        let changed: HashMap<i64, JobState> = match action {
             BulkJobAction::Cancel => self.cancel_in(&mut w, &targets).await?,
-            BulkJobAction::Retry => self.retry_in(&mut w, &targets).await?,
-        };
+            BulkJobAction::Retry => self
+                .retry_in(&mut w, &targets)
+                .await?
+                .into_iter()
+                .map(|id| (id, JobState::Failed))
+                .collect(),
+        }
+        .into_iter()
+        .collect();
         self.finish(w).await?;
         let mut acted: Vec<BulkItemResult> = targets
             .iter()
             .map(|(id, from, _)| {
-                if changed.contains(id) {
+                if let Some(from) = changed.get(id) {
                     BulkItemResult {
                         job_id: *id,
                         status: BulkItemStatus::Changed,
@@ -510,48 +525,46 @@ impl Kernel {
         Ok(outcome)
     }
 
-    /// Cancels `targets` (unfinished jobs, locked) set-wise: their active
-    /// attempts and unfinished tasks are cancelled, then the jobs, each by
-    /// a guarded update from the state read. Answers the jobs cancelled.
-    async fn cancel_in(
+    /// Cancels `targets` (unfinished jobs as last read, not locked)
+    /// set-wise: their active attempts, then their unfinished tasks, then
+    /// the jobs still unfinished, each by a guarded update from the state
+    /// read under the job's lock. Answers the jobs cancelled, each with the
+    /// state it was cancelled from.
+    ///
+    /// Rows are taken in the order every report and claim takes them:
+    /// attempts (in id order), then tasks, then jobs. A completion holding
+    /// an attempt of a target job is waited for before any of its tasks or
+    /// its job is touched, so the two cannot deadlock; a claim holding a
+    /// ready task is waited for at the tasks, and the attempt it opened is
+    /// ended after them.
+    pub(super) async fn cancel_in(
         &self,
         w: &mut super::Work,
         targets: &[(i64, JobState, String)],
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Vec<(i64, JobState)>> {
         if targets.is_empty() {
             return Ok(Vec::new());
         }
         let now = w.now;
-        let ids: Vec<i64> = targets.iter().map(|t| t.0).collect();
+        let mut ids: Vec<i64> = targets.iter().map(|t| t.0).collect();
+        ids.sort_unstable();
         let tenant_of: HashMap<i64, &str> = targets.iter().map(|t| (t.0, t.2.as_str())).collect();
-        for a in w
-            .tx
-            .fetch_all(
-                "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'job cancelled' \
-                 WHERE job_id @in($2) AND state = 'active' RETURNING id, task_id, job_id, node_id",
-                args![now, ids.clone()],
-            )
-            .await?
-        {
-            let job = a.i64("job_id")?;
-            w.event(event_type::LEASE_RELEASED, tenant_of.get(&job).copied())
-                .job(job)
-                .task(a.i64("task_id")?)
-                .attempt(a.i64("id")?)
-                .node(a.opt_i64("node_id")?)
-                .data(json!({ "reason": "job cancelled", "attempt_state": "cancelled" }));
-        }
+        self.end_attempts_of(w, &ids, &tenant_of).await?;
         let tasks = w
             .tx
             .fetch_all(
-                "SELECT id, job_id, state FROM tasks WHERE job_id @in($1) AND state IN ('pending', 'ready', 'leased')",
+                "SELECT id, job_id, state FROM tasks \
+                 WHERE job_id @in($1) AND state IN ('pending', 'ready', 'leased') ORDER BY id @lock",
                 args![ids.clone()],
             )
             .await?;
+        let task_ids = tasks
+            .iter()
+            .map(|t| t.i64("id"))
+            .collect::<Result<Vec<_>, _>>()?;
         w.tx.execute(
-            "UPDATE tasks SET state = 'cancelled', finished_at = $1, updated_at = $1 \
-             WHERE job_id @in($2) AND state IN ('pending', 'ready', 'leased')",
-            args![now, ids.clone()],
+            "UPDATE tasks SET state = 'cancelled', finished_at = $1, updated_at = $1 WHERE id @in($2)",
+            args![now, task_ids],
         )
         .await?;
         for t in &tasks {
@@ -562,9 +575,22 @@ impl Kernel {
                 .task(t.i64("id")?)
                 .data(json!({ "from": from, "to": "cancelled" }));
         }
+        // A claim that leased a task of these jobs after the attempts
+        // above ended committed before its task was cancelled: its attempt
+        // ends too.
+        self.end_attempts_of(w, &ids, &tenant_of).await?;
         let mut by_state: BTreeMap<JobState, Vec<i64>> = BTreeMap::new();
-        for (id, from, _) in targets {
-            by_state.entry(*from).or_default().push(*id);
+        for r in
+            w.tx.fetch_all(
+                "SELECT id, state FROM jobs WHERE id @in($1) ORDER BY id @lock",
+                args![ids],
+            )
+            .await?
+        {
+            let state: JobState = r.parse("state")?;
+            if !state.is_terminal() {
+                by_state.entry(state).or_default().push(r.i64("id")?);
+            }
         }
         let mut changed = Vec::new();
         for (from, ids) in by_state {
@@ -580,10 +606,39 @@ impl Kernel {
                 w.event(event_type::JOB_STATE_CHANGED, tenant_of.get(&id).copied())
                     .job(id)
                     .data(json!({ "from": from, "to": "cancelled" }));
-                changed.push(id);
+                changed.push((id, from));
             }
         }
         Ok(changed)
+    }
+
+    /// Ends the active attempts of jobs `ids` (sorted) as cancelled,
+    /// taking them in id order, with their events.
+    async fn end_attempts_of(
+        &self,
+        w: &mut super::Work,
+        ids: &[i64],
+        tenant_of: &HashMap<i64, &str>,
+    ) -> Result<()> {
+        for a in w
+            .tx
+            .fetch_all(
+                "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'job cancelled' \
+                 WHERE id IN (SELECT id FROM attempts WHERE job_id @in($2) AND state = 'active' ORDER BY id @lock) \
+                   AND state = 'active' RETURNING id, task_id, job_id, node_id",
+                args![w.now, ids.to_vec()],
+            )
+            .await?
+        {
+            let job = a.i64("job_id")?;
+            w.event(event_type::LEASE_RELEASED, tenant_of.get(&job).copied())
+                .job(job)
+                .task(a.i64("task_id")?)
+                .attempt(a.i64("id")?)
+                .node(a.opt_i64("node_id")?)
+                .data(json!({ "reason": "job cancelled", "attempt_state": "cancelled" }));
+        }
+        Ok(())
     }
 
     /// Retries `targets` (failed jobs, locked) as `retry_job` does, each:

@@ -833,7 +833,25 @@ impl Kernel {
         let items: Vec<&Completion> = items.iter().map(|c| c.borrow()).collect();
         match self.backend() {
             Backend::Sqlite => self.complete_in_transaction(&items).await,
-            Backend::Postgres => self.complete_single_tasks_first(&items).await,
+            Backend::Postgres => {
+                // Attempts are written in id order, the order a cancel
+                // locks them in (see `cancel_in`), so a batch and a cancel
+                // over the same attempts wait for each other instead of
+                // deadlocking. (Duplicates keep their order: the first is
+                // written.)
+                let mut order: Vec<usize> = (0..items.len()).collect();
+                order.sort_by_key(|&i| items[i].attempt_id);
+                let sorted: Vec<&Completion> = order.iter().map(|&i| items[i]).collect();
+                let answers = self.complete_single_tasks_first(&sorted).await?;
+                let mut unsorted: Vec<Option<Result<()>>> = items.iter().map(|_| None).collect();
+                for (i, answer) in order.into_iter().zip(answers) {
+                    unsorted[i] = Some(answer);
+                }
+                Ok(unsorted
+                    .into_iter()
+                    .map(|a| a.expect("every report answered"))
+                    .collect())
+            }
         }
     }
 

@@ -31,83 +31,38 @@ pub const MAX_LOG_LINE_BYTES: usize = 16_384;
 
 impl Kernel {
     /// Cancels a job: its unfinished tasks become cancelled, their active
-    /// attempts too (the workers learn it on their next heartbeat).
+    /// attempts too (the workers learn it on their next heartbeat). Rows
+    /// are taken as the console's bulk cancel takes them (see `cancel_in`),
+    /// so a cancel and a report at the same moment wait for each other
+    /// instead of deadlocking.
     pub async fn cancel_job(&self, job_id: i64) -> Result<JobDetail> {
         let mut w = self.begin().await?;
-        let now = w.now;
-        // The active attempts end first, then the job is locked: the order
-        // in which a completion, a failure and the sweep take their rows,
-        // so a cancel and a report at the same moment wait for each other
-        // instead of deadlocking. (A finished job has no active attempt:
-        // refusing one below undoes nothing.)
-        let attempts = w
-            .tx
-            .fetch_all(
-                "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'job cancelled' \
-                 WHERE job_id = $2 AND state = 'active' RETURNING id, task_id, node_id",
-                args![now, job_id],
-            )
-            .await?;
+        let already = |state: JobState| KernelError::Conflict {
+            message: format!(
+                "job {job_id} is already {state}; only unfinished jobs can be cancelled"
+            ),
+            details: Some(json!({ "state": state })),
+        };
         let job =
             w.tx.fetch_optional(
-                "SELECT state, tenant FROM jobs WHERE id = $1 @lock",
+                "SELECT state, tenant FROM jobs WHERE id = $1",
                 args![job_id],
             )
             .await?
             .ok_or_else(|| KernelError::not_found("job", job_id))?;
         let from: JobState = job.parse("state")?;
-        let tenant = job.text("tenant")?;
         if from.is_terminal() {
-            return Err(KernelError::Conflict {
-                message: format!(
-                    "job {job_id} is already {from}; only unfinished jobs can be cancelled"
-                ),
-                details: Some(json!({ "state": from })),
-            });
+            return Err(already(from));
         }
-        for a in &attempts {
-            w.event(event_type::LEASE_RELEASED, Some(&tenant))
-                .job(job_id)
-                .task(a.i64("task_id")?)
-                .attempt(a.i64("id")?)
-                .node(a.opt_i64("node_id")?)
-                .data(json!({ "reason": "job cancelled", "attempt_state": "cancelled" }));
+        let target = [(job_id, from, job.text("tenant")?)];
+        if self.cancel_in(&mut w, &target).await?.is_empty() {
+            // It finished before its lock was taken (and so had nothing
+            // left to cancel).
+            let now =
+                w.tx.fetch_one("SELECT state FROM jobs WHERE id = $1", args![job_id])
+                    .await?;
+            return Err(already(now.parse("state")?));
         }
-        let tasks = w
-            .tx
-            .fetch_all(
-                "SELECT id, state FROM tasks WHERE job_id = $1 AND state IN ('pending', 'ready', 'leased')",
-                args![job_id],
-            )
-            .await?;
-        w.tx.execute(
-            "UPDATE tasks SET state = 'cancelled', finished_at = $1, updated_at = $1 \
-             WHERE job_id = $2 AND state IN ('pending', 'ready', 'leased')",
-            args![now, job_id],
-        )
-        .await?;
-        for t in &tasks {
-            let state: TaskState = t.parse("state")?;
-            w.event(event_type::TASK_STATE_CHANGED, Some(&tenant))
-                .job(job_id)
-                .task(t.i64("id")?)
-                .data(json!({ "from": state, "to": "cancelled" }));
-        }
-        let n = w
-            .tx
-            .execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1 WHERE id = $2 AND state = $3",
-                args![now, job_id, from.as_str()],
-            )
-            .await?;
-        if n != 1 {
-            return Err(KernelError::conflict(
-                "the job changed state concurrently; try again",
-            ));
-        }
-        w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
-            .job(job_id)
-            .data(json!({ "from": from, "to": "cancelled" }));
         self.finish(w).await?;
         self.get_job(job_id).await
     }
