@@ -171,14 +171,7 @@ mod postgres_only {
                     if leases.is_empty() {
                         return got;
                     }
-                    let done = leases
-                        .iter()
-                        .map(|l| Completion {
-                            attempt_id: l.attempt_id,
-                            proof: l.proof(),
-                            output: None,
-                        })
-                        .collect();
+                    let done = leases.iter().map(|l| completion(l, None)).collect();
                     for r in k.complete_many(done).await.unwrap() {
                         r.unwrap();
                     }
@@ -224,6 +217,15 @@ fn noop_jobs(n: usize, tasks: impl Fn(usize) -> usize) -> Vec<NewJob> {
             ..NewJob::single(format!("j{i}"), "noop", json!({}))
         })
         .collect()
+}
+
+/// The report of `lease`'s success.
+fn completion(lease: &Lease, output: Option<Value>) -> Completion {
+    Completion {
+        attempt_id: lease.attempt_id,
+        proof: lease.proof(),
+        output,
+    }
 }
 
 /// Each answer of a batch as its error code, `ok` for a success.
@@ -476,14 +478,7 @@ async fn concurrent_claimers_never_share_a_task(env: Env) {
                 if leases.is_empty() {
                     return got;
                 }
-                let done: Vec<Completion> = leases
-                    .iter()
-                    .map(|l| Completion {
-                        attempt_id: l.attempt_id,
-                        proof: l.proof(),
-                        output: None,
-                    })
-                    .collect();
+                let done: Vec<Completion> = leases.iter().map(|l| completion(l, None)).collect();
                 for r in k.complete_many(done).await.unwrap() {
                     r.unwrap();
                 }
@@ -865,19 +860,14 @@ async fn single_task_and_larger_jobs_complete_alike_in_one_batch(env: Env) {
     let leases = env.claim(node, 10).await;
     assert_eq!(leases.len(), 4, "alone, chain's x, pair's x and y");
     let of = |job: i64| -> Vec<&Lease> { leases.iter().filter(|l| l.job_id == job).collect() };
-    let done = |l: &Lease, output: Option<Value>| Completion {
-        attempt_id: l.attempt_id,
-        proof: l.proof(),
-        output,
-    };
     let seen = env.all_events().await.last().unwrap().seq;
     let answers = k
         .complete_many(vec![
-            done(of(alone)[0], Some(json!({"n": 1}))),
-            done(of(chain)[0], Some(json!({"n": 2}))),
-            done(of(alone)[0], None),
-            done(of(pair)[0], None),
-            done(of(pair)[1], Some(json!({"n": 3}))),
+            completion(of(alone)[0], Some(json!({"n": 1}))),
+            completion(of(chain)[0], Some(json!({"n": 2}))),
+            completion(of(alone)[0], None),
+            completion(of(pair)[0], None),
+            completion(of(pair)[1], Some(json!({"n": 3}))),
         ])
         .await
         .unwrap();
@@ -1043,14 +1033,7 @@ async fn a_bulk_cancel_racing_a_batch_of_completions_ends_one_way_or_the_other(e
         leases.sort_by_key(|l| (l.attempt_id % 7, l.attempt_id));
         let completions = {
             let k = k.clone();
-            let items = leases
-                .iter()
-                .map(|l| Completion {
-                    attempt_id: l.attempt_id,
-                    proof: l.proof(),
-                    output: None,
-                })
-                .collect();
+            let items = leases.iter().map(|l| completion(l, None)).collect();
             tokio::spawn(async move { k.complete_many(items).await })
         };
         let cancel = {
