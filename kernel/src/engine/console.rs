@@ -483,16 +483,18 @@ impl Kernel {
         }
         // Each job acted on, with the state it left.
         let changed: HashMap<i64, JobState> = match action {
-            BulkJobAction::Cancel => self.cancel_in(&mut w, &targets).await?,
+            BulkJobAction::Cancel => self
+                .cancel_in(&mut w, &targets)
+                .await?
+                .into_iter()
+                .collect(),
             BulkJobAction::Retry => self
                 .retry_in(&mut w, &targets)
                 .await?
                 .into_iter()
                 .map(|id| (id, JobState::Failed))
                 .collect(),
-        }
-        .into_iter()
-        .collect();
+        };
         self.finish(w).await?;
         let mut acted: Vec<BulkItemResult> = targets
             .iter()
