@@ -255,7 +255,9 @@ async fn run(label: &str, url: &str, args: &Args) {
         kernel::Backend::Sqlite => 2,
         kernel::Backend::Postgres => 4,
     });
+    eprintln!("{label}: batched drain of {} tasks", args.tasks);
     let batched = drain(&kernel, args.tasks, noop_node, 2_048, 512, in_flight).await;
+    eprintln!("{label}: batched drain done");
     let small = (args.tasks / 5).max(1);
     enqueue(&kernel, small, "single").await;
     eprintln!("{label}: one-at-a-time drain of {small} tasks");
