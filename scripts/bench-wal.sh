@@ -28,7 +28,9 @@ as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$
 lsn() { psql -tA "$url" -c "SELECT pg_current_wal_insert_lsn()"; }
 waldump() { as_postgres "$pg_bin/pg_waldump" -p "$data/pg_wal" -s "$1" -e "$2" "${@:3}" 2>/dev/null; }
 
-psql -q "$url" -c "ALTER SYSTEM SET max_wal_size = '20GB'" \
+# No checkpoint during a drain, and the WAL kept for pg_waldump after the
+# checkpoint the bench's DROP DATABASE makes.
+psql -q "$url" -c "ALTER SYSTEM SET max_wal_size = '20GB'" -c "ALTER SYSTEM SET wal_keep_size = '20GB'" \
   -c "ALTER SYSTEM SET checkpoint_timeout = '1h'" -c "SELECT pg_reload_conf()" >/dev/null
 
 summary() {
@@ -44,13 +46,16 @@ while IFS= read -r line; do
       start=$(lsn)
       db=$(psql -tA "$url" -c "SELECT datname FROM pg_database WHERE datname LIKE 'bench_%' ORDER BY oid DESC LIMIT 1")
       ;;
-    *"batched drain done"*) end=$(lsn) ;;
+    *"batched drain done"*)
+      end=$(lsn)
+      # Its tables' names, while its database is there (the bench drops it).
+      psql -tA "$base/$db" -c "SELECT pg_relation_filenode(oid) || ' ' || relname FROM pg_class WHERE relkind IN ('r', 'i')" >"$data/../relnames"
+      ;;
     *drain_batched*) echo "$line" ;;
   esac
 done < <("$bench" --postgres-only --tasks "$tasks" --pickups 10 2>&1)
 summary switchyard "$start" "$end"
 echo "-- by relation (records)"
-psql -tA "$base/$db" -c "SELECT pg_relation_filenode(oid) || ' ' || relname FROM pg_class WHERE relkind IN ('r', 'i')" >"$data/../relnames" 2>/dev/null || true
 waldump "$start" "$end" | python3 -c '
 import collections, re, sys
 names = dict(l.split() for l in open(sys.argv[1]) if len(l.split()) == 2)

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! For each backend (SQLite: a fresh temp file; Postgres: a fresh database
-//! on `SWITCHYARD_TEST_POSTGRES_URL` or `--postgres URL`):
+//! on `SWITCHYARD_TEST_POSTGRES_URL` or `--postgres URL`; both deleted at
+//! the end):
 //! - enqueue: N one-task `noop` jobs submitted in batches of 1,000;
 //! - drain, batched: those N tasks run by an in-process pool (2,048 slots,
 //!   claims of up to 512, batched completions, `--in-flight` claims and
@@ -102,6 +103,24 @@ async fn fresh_postgres(admin: &str) -> String {
     pool.close().await;
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
     format!("{base}/{name}")
+}
+
+/// Drops the database `fresh_postgres` made for this run: runs in a row on
+/// one server would otherwise each leave 100,000 jobs behind for its
+/// autovacuum and checkpoints to work through while the next run is measured.
+async fn drop_postgres(admin: &str, url: &str) {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    let dropped = async {
+        let pool = sqlx::PgPool::connect(admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Ok::<_, sqlx::Error>(())
+    };
+    if let Err(e) = dropped.await {
+        eprintln!("kernel-bench: could not drop the bench database {name}: {e}");
+    }
 }
 
 async fn node(kernel: &Kernel, name: &str, kinds: Vec<String>) -> i64 {
@@ -258,6 +277,10 @@ async fn run(label: &str, url: &str, args: &Args) {
     eprintln!("{label}: batched drain of {} tasks", args.tasks);
     let batched = drain(&kernel, args.tasks, noop_node, 2_048, 512, in_flight).await;
     eprintln!("{label}: batched drain done");
+    // A pause between the phases, so that a tool watching the marker above
+    // (scripts/bench-wal.sh) reads where the drain's writes end before the
+    // next phase's enqueue starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let small = (args.tasks / 5).max(1);
     enqueue(&kernel, small, "single").await;
     eprintln!("{label}: one-at-a-time drain of {small} tasks");
@@ -298,6 +321,7 @@ async fn main() {
         Some(admin) => {
             let url = fresh_postgres(admin).await;
             run("postgres", &url, &args).await;
+            drop_postgres(admin, &url).await;
         }
         None => eprintln!(
             "kernel-bench: no Postgres (set SWITCHYARD_TEST_POSTGRES_URL, or run through scripts/with-postgres.sh)"
