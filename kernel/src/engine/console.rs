@@ -599,7 +599,7 @@ impl Kernel {
             for r in
                 w.tx.fetch_all(
                     "UPDATE jobs SET state = 'cancelled', finished_at = $1, updated_at = $1 \
-                     WHERE id @in($2) AND state = $3 RETURNING id",
+                     WHERE id @in($2) AND state || '' = $3 RETURNING id",
                     args![now, ids, from.as_str()],
                 )
                 .await?

@@ -129,7 +129,7 @@ granted AS (INSERT INTO attempts (id, task_id, job_id, tenant, queue, number, st
     FROM leased), \
 started AS (UPDATE jobs j SET state = 'running', started_at = COALESCE(j.started_at, $1), updated_at = $1 \
     FROM (SELECT id, state AS old FROM jobs \
-          WHERE id = ANY(ARRAY(SELECT job_id FROM leased)) AND state IN ('queued', 'blocked') \
+          WHERE id = ANY(ARRAY(SELECT job_id FROM leased)) AND state || '' IN ('queued', 'blocked') \
           FOR UPDATE) o \
     WHERE j.id = o.id AND j.state = o.old RETURNING j.id, j.tenant, o.old), \
 new_events AS (\
@@ -644,7 +644,7 @@ impl Kernel {
             Backend::Postgres => {
                 w.tx.fetch_all(
                     "UPDATE jobs j SET state = 'running', started_at = COALESCE(j.started_at, $1), updated_at = $1 \
-                     FROM (SELECT id, state AS old FROM jobs WHERE id = ANY($2) AND state IN ('queued', 'blocked') \
+                     FROM (SELECT id, state AS old FROM jobs WHERE id = ANY($2) AND state || '' IN ('queued', 'blocked') \
                            FOR UPDATE) o \
                      WHERE j.id = o.id AND j.state = o.old RETURNING j.id, j.tenant, o.old",
                     args![now, job_ids],
@@ -1017,7 +1017,7 @@ impl Kernel {
                          WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state IN ('failed', 'skipped')) \
                            THEN 'failed' \
                          ELSE 'cancelled' END \
-                     WHERE id @in($2) AND state = 'running' \
+                     WHERE id @in($2) AND state || '' = 'running' \
                        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id \
                                        AND t.state NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')) \
                      RETURNING id, tenant, state",

@@ -49,7 +49,7 @@ done AS (UPDATE tasks t SET state = 'succeeded', finished_at = $1, updated_at = 
     FROM ended e WHERE t.id = e.task_id AND t.state = 'leased' \
     RETURNING t.id, t.job_id), \
 finished AS (UPDATE jobs j SET state = 'succeeded', finished_at = $1, updated_at = $1 \
-    FROM done d WHERE j.id = d.job_id AND j.state = 'running' \
+    FROM done d WHERE j.id = d.job_id AND j.state || '' = 'running' \
     RETURNING j.id, j.tenant), \
 new_events AS (\
     SELECT 0 AS part, e.id AS ord, $6::TEXT AS type, e.tenant, e.job_id, e.task_id, \
