@@ -833,25 +833,7 @@ impl Kernel {
         let items: Vec<&Completion> = items.iter().map(|c| c.borrow()).collect();
         match self.backend() {
             Backend::Sqlite => self.complete_in_transaction(&items).await,
-            Backend::Postgres => {
-                // Attempts are written in id order, the order a cancel
-                // locks them in (see `cancel_in`), so a batch and a cancel
-                // over the same attempts wait for each other instead of
-                // deadlocking. (Duplicates keep their order: the first is
-                // written.)
-                let mut order: Vec<usize> = (0..items.len()).collect();
-                order.sort_by_key(|&i| items[i].attempt_id);
-                let sorted: Vec<&Completion> = order.iter().map(|&i| items[i]).collect();
-                let answers = self.complete_single_tasks_first(&sorted).await?;
-                let mut unsorted: Vec<Option<Result<()>>> = items.iter().map(|_| None).collect();
-                for (i, answer) in order.into_iter().zip(answers) {
-                    unsorted[i] = Some(answer);
-                }
-                Ok(unsorted
-                    .into_iter()
-                    .map(|a| a.expect("every report answered"))
-                    .collect())
-            }
+            Backend::Postgres => self.complete_single_tasks_first(&items).await,
         }
     }
 
@@ -880,10 +862,16 @@ impl Kernel {
                 .await?
             }
             Backend::Postgres => {
-                let ids: Vec<i64> = items.iter().map(|c| c.attempt_id).collect();
+                // Bound in attempt-id order, the order a cancel locks
+                // attempts in (see `cancel_in`), so the two wait for each
+                // other instead of deadlocking. The answers below are found
+                // by id, whatever the order here.
+                let mut by_id = items.to_vec();
+                by_id.sort_by_key(|c| c.attempt_id);
+                let ids: Vec<i64> = by_id.iter().map(|c| c.attempt_id).collect();
                 let tokens: Vec<String> =
-                    items.iter().map(|c| c.proof.lease_token.clone()).collect();
-                let epochs: Vec<i64> = items.iter().map(|c| c.proof.epoch).collect();
+                    by_id.iter().map(|c| c.proof.lease_token.clone()).collect();
+                let epochs: Vec<i64> = by_id.iter().map(|c| c.proof.epoch).collect();
                 // The jobs are locked (in id order) before anything looks
                 // at their tasks: a transaction completing another task of
                 // the same job at the same moment waits for this one, and

@@ -131,11 +131,14 @@ impl Kernel {
         // A report given twice is written as given first (the statement
         // would pick either); the second is answered as a duplicate.
         let mut seen = HashSet::with_capacity(items.len());
-        let items: Vec<&Completion> = items
+        let mut items: Vec<&Completion> = items
             .iter()
             .copied()
             .filter(|c| seen.insert(c.attempt_id))
             .collect();
+        // Bound in attempt-id order, the order a cancel locks attempts in
+        // (see `cancel_in`). The answer is a set: the order is not in it.
+        items.sort_by_key(|c| c.attempt_id);
         let now = self.now();
         let rows = self
             .db()
