@@ -135,6 +135,16 @@ impl KernelError {
         }
     }
 
+    /// True when Postgres failed the statement to break a deadlock
+    /// (SQLSTATE `40P01`): its transaction was undone whole, so it can
+    /// simply be run again.
+    pub fn lost_a_deadlock(&self) -> bool {
+        match self {
+            KernelError::Database(sqlx::Error::Database(e)) => e.code().as_deref() == Some("40P01"),
+            _ => false,
+        }
+    }
+
     /// True for failures of the storage itself (the server logs them and
     /// answers without their text).
     pub fn is_internal(&self) -> bool {

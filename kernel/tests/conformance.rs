@@ -110,6 +110,106 @@ mod postgres_only {
         );
     }
 
+    /// Holds job `job` locked in a transaction of its own while `op` runs;
+    /// once `op` waits for that lock, writes attempt `attempt` from the
+    /// same transaction, which `op` holds: a cycle that Postgres breaks by
+    /// failing `op` (it waited first; this side waits ten seconds before
+    /// looking). Commits, then answers what `op` answered.
+    async fn deadlock_against<T: Send + 'static>(
+        env: &Env,
+        job: i64,
+        attempt: i64,
+        op: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let pool = sqlx::PgPool::connect(&env.url).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL deadlock_timeout = '10s'")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let op = tokio::spawn(op);
+        eventually("the operation waits for the job's lock", || {
+            let pool = pool.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        })
+        .await;
+        sqlx::query("UPDATE attempts SET heartbeat_at = 1 WHERE id = $1")
+            .bind(attempt)
+            .execute(&mut *tx)
+            .await
+            .expect("the operation, not this transaction, lost the deadlock");
+        tx.commit().await.unwrap();
+        op.await.unwrap()
+    }
+
+    /// A cancel that loses a deadlock to another writer is run again and
+    /// cancels the job, instead of answering a storage error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_cancel_that_loses_a_deadlock_is_run_again() {
+        let Some(env) = common::postgres_env("cancel_loses_a_deadlock").await else {
+            return;
+        };
+        let node = env.node("n1").await;
+        let job = env
+            .kernel
+            .submit(NewJob::single("cancel-me", "noop", json!({})))
+            .await
+            .unwrap()
+            .job
+            .id;
+        let lease = env.claim(node, 1).await.pop().unwrap();
+        let k = env.kernel.clone();
+        let cancelled = deadlock_against(&env, job, lease.attempt_id, async move {
+            k.cancel_job(job).await
+        })
+        .await
+        .expect("the cancel is answered");
+        assert_eq!(cancelled.job.state, JobState::Cancelled);
+        assert_eq!(cancelled.tasks[0].state, TaskState::Cancelled);
+        assert_eq!(
+            cancelled.tasks[0].attempts[0].state,
+            AttemptState::Cancelled
+        );
+    }
+
+    /// A completion written in a transaction (a task of a larger job)
+    /// that loses a deadlock is run again and succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_completion_that_loses_a_deadlock_is_run_again() {
+        let Some(env) = common::postgres_env("completion_loses_a_deadlock").await else {
+            return;
+        };
+        let node = env.node("n1").await;
+        let job = env.kernel.submit_many(noop_jobs(1, |_| 2)).await.unwrap()[0].0;
+        let leases = env.claim(node, 2).await;
+        let lease = leases.iter().find(|l| l.job_id == job).unwrap().clone();
+        let (k, report) = (env.kernel.clone(), completion(&lease, None));
+        let answers = deadlock_against(&env, job, lease.attempt_id, async move {
+            k.complete_many(vec![report]).await
+        })
+        .await
+        .expect("the batch is answered");
+        assert_eq!(codes(&answers), ["ok"]);
+        let detail = env.kernel.get_job(job).await.unwrap();
+        let task = detail.tasks.iter().find(|t| t.id == lease.task_id).unwrap();
+        assert_eq!(task.state, TaskState::Succeeded);
+        assert_eq!(detail.job.state, JobState::Running);
+    }
+
     /// Two kernels with their own pools (as two replicas) claim from one
     /// database at once: no task is ever leased twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

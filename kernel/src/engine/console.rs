@@ -371,6 +371,19 @@ impl Kernel {
         tenants: Option<&[String]>,
         dry_run: bool,
     ) -> Result<BulkJobOutcome> {
+        super::again_on_deadlock("bulk job action", || {
+            self.bulk_jobs_once(action, selection, tenants, dry_run)
+        })
+        .await
+    }
+
+    async fn bulk_jobs_once(
+        &self,
+        action: BulkJobAction,
+        selection: &JobSelection,
+        tenants: Option<&[String]>,
+        dry_run: bool,
+    ) -> Result<BulkJobOutcome> {
         let mut outcome = BulkJobOutcome {
             action,
             dry_run,

@@ -842,6 +842,10 @@ impl Kernel {
         &self,
         items: &[&Completion],
     ) -> Result<Vec<Result<()>>> {
+        super::again_on_deadlock("complete", || self.complete_in_transaction_once(items)).await
+    }
+
+    async fn complete_in_transaction_once(&self, items: &[&Completion]) -> Result<Vec<Result<()>>> {
         let mut w = self.begin().await?;
         let now = w.now;
         let ended = match w.tx.backend() {
@@ -1069,6 +1073,15 @@ impl Kernel {
         proof: &LeaseProof,
         failure: &TaskFailure,
     ) -> Result<FailOutcome> {
+        super::again_on_deadlock("fail", || self.fail_once(attempt_id, proof, failure)).await
+    }
+
+    async fn fail_once(
+        &self,
+        attempt_id: i64,
+        proof: &LeaseProof,
+        failure: &TaskFailure,
+    ) -> Result<FailOutcome> {
         let mut w = self.begin().await?;
         let checks = self.load_checks(&mut w, &[attempt_id]).await?;
         let a = checks
@@ -1104,6 +1117,10 @@ impl Kernel {
     /// Gives a lease back without spending an attempt (a worker shutting
     /// down): the attempt is cancelled, the task is ready again at once.
     pub async fn release(&self, attempt_id: i64, proof: &LeaseProof) -> Result<()> {
+        super::again_on_deadlock("release", || self.release_once(attempt_id, proof)).await
+    }
+
+    async fn release_once(&self, attempt_id: i64, proof: &LeaseProof) -> Result<()> {
         let mut w = self.begin().await?;
         let checks = self.load_checks(&mut w, &[attempt_id]).await?;
         let a = checks

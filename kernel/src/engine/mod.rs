@@ -326,6 +326,37 @@ impl Kernel {
     }
 }
 
+/// More runs of an operation that Postgres failed to break a deadlock.
+const DEADLOCK_RERUNS: usize = 3;
+
+/// Runs `op`, and runs it again (up to [`DEADLOCK_RERUNS`] times more)
+/// when Postgres failed it to break a deadlock.
+///
+/// Writers take rows in one order, attempts, then tasks, then jobs, so
+/// they wait for each other. One window is left: a cancel passes over the
+/// attempts of its jobs twice (see `cancel_in`), and a report on an
+/// attempt that a claim opened between the two passes holds that attempt
+/// while it waits for its task, which the cancel holds. Postgres breaks
+/// such a cycle after `deadlock_timeout` by failing one side, whose
+/// transaction is then undone whole. The operations that can be on either
+/// side (cancels, completions, failures, releases) run again here once the
+/// other side has gone on, instead of answering a storage error.
+pub(crate) async fn again_on_deadlock<T, Fut>(what: &str, mut op: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut reruns = 0;
+    loop {
+        match op().await {
+            Err(e) if e.lost_a_deadlock() && reruns < DEADLOCK_RERUNS => {
+                reruns += 1;
+                tracing::info!(what, reruns, "run again after losing a deadlock");
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// The distinct `names`, sorted.
 pub(crate) fn distinct<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     names

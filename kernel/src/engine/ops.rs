@@ -36,6 +36,10 @@ impl Kernel {
     /// so a cancel and a report at the same moment wait for each other
     /// instead of deadlocking.
     pub async fn cancel_job(&self, job_id: i64) -> Result<JobDetail> {
+        super::again_on_deadlock("cancel", || self.cancel_job_once(job_id)).await
+    }
+
+    async fn cancel_job_once(&self, job_id: i64) -> Result<JobDetail> {
         let mut w = self.begin().await?;
         let already = |state: JobState| KernelError::Conflict {
             message: format!(
