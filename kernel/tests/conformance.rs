@@ -210,6 +210,92 @@ mod postgres_only {
         assert_eq!(detail.job.state, JobState::Running);
     }
 
+    /// Statements that name their jobs by id find them by id, whatever the
+    /// statistics say. Taken while every job was queued, statistics say
+    /// that no job runs, and a guard written `state = 'running'` then sent
+    /// the update through `jobs_state`, once for every job (in session 9,
+    /// a completion of 512 tasks took 10 to 48 seconds that way). Here
+    /// the claim, both kinds of completion and both cancels run on such
+    /// statistics, and none of them reads `jobs_state`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn jobs_named_by_id_are_not_looked_up_by_state() {
+        let Some(env) = common::postgres_env("jobs_not_looked_up_by_state").await else {
+            return;
+        };
+        let k = &env.kernel;
+        let node = env.node("n1").await;
+        let pool = sqlx::PgPool::connect(&env.url).await.unwrap();
+        // Statistics stay as taken below.
+        sqlx::query("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        // 300 jobs, every fifth of two tasks.
+        let ids: Vec<i64> = k
+            .submit_many(noop_jobs(300, |i| if i % 5 == 0 { 2 } else { 1 }))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        sqlx::query("ANALYZE jobs").execute(&pool).await.unwrap();
+        let stat = |sql: &'static str| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let scans =
+            || stat("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'jobs_state'");
+        let updates = || stat("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'jobs'");
+        let (scans_before, updates_before) = (scans().await, updates().await);
+
+        let leases = env.claim(node, 1_000).await;
+        assert_eq!(leases.len(), 360);
+        // The first 200 jobs complete (single-task jobs in one statement,
+        // the others in a transaction); one more is cancelled alone, ten
+        // at once.
+        let done = leases
+            .iter()
+            .filter(|l| l.job_id <= ids[199])
+            .map(|l| completion(l, None))
+            .collect();
+        assert!(k
+            .complete_many(done)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.is_ok()));
+        k.cancel_job(ids[200]).await.unwrap();
+        let outcome = k
+            .bulk_jobs(
+                BulkJobAction::Cancel,
+                &JobSelection::Ids(ids[201..211].to_vec()),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome.results.len(), 10);
+
+        // Every job started, 211 finished: once the server counted those
+        // updates, it has counted this test's index scans too (a backend
+        // reports both at once).
+        let wanted = updates_before + 300 + 211;
+        eventually("the server counts the updates", || async move {
+            (updates().await >= wanted).then_some(())
+        })
+        .await;
+        assert_eq!(
+            scans().await,
+            scans_before,
+            "a statement naming its jobs by id read them through jobs_state"
+        );
+    }
+
     /// Two kernels with their own pools (as two replicas) claim from one
     /// database at once: no task is ever leased twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
