@@ -261,6 +261,20 @@ async fn run(label: &str, url: &str, args: &Args) {
     let kernel = Kernel::open(url, KernelConfig::default())
         .await
         .expect("open database");
+    // An experiment's schema change (an index dropped, a fillfactor set),
+    // applied to the fresh database before anything is written.
+    if let (Ok(file), kernel::Backend::Postgres) = (std::env::var("BENCH_SQL"), kernel.backend()) {
+        let sql = std::fs::read_to_string(&file).expect("read the BENCH_SQL file");
+        let pool = sqlx::PgPool::connect(url)
+            .await
+            .expect("connect for BENCH_SQL");
+        sqlx::raw_sql(&sql)
+            .execute(&pool)
+            .await
+            .expect("apply BENCH_SQL");
+        pool.close().await;
+        eprintln!("{label}: applied {file}");
+    }
     let background = kernel.start_background();
     let noop_node = node(&kernel, "bench", vec!["noop".into()]).await;
 
