@@ -60,8 +60,10 @@ pub(crate) fn rows_json(docs: &[(i64, String)]) -> String {
 /// Inserts the documents of [`rows_json`] given as parameter `$param`.
 pub(crate) fn insert_sql(backend: Backend, param: usize) -> String {
     match backend {
-        Backend::Sqlite => format!(
-            "INSERT INTO job_text (rowid, body) SELECT value ->> 'job_id', value ->> 'body' FROM json_each(${param})"
+        Backend::Sqlite => super::submit::sqlite_rows_insert_sql(
+            "job_text",
+            &[("rowid", "job_id"), ("body", "body")],
+            param,
         ),
         Backend::Postgres => super::submit::recordset_insert_sql(
             backend,
