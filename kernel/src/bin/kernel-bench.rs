@@ -88,19 +88,20 @@ impl Executor for Probe {
     }
 }
 
+/// Runs `sql` (one statement or several) on a connection of its own to `url`.
+async fn run_sql(url: &str, sql: &str) -> Result<(), sqlx::Error> {
+    let pool = sqlx::PgPool::connect(url).await?;
+    let ran = sqlx::raw_sql(sql).execute(&pool).await.map(|_| ());
+    pool.close().await;
+    ran
+}
+
 async fn fresh_postgres(admin: &str) -> String {
     let name = format!("bench_{}", std::process::id());
-    let pool = sqlx::PgPool::connect(admin)
-        .await
-        .expect("connect to postgres");
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&pool)
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
+    let _ = run_sql(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+    run_sql(admin, &format!("CREATE DATABASE {name}"))
         .await
         .expect("create bench database");
-    pool.close().await;
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
     format!("{base}/{name}")
 }
@@ -110,15 +111,8 @@ async fn fresh_postgres(admin: &str) -> String {
 /// autovacuum and checkpoints to work through while the next run is measured.
 async fn drop_postgres(admin: &str, url: &str) {
     let name = url.rsplit('/').next().unwrap_or_default();
-    let dropped = async {
-        let pool = sqlx::PgPool::connect(admin).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&pool)
-            .await?;
-        pool.close().await;
-        Ok::<_, sqlx::Error>(())
-    };
-    if let Err(e) = dropped.await {
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    if let Err(e) = run_sql(admin, &drop).await {
         eprintln!("kernel-bench: could not drop the bench database {name}: {e}");
     }
 }
@@ -265,14 +259,7 @@ async fn run(label: &str, url: &str, args: &Args) {
     // applied to the fresh database before anything is written.
     if let (Ok(file), kernel::Backend::Postgres) = (std::env::var("BENCH_SQL"), kernel.backend()) {
         let sql = std::fs::read_to_string(&file).expect("read the BENCH_SQL file");
-        let pool = sqlx::PgPool::connect(url)
-            .await
-            .expect("connect for BENCH_SQL");
-        sqlx::raw_sql(&sql)
-            .execute(&pool)
-            .await
-            .expect("apply BENCH_SQL");
-        pool.close().await;
+        run_sql(url, &sql).await.expect("apply BENCH_SQL");
         eprintln!("{label}: applied {file}");
     }
     let background = kernel.start_background();
