@@ -38,6 +38,7 @@ conformance!(
     cancel_and_retry_jobs,
     release_gives_the_task_back,
     event_log_is_ordered_without_gaps,
+    many_events_of_one_transaction_are_all_logged_in_order,
     lists_filter_and_paginate,
     attempt_log_appends_and_reads,
     long_poll_wakes_when_work_arrives,
@@ -1944,6 +1945,41 @@ async fn event_log_is_ordered_without_gaps(env: Env) {
     );
     assert_eq!(k.last_event_seq().await.unwrap(), *all.last().unwrap());
     background.shutdown().await;
+}
+
+/// One transaction writing 341 events (256 + 64 + 16 + 4 + 1: every size
+/// of statement the SQLite insert splits a list into) logs each of them
+/// once, in the order they were made.
+async fn many_events_of_one_transaction_are_all_logged_in_order(env: Env) {
+    let k = &env.kernel;
+    let jobs: Vec<NewJob> = (0..341)
+        .map(|i| NewJob::single(format!("bulk-{i}"), "noop", json!({ "i": i })))
+        .collect();
+    let written = k.submit_many(jobs).await.unwrap();
+    let ids: Vec<i64> = written.iter().map(|(id, _)| *id).collect();
+    let events = env.all_events().await;
+    let submitted: Vec<&kernel::model::Event> = events
+        .iter()
+        .filter(|e| e.event_type == kernel::model::event_type::JOB_SUBMITTED)
+        .collect();
+    let logged: Vec<i64> = submitted
+        .iter()
+        .map(|e| e.subject.job_id.expect("a submit event names its job"))
+        .collect();
+    assert_eq!(logged, ids, "one event per job, in the jobs' order");
+    assert!(
+        events.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seq increases"
+    );
+    if k.backend() == kernel::Backend::Sqlite {
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+        let first = seqs[0];
+        assert_eq!(
+            seqs,
+            (first..first + events.len() as i64).collect::<Vec<i64>>(),
+            "SQLite numbers them without a gap"
+        );
+    }
 }
 
 async fn lists_filter_and_paginate(env: Env) {
