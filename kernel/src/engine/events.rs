@@ -97,9 +97,10 @@ pub(super) fn rows_json(events: &[NewEvent]) -> String {
 /// in as few statements as these sizes allow.
 ///
 /// Every statement is a round trip to sqlx's SQLite thread and back, and
-/// that hop, not SQLite's work, is what a statement costs: a batched claim
-/// or completion of 512 tasks writes 512–1,024 events, which took 32–64
-/// statements in chunks of 16, and takes 2–4 now. Alternated three times
+/// with both cores busy that hop, not SQLite's work, is what a statement of
+/// a few rows costs: a batched claim or completion of 512 tasks writes
+/// 512–1,024 events, which took 32–64 statements in chunks of 16, and takes
+/// 2–4 now. Alternated three times
 /// (kernel-bench, 50,000 tasks), the batched drain went from 15,373 /
 /// 14,459 / 13,417 to 18,855 / 19,505 / 18,154 tasks/s and enqueue from
 /// 39,375 / 37,528 / 37,594 to 45,057 / 47,121 / 41,413 jobs/s, with the
