@@ -2192,8 +2192,8 @@ async fn claims_start_waiting() {
 /// New work reaches a claim that waits for it as that claim would have
 /// leased it: the best of its kinds, no more than it asked for, each a
 /// first attempt with a working lease, the job running, and the same
-/// events in the same order. (On Postgres the submit's own statement
-/// leases it; on SQLite the woken claim does.)
+/// events in the same order. (The submit's own writes lease it, on both
+/// backends.)
 async fn a_waiting_claim_gets_new_work_as_its_claim_would(env: Env) {
     use kernel::Clock;
     let k = kernel_without_polling(&env).await;
@@ -2214,9 +2214,8 @@ async fn a_waiting_claim_gets_new_work_as_its_claim_would(env: Env) {
     let id = answer.id;
     let leases = claim.await.unwrap();
     let detail = k.get_job(id).await.unwrap();
-    // On Postgres the submit leased the work itself, and answers so.
-    let handed_by_the_submit = env.url.starts_with("postgres");
-    assert_eq!(answer.state == JobState::Running, handed_by_the_submit);
+    // The submit leased the work itself, and answers so.
+    assert_eq!(answer.state, JobState::Running);
     assert_eq!(keys_of(&detail, &leases), set(&["a", "b"]));
     assert_eq!(detail.job.state, JobState::Running);
     assert_eq!(detail.job.started_at, Some(env.clock.now_ms()));

@@ -1,20 +1,22 @@
-//! New work handed straight to a claim that waits for it (Postgres).
+//! New work handed straight to a claim that waits for it.
 //!
 //! A claim that finds nothing waits for a wake-up. Woken by a submit, it
-//! would run its own statement after the submit's: two statements one
-//! after the other between enqueue and pickup, each a round trip to a
-//! server that was idle. Instead, the submit's one statement also leases
-//! the new work to the waiting claim's node, and the claim receives its
-//! leases in-process.
+//! would run its own transaction after the submit's: two writes one after
+//! the other between enqueue and pickup. Instead, the submit's own writes
+//! also lease the new work to the waiting claim's node, and the claim
+//! receives its leases in-process. On Postgres that is the submit's one
+//! statement; on SQLite, a check and an insert more in the submit's
+//! transaction (kernel-bench's pickup p50 went from 1.41–1.66 ms to
+//! 0.75–0.88 ms).
 //!
-//! The submit leases only what the claim itself would have leased: its
-//! statement checks that the node is online, that no quota exists (quotas
-//! need the claim's transaction), and that no ready work of the claim's
-//! kinds is claimable already (the claim would take that first, by
-//! priority and age); the job's queue is not paused, or the submit would
-//! not write at once at all. When a check fails the submit writes nothing,
-//! writes again as usual, and handing off pauses for a second; the claim is
-//! then woken as before.
+//! The submit leases only what the claim itself would have leased: it
+//! checks that the node is online, that no quota exists (quotas need the
+//! claim's transaction), and that no ready work of the claim's kinds is
+//! claimable already (the claim would take that first, by priority and
+//! age); a batch with a job held back (a paused queue) or submitted before
+//! (an idempotency key) hands nothing off. When a check fails, the submit
+//! writes its jobs as usual and handing off pauses for a second; the claim
+//! is then woken as before.
 //!
 //! A waiting claim is taken off the list by the submit that hands it work,
 //! so two submits never hand work to one claim. A claim that goes away

@@ -212,18 +212,14 @@ impl Kernel {
                     _ = tokio::time::sleep(nap) => {}
                 }
             };
-            // On Postgres a submit may lease its new work to this claim
-            // in its own statement (see [`super::handoff`]).
-            let handed = match self.backend() {
-                Backend::Postgres => {
-                    let waiting = self.inner.waiters.wait(req.node_id, &req.kinds, max);
-                    waiting.until(woken).await
-                }
-                Backend::Sqlite => {
-                    woken.await;
-                    Vec::new()
-                }
-            };
+            // A submit may lease its new work to this claim in its own
+            // writes (see [`super::handoff`]).
+            let handed = self
+                .inner
+                .waiters
+                .wait(req.node_id, &req.kinds, max)
+                .until(woken)
+                .await;
             if !handed.is_empty() {
                 return Ok(handed);
             }

@@ -14,10 +14,10 @@ use serde_json::json;
 use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{event_type, Job, JobState, Lease, NewJob, Submitted, TaskCounts, TaskState};
-use crate::sql::{args, Arg, Conns};
+use crate::sql::{args, Arg, Conns, Row};
 
 use super::handoff::Waiter;
-use super::{dag, events, job_text, Kernel, NewEvent};
+use super::{dag, events, job_text, Kernel, NewEvent, Work};
 
 /// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $param>`.
 pub(crate) fn recordset_insert_sql(
@@ -185,6 +185,27 @@ const PG_HANDABLE: &str = "EXISTS (SELECT 1 FROM nodes WHERE id = ${node} AND st
      AND NOT EXISTS (SELECT 1 FROM tasks WHERE state = 'ready' AND not_before <= ${now} \
          AND kind = ANY(${kinds}) AND queue NOT IN (SELECT name FROM queues WHERE paused))";
 
+/// SQLite: the first attempts of the tasks a submit hands off, as
+/// [`PG_INSERT_ATTEMPTS`] writes them, from the JSON array of
+/// [`AttemptRow`]s in `$1`.
+const SQLITE_INSERT_ATTEMPTS: &str =
+    "INSERT INTO attempts (id, task_id, job_id, tenant, queue, number, \
+         state, node_id, lease_token, epoch, lease_expires_at, started_at) \
+     SELECT value ->> 'id', value ->> 'task_id', value ->> 'job_id', value ->> 'tenant', \
+            value ->> 'queue', 1, 'active', value ->> 'node_id', @token, 1, \
+            value ->> 'lease_expires_at', value ->> 'started_at' \
+     FROM json_each($1) RETURNING id, lease_token";
+
+/// SQLite: [`PG_HANDABLE`] for the claim waiting on node `$1` for the kinds
+/// `$3` at `$2`, and the last attempt id (the writer holds the write lock:
+/// nobody else takes the next ones before the submit commits).
+const SQLITE_HANDABLE: &str =
+    "SELECT EXISTS (SELECT 1 FROM nodes WHERE id = $1 AND status = 'online') \
+       AND NOT EXISTS (SELECT 1 FROM quotas) \
+       AND NOT EXISTS (SELECT 1 FROM tasks WHERE state = 'ready' AND not_before <= $2 \
+           AND kind @in($3) AND queue NOT IN (SELECT name FROM queues WHERE paused)) AS handable, \
+     COALESCE((SELECT MAX(id) FROM attempts), 0) AS last_attempt";
+
 /// New work a submit leases to a claim waiting for it (see
 /// [`super::handoff`]).
 struct Hand {
@@ -323,6 +344,12 @@ impl Kernel {
     /// SQLite: one transaction on the one writer, statement by statement
     /// (its round trips are function calls).
     async fn insert_jobs_sqlite(&self, jobs: &[NewJob]) -> Result<Written> {
+        // A claim of this kernel that waits for work of a kind this batch
+        // makes ready, taken before the writer is (see [`super::handoff`]).
+        let waiter = self
+            .inner
+            .waiters
+            .take(|kind| ready_at_once(jobs).any(|t| t.kind == kind));
         let mut w = self.begin().await?;
         let now = w.now;
         let tenants = super::distinct(jobs.iter().map(|j| j.tenant.as_str()));
@@ -379,7 +406,13 @@ impl Kernel {
             task_ids: after(row.i64("tasks")?, task_total),
         };
 
-        let plan = self.plan(jobs, prepared, now, None);
+        // Unless the checks allow it, the waiter is dropped unanswered, and
+        // its claim looks for work again.
+        let hand = match waiter {
+            Some(waiter) => self.sqlite_hand(&mut w, waiter, jobs, &prepared).await?,
+            None => None,
+        };
+        let plan = self.plan(jobs, prepared, now, hand.as_ref());
         let insert = |table, cols| recordset_insert_sql(Backend::Sqlite, table, cols, 1);
         let inserts = [
             with_rows(insert("jobs", JOB_COLS), &plan.jobs),
@@ -397,10 +430,70 @@ impl Kernel {
                 w.tx.execute(&sql, args![rows]).await?;
             }
         }
+        let leases = match &hand {
+            Some(_) if !plan.attempts.is_empty() => {
+                let granted =
+                    w.tx.fetch_all(SQLITE_INSERT_ATTEMPTS, args![rows_json(&plan.attempts)])
+                        .await?;
+                handed_leases(&plan, &granted, "id")?
+            }
+            _ => Vec::new(),
+        };
         w.events = plan.events;
-        w.wake_claimers = plan.any_ready;
         self.finish(w).await?;
+        // The claim first: everything else can wait for its worker.
+        if let Some(hand) = hand {
+            self.answer(hand, leases).await;
+        }
+        if plan.any_ready {
+            self.wake_claimers();
+        }
         Ok(plan.outcome)
+    }
+
+    /// SQLite: a hand-off of this batch's new work to `waiter`, when its
+    /// claim would lease that work (the checks of [`PG_HANDABLE`]) and the
+    /// batch has no job held back or submitted before (as on Postgres),
+    /// with the attempt ids to lease it with. When the checks say no,
+    /// handing off pauses (see [`super::handoff`]).
+    async fn sqlite_hand(
+        &self,
+        w: &mut Work,
+        waiter: Waiter,
+        jobs: &[NewJob],
+        prepared: &Prepared,
+    ) -> Result<Option<Hand>> {
+        if !prepared.held.is_empty() || !prepared.existing.is_empty() {
+            return Ok(None);
+        }
+        let row =
+            w.tx.fetch_one(
+                SQLITE_HANDABLE,
+                args![waiter.node_id, w.now, waiter.kinds.clone()],
+            )
+            .await?;
+        if !row.bool("handable")? {
+            self.inner.waiters.pause();
+            return Ok(None);
+        }
+        let last = row.i64("last_attempt")?;
+        let of_its_kinds = ready_at_once(jobs)
+            .filter(|t| waiter.kinds.contains(&t.kind))
+            .count()
+            .min(waiter.max as usize);
+        Ok(Some(Hand {
+            attempt_ids: (1..=of_its_kinds as i64).map(|i| last + i).collect(),
+            lease_expires_at: w.now + self.config().lease_ms,
+            waiter,
+        }))
+    }
+
+    /// Hands the claim `hand` took its leases; gives them back when it went
+    /// away.
+    async fn answer(&self, hand: Hand, leases: Vec<Lease>) {
+        if let Err(leases) = hand.waiter.answer(leases) {
+            self.give_back(leases).await;
+        }
     }
 
     /// Postgres: one statement, a transaction of its own (no BEGIN or
@@ -424,17 +517,12 @@ impl Kernel {
             .filter_map(|j| Some((j.tenant.clone(), j.idempotency_key.clone()?)))
             .unzip();
         let task_total: usize = jobs.iter().map(|j| j.tasks.len()).sum();
-        let ready_at_once = || {
-            jobs.iter()
-                .flat_map(|j| &j.tasks)
-                .filter(|t| t.depends_on.is_empty())
-        };
         let waiter = self
             .inner
             .waiters
-            .take(|kind| ready_at_once().any(|t| t.kind == kind));
+            .take(|kind| ready_at_once(jobs).any(|t| t.kind == kind));
         let handable = waiter.as_ref().map_or(0, |w| {
-            let of_its_kinds = ready_at_once().filter(|t| w.kinds.contains(&t.kind));
+            let of_its_kinds = ready_at_once(jobs).filter(|t| w.kinds.contains(&t.kind));
             of_its_kinds.count().min(w.max as usize)
         });
         let (job_ids, task_ids, attempt_ids) =
@@ -639,42 +727,10 @@ impl Kernel {
                 Wrote::Held
             });
         }
-        let mut tokens = HashMap::with_capacity(plan.attempts.len());
-        for r in &rows {
-            if let Some(id) = r.opt_i64("attempt_id")? {
-                tokens.insert(id, r.text("lease_token")?);
-            }
-        }
-        let leases = plan
-            .handed
-            .iter()
-            .zip(&plan.attempts)
-            .map(|(&(i, payload), a)| {
-                let t = &plan.tasks[i];
-                Ok(Lease {
-                    attempt_id: a.id,
-                    task_id: t.id,
-                    job_id: t.job_id,
-                    kind: t.kind.to_string(),
-                    payload: payload.clone(),
-                    lease_token: tokens
-                        .remove(&a.id)
-                        .ok_or_else(|| KernelError::conflict("a handed task has no attempt"))?,
-                    epoch: t.epoch,
-                    lease_expires_at: a.lease_expires_at,
-                    attempt_number: t.attempts_used,
-                    max_attempts: t.max_attempts,
-                    timeout_s: t.timeout_s,
-                    tenant: t.tenant.to_string(),
-                    queue: t.queue.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         // The claim first: everything else can wait for its worker.
         if let Some(hand) = hand {
-            if let Err(leases) = hand.waiter.answer(leases) {
-                self.give_back(leases).await;
-            }
+            let leases = handed_leases(&plan, &rows, "attempt_id")?;
+            self.answer(hand, leases).await;
         }
         if plan.any_ready {
             self.wake_claimers();
@@ -895,6 +951,13 @@ impl Kernel {
     }
 }
 
+/// The tasks of `jobs` that are ready as soon as they are written.
+fn ready_at_once(jobs: &[NewJob]) -> impl Iterator<Item = &crate::model::NewTask> {
+    jobs.iter()
+        .flat_map(|j| &j.tasks)
+        .filter(|t| t.depends_on.is_empty())
+}
+
 /// Leases the best of `plan`'s ready tasks of the waiting claim's kinds to
 /// its node, as its claim would (by priority, then age; at most as many as
 /// it asked for): the tasks are written leased, with their first attempt,
@@ -966,4 +1029,39 @@ fn hand_off<'a>(plan: &mut Plan<'a>, payloads: &[&'a serde_json::Value], hand: &
         plan.events.push(event);
     }
     plan.any_ready = plan.tasks.iter().any(|t| t.state == ready);
+}
+
+/// The leases of the tasks `plan` handed off, their tokens read from `rows`
+/// (an attempt id in `id_column`, its `lease_token`).
+fn handed_leases(plan: &Plan<'_>, rows: &[Row], id_column: &str) -> Result<Vec<Lease>> {
+    let mut tokens = HashMap::with_capacity(plan.attempts.len());
+    for r in rows {
+        if let Some(id) = r.opt_i64(id_column)? {
+            tokens.insert(id, r.text("lease_token")?);
+        }
+    }
+    plan.handed
+        .iter()
+        .zip(&plan.attempts)
+        .map(|(&(i, payload), a)| {
+            let t = &plan.tasks[i];
+            Ok(Lease {
+                attempt_id: a.id,
+                task_id: t.id,
+                job_id: t.job_id,
+                kind: t.kind.to_string(),
+                payload: payload.clone(),
+                lease_token: tokens
+                    .remove(&a.id)
+                    .ok_or_else(|| KernelError::conflict("a handed task has no attempt"))?,
+                epoch: t.epoch,
+                lease_expires_at: a.lease_expires_at,
+                attempt_number: t.attempts_used,
+                max_attempts: t.max_attempts,
+                timeout_s: t.timeout_s,
+                tenant: t.tenant.to_string(),
+                queue: t.queue.to_string(),
+            })
+        })
+        .collect()
 }
