@@ -178,12 +178,22 @@ const PG_INSERT_ATTEMPTS: &str = "INSERT INTO attempts (id, task_id, job_id, ten
      RETURNING id, lease_token";
 
 /// Whether the claim waiting on node `$node` for `$kinds` may be handed new
-/// work: what its own claim statement would check (`PG_CLAIM`), and that
+/// work at `$now`: what its own claim would check (`PG_CLAIM`), and that
 /// no older ready work of its kinds is claimable, which it would take first.
-const PG_HANDABLE: &str = "EXISTS (SELECT 1 FROM nodes WHERE id = ${node} AND status = 'online') \
+/// Both backends; [`handable_sql`] numbers its parameters.
+const HANDABLE: &str = "EXISTS (SELECT 1 FROM nodes WHERE id = ${node} AND status = 'online') \
      AND NOT EXISTS (SELECT 1 FROM quotas) \
      AND NOT EXISTS (SELECT 1 FROM tasks WHERE state = 'ready' AND not_before <= ${now} \
-         AND kind = ANY(${kinds}) AND queue NOT IN (SELECT name FROM queues WHERE paused))";
+         AND kind @in(${kinds}) AND queue NOT IN (SELECT name FROM queues WHERE paused))";
+
+/// [`HANDABLE`] with its node, time and kinds as parameters `node`, `node
+/// + 1` and `node + 2`.
+fn handable_sql(node: usize) -> String {
+    HANDABLE
+        .replace("{node}", &node.to_string())
+        .replace("{now}", &(node + 1).to_string())
+        .replace("{kinds}", &(node + 2).to_string())
+}
 
 /// SQLite: the first attempts of the tasks a submit hands off, as
 /// [`PG_INSERT_ATTEMPTS`] writes them, from the JSON array of
@@ -194,17 +204,7 @@ const SQLITE_INSERT_ATTEMPTS: &str =
      SELECT value ->> 'id', value ->> 'task_id', value ->> 'job_id', value ->> 'tenant', \
             value ->> 'queue', 1, 'active', value ->> 'node_id', @token, 1, \
             value ->> 'lease_expires_at', value ->> 'started_at' \
-     FROM json_each($1) RETURNING id, lease_token";
-
-/// SQLite: [`PG_HANDABLE`] for the claim waiting on node `$1` for the kinds
-/// `$3` at `$2`, and the last attempt id (the writer holds the write lock:
-/// nobody else takes the next ones before the submit commits).
-const SQLITE_HANDABLE: &str =
-    "SELECT EXISTS (SELECT 1 FROM nodes WHERE id = $1 AND status = 'online') \
-       AND NOT EXISTS (SELECT 1 FROM quotas) \
-       AND NOT EXISTS (SELECT 1 FROM tasks WHERE state = 'ready' AND not_before <= $2 \
-           AND kind @in($3) AND queue NOT IN (SELECT name FROM queues WHERE paused)) AS handable, \
-     COALESCE((SELECT MAX(id) FROM attempts), 0) AS last_attempt";
+     FROM json_each($1) RETURNING id AS attempt_id, lease_token";
 
 /// New work a submit leases to a claim waiting for it (see
 /// [`super::handoff`]).
@@ -435,7 +435,7 @@ impl Kernel {
                 let granted =
                     w.tx.fetch_all(SQLITE_INSERT_ATTEMPTS, args![rows_json(&plan.attempts)])
                         .await?;
-                handed_leases(&plan, &granted, "id")?
+                handed_leases(&plan, &granted)?
             }
             _ => Vec::new(),
         };
@@ -452,7 +452,7 @@ impl Kernel {
     }
 
     /// SQLite: a hand-off of this batch's new work to `waiter`, when its
-    /// claim would lease that work (the checks of [`PG_HANDABLE`]) and the
+    /// claim would lease that work (the checks of [`HANDABLE`]) and the
     /// batch has no job held back or submitted before (as on Postgres),
     /// with the attempt ids to lease it with. When the checks say no,
     /// handing off pauses (see [`super::handoff`]).
@@ -466,12 +466,15 @@ impl Kernel {
         if !prepared.held.is_empty() || !prepared.existing.is_empty() {
             return Ok(None);
         }
+        // With the last attempt id: the writer holds the write lock, so
+        // nobody else takes the next ones before the submit commits.
+        let sql = format!(
+            "SELECT {} AS handable, COALESCE((SELECT MAX(id) FROM attempts), 0) AS last_attempt",
+            handable_sql(1)
+        );
         let row =
-            w.tx.fetch_one(
-                SQLITE_HANDABLE,
-                args![waiter.node_id, w.now, waiter.kinds.clone()],
-            )
-            .await?;
+            w.tx.fetch_one(&sql, args![waiter.node_id, w.now, waiter.kinds.clone()])
+                .await?;
         if !row.bool("handable")? {
             self.inner.waiters.pause();
             return Ok(None);
@@ -644,10 +647,7 @@ impl Kernel {
             Some(hand) if !plan.attempts.is_empty() => {
                 let at = all.len();
                 all.extend(args![hand.waiter.node_id, now, hand.waiter.kinds.clone()]);
-                let handable = PG_HANDABLE
-                    .replace("{node}", &(at + 1).to_string())
-                    .replace("{now}", &(at + 2).to_string())
-                    .replace("{kinds}", &(at + 3).to_string());
+                let handable = handable_sql(at + 1);
                 format!(
                     "SELECT b.clear AND {handable} AS clear, b.clear AS base FROM ({gate_sql}) b"
                 )
@@ -729,7 +729,7 @@ impl Kernel {
         }
         // The claim first: everything else can wait for its worker.
         if let Some(hand) = hand {
-            let leases = handed_leases(&plan, &rows, "attempt_id")?;
+            let leases = handed_leases(&plan, &rows)?;
             self.answer(hand, leases).await;
         }
         if plan.any_ready {
@@ -1032,11 +1032,11 @@ fn hand_off<'a>(plan: &mut Plan<'a>, payloads: &[&'a serde_json::Value], hand: &
 }
 
 /// The leases of the tasks `plan` handed off, their tokens read from `rows`
-/// (an attempt id in `id_column`, its `lease_token`).
-fn handed_leases(plan: &Plan<'_>, rows: &[Row], id_column: &str) -> Result<Vec<Lease>> {
+/// (`attempt_id`, `lease_token`).
+fn handed_leases(plan: &Plan<'_>, rows: &[Row]) -> Result<Vec<Lease>> {
     let mut tokens = HashMap::with_capacity(plan.attempts.len());
     for r in rows {
-        if let Some(id) = r.opt_i64(id_column)? {
+        if let Some(id) = r.opt_i64("attempt_id")? {
             tokens.insert(id, r.text("lease_token")?);
         }
     }
