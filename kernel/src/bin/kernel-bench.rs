@@ -12,7 +12,8 @@
 //! - enqueue: N one-task `noop` jobs submitted in batches of 1,000;
 //! - drain, batched: those N tasks run by an in-process pool (2,048 slots,
 //!   claims of up to 512, batched completions, `--in-flight` claims and
-//!   report batches at once, default 2 on SQLite and 4 on Postgres);
+//!   report batches at once, default 2 on SQLite and 4 on Postgres;
+//!   `--slots` and `--claim-batch` change the first two);
 //!   tasks/s from pool start to the last completion recorded;
 //! - drain, one at a time: N/5 tasks with 24 slots, one lease per claim and
 //!   one completion per call, 24 calls in flight (graphile-worker's
@@ -40,6 +41,10 @@ struct Args {
     /// Claims and report batches in flight in the batched drain (default:
     /// 2 on SQLite, 4 on Postgres).
     in_flight: Option<usize>,
+    /// Most tasks one claim of the batched drain asks for (default 512).
+    claim_batch: usize,
+    /// Executor slots of the batched drain's pool (default 2,048).
+    slots: usize,
 }
 
 fn parse_args() -> Args {
@@ -49,6 +54,8 @@ fn parse_args() -> Args {
         postgres: std::env::var("SWITCHYARD_TEST_POSTGRES_URL").ok(),
         sqlite: true,
         in_flight: None,
+        claim_batch: 512,
+        slots: 2_048,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -65,6 +72,13 @@ fn parse_args() -> Args {
                         .expect("--in-flight N"),
                 )
             }
+            "--claim-batch" => {
+                args.claim_batch = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--claim-batch N")
+            }
+            "--slots" => args.slots = it.next().and_then(|v| v.parse().ok()).expect("--slots N"),
             "--sqlite-only" => args.postgres = None,
             "--postgres-only" => args.sqlite = false,
             other => {
@@ -276,7 +290,15 @@ async fn run(label: &str, url: &str, args: &Args) {
         kernel::Backend::Postgres => 4,
     });
     eprintln!("{label}: batched drain of {} tasks", args.tasks);
-    let batched = drain(&kernel, args.tasks, noop_node, 2_048, 512, in_flight).await;
+    let batched = drain(
+        &kernel,
+        args.tasks,
+        noop_node,
+        args.slots,
+        args.claim_batch,
+        in_flight,
+    )
+    .await;
     eprintln!("{label}: batched drain done");
     // A pause between the phases, so that a tool watching the marker above
     // (scripts/bench-wal.sh) reads where the drain's writes end before the
@@ -303,6 +325,8 @@ async fn run(label: &str, url: &str, args: &Args) {
             "pickup_p99_ms": (p99 * 100.0).round() / 100.0,
             "pickups": args.pickups,
             "in_flight": in_flight,
+            "claim_batch": args.claim_batch,
+            "slots": args.slots,
         })
     );
     kernel.db().close().await;
