@@ -16,6 +16,7 @@ conformance!(
     dag_runs_in_dependency_order,
     invalid_dags_are_refused_and_nothing_is_written,
     submit_is_idempotent,
+    concurrent_submitters_each_get_increasing_ids,
     concurrent_claimers_never_share_a_task,
     stale_epoch_is_fenced_after_a_re_lease,
     a_batch_of_completions_is_answered_item_by_item,
@@ -591,6 +592,61 @@ async fn invalid_dags_are_refused_and_nothing_is_written(env: Env) {
     let jobs = k.list_jobs(&JobFilter::default(), 100, None).await.unwrap();
     assert!(jobs.items.is_empty());
     assert!(env.all_events().await.is_empty());
+}
+
+/// Ids are unique, and increase in the order one submitter's jobs were
+/// submitted, while many submit at once: on Postgres they come from a
+/// reserve that submits refill when it runs out and top up behind them when
+/// it runs low, here racing each other and a batch far larger than the
+/// reserve.
+async fn concurrent_submitters_each_get_increasing_ids(env: Env) {
+    let k = &env.kernel;
+    let mut handles = Vec::new();
+    for s in 0..8 {
+        let k = k.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..40 {
+                if s == 0 && i == 20 {
+                    let batch = (0..100)
+                        .map(|b| NewJob::single(format!("batch-{b}"), "noop", json!({})))
+                        .collect();
+                    ids.extend(
+                        k.submit_many(batch)
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|(id, _)| *id),
+                    );
+                }
+                let job = NewJob::single(format!("s{s}-{i}"), "noop", json!({}));
+                ids.push(k.submit(job).await.unwrap().job.id);
+            }
+            ids
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for h in handles {
+        let ids = h.await.unwrap();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "one submitter's ids went down: {ids:?}"
+        );
+        all.extend(ids);
+    }
+    assert_eq!(all.len(), 8 * 40 + 100, "every job has an id of its own");
+    let tasks: BTreeSet<i64> = task_ids_of(k, &all).await;
+    assert_eq!(tasks.len(), all.len(), "every task has an id of its own");
+}
+
+/// The task ids of the one-task jobs `jobs`.
+async fn task_ids_of(k: &kernel::Kernel, jobs: &BTreeSet<i64>) -> BTreeSet<i64> {
+    let mut tasks = BTreeSet::new();
+    for id in jobs {
+        let job = k.get_job(*id).await.unwrap();
+        tasks.extend(job.tasks.iter().map(|t| t.id));
+    }
+    tasks
 }
 
 async fn submit_is_idempotent(env: Env) {
