@@ -228,17 +228,26 @@ impl Db {
             //   marks those entries dead as it passes and later scans skip
             //   them. An empty claim on a table after a 24,000-task burst:
             //   1.7 ms with the bitmap, 0.09 ms with the ordered scan.
+            // - `enable_seqscan = off`, for the same walk: the planner cannot
+            //   know that those dead entries are skipped without a visit to
+            //   the table, so after a burst, with statistics saying few tasks
+            //   are ready, it priced the walk at a table read per entry and
+            //   read the whole table instead: 9 ms for an empty claim over
+            //   60,000 tasks, against ~0.1 ms. An idle node's claims then
+            //   took longer than the gap between two submits, so new work
+            //   found no claim waiting for it, and every pickup of a run
+            //   took ~20 ms (1 run in 5-8 of the bench's; session 12).
             // Set at connection start, these cost no round trip, and they
             // hold when the claim's statement is planned. (Like every pool
             // here, it pings only connections idle for over a second.)
             let lease = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.clamp(2, 8))
                 .acquire_timeout(Duration::from_secs(60))
-                .connect_with(
-                    options
-                        .clone()
-                        .options([("synchronous_commit", "off"), ("enable_bitmapscan", "off")]),
-                )
+                .connect_with(options.clone().options([
+                    ("synchronous_commit", "off"),
+                    ("enable_bitmapscan", "off"),
+                    ("enable_seqscan", "off"),
+                ]))
                 .await?;
             // Submits get connections of their own too, which always use
             // the generic plan of a prepared statement: a submit is one
@@ -248,13 +257,15 @@ impl Db {
             // looks no dearer) took about as long as running it. A submit
             // that hands its work to a waiting claim first looks for older
             // ready work through the claim index, as the claim does, and
-            // for the same reason without bitmap scans (see above).
+            // for the same reasons without bitmap or sequential scans (see
+            // above).
             let submit = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.clamp(2, 8))
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.options([
                     ("plan_cache_mode", "force_generic_plan"),
                     ("enable_bitmapscan", "off"),
+                    ("enable_seqscan", "off"),
                 ]))
                 .await?;
             Ok(Db {
@@ -343,14 +354,19 @@ impl Db {
     }
 }
 
+/// A fresh database on the test Postgres server, for the crate's own tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) struct TestPostgres {
+    server: PgPool,
+    name: String,
+    pub(crate) url: String,
+}
 
-    /// Every Postgres pool (everything else's, the claims', the submits')
-    /// runs with JIT compilation off, whatever the server's default.
-    #[tokio::test]
-    async fn postgres_connections_never_jit_compile() {
+#[cfg(test)]
+impl TestPostgres {
+    /// `None` (the test skips) when no test server is configured, unless
+    /// `SWITCHYARD_REQUIRE_POSTGRES=1` demands one.
+    pub(crate) async fn create(test: &str) -> Option<TestPostgres> {
         let admin = match std::env::var("SWITCHYARD_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => url,
             _ => {
@@ -359,11 +375,11 @@ mod tests {
                     Ok("1"),
                     "SWITCHYARD_REQUIRE_POSTGRES=1 but SWITCHYARD_TEST_POSTGRES_URL is not set"
                 );
-                eprintln!("skipping: SWITCHYARD_TEST_POSTGRES_URL is not set");
-                return;
+                eprintln!("skipping {test}: SWITCHYARD_TEST_POSTGRES_URL is not set");
+                return None;
             }
         };
-        let name = format!("jit_{}", std::process::id());
+        let name = format!("{test}_{}", std::process::id());
         let server = PgPool::connect(&admin)
             .await
             .expect("connect to the server");
@@ -372,7 +388,32 @@ mod tests {
             .await
             .expect("create a database");
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-        let db = Db::open(&format!("{base}/{name}")).await.expect("open");
+        let url = format!("{base}/{name}");
+        Some(TestPostgres { server, name, url })
+    }
+
+    /// Drops the database (`db`, opened on it, closed first).
+    pub(crate) async fn drop(self, db: &Db) {
+        db.close().await;
+        sqlx::query(&format!("DROP DATABASE {}", self.name))
+            .execute(&self.server)
+            .await
+            .expect("drop the database");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every Postgres pool (everything else's, the claims', the submits')
+    /// runs with JIT compilation off, whatever the server's default.
+    #[tokio::test]
+    async fn postgres_connections_never_jit_compile() {
+        let Some(pg) = TestPostgres::create("jit").await else {
+            return;
+        };
+        let db = Db::open(&pg.url).await.expect("open");
         let Pools::Postgres {
             pool,
             lease,
@@ -388,10 +429,6 @@ mod tests {
                 .expect("show jit");
             assert_eq!(jit, "off", "the {which} pool");
         }
-        db.close().await;
-        sqlx::query(&format!("DROP DATABASE {name}"))
-            .execute(&server)
-            .await
-            .expect("drop the database");
+        pg.drop(&db).await;
     }
 }

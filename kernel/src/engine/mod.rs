@@ -11,14 +11,19 @@
 //! The engine never speaks HTTP and never decides how a task is executed:
 //! that is the worker's business (`crate::worker`).
 //!
-//! **State guards on jobs named by id are written `state || ''`** (in the
-//! claim, the completions, `derive_jobs` and a cancel): the ids must choose
-//! the rows, never the `jobs_state` index. Written plainly, a Postgres
-//! planner whose statistics were taken when no job was running estimates
-//! one running job, walks every running job's entry in `jobs_state` for
-//! each job the statement names, and a completion of 512 tasks took 10 to
-//! 48 seconds while holding its attempts (seen in the batched drain:
+//! **State guards on rows named by id are written `state || ''`** (jobs in
+//! the claim, the completions, `derive_jobs` and a cancel; tasks and
+//! attempts in the claim and the completions): the ids must choose the
+//! rows, never an index on the state. Written plainly, a Postgres planner
+//! whose statistics were taken when no job was running estimates one
+//! running job, walks every running job's entry in `jobs_state` for each
+//! job the statement names, and a completion of 512 tasks took 10 to 48
+//! seconds while holding its attempts (seen in the batched drain:
 //! throughput fell from ~9,000 to ~500 tasks/s; docs/benchmarks.md). The
+//! same for tasks: with statistics saying no task was ready, a claim of one
+//! task found it by walking every ready task's entry in
+//! `tasks_queue_active` (8,924 of them, 8 ms a claim; the one-at-a-time
+//! drain fell from ~4,500 to ~1,200 tasks/s, session 12). The
 //! concatenation leaves the meaning as it was and gives no index to match.
 
 mod batch;

@@ -41,12 +41,12 @@ use super::Kernel;
 const PG_COMPLETE_SINGLE: &str = "\
 WITH ended AS (UPDATE attempts a SET state = 'succeeded', finished_at = $1 \
     FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) AS p(id, token, epoch, output) \
-    WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state = 'active' \
+    WHERE a.id = p.id AND a.lease_token = p.token AND a.epoch = p.epoch AND a.state || '' = 'active' \
       AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.job_id = a.job_id AND o.id <> a.task_id) \
     RETURNING a.id, a.task_id, a.job_id, a.tenant, a.node_id, p.output), \
 done AS (UPDATE tasks t SET state = 'succeeded', finished_at = $1, updated_at = $1, \
         output = COALESCE(e.output, t.output) \
-    FROM ended e WHERE t.id = e.task_id AND t.state = 'leased' \
+    FROM ended e WHERE t.id = e.task_id AND t.state || '' = 'leased' \
     RETURNING t.id, t.job_id), \
 finished AS (UPDATE jobs j SET state = 'succeeded', finished_at = $1, updated_at = $1 \
     FROM done d WHERE j.id = d.job_id AND j.state || '' = 'running' \
