@@ -379,7 +379,12 @@ impl TestPostgres {
                 return None;
             }
         };
-        let name = format!("{test}_{}", std::process::id());
+        let salt = std::collections::hash_map::RandomState::new();
+        let name = format!(
+            "{test}_{}_{:08x}",
+            std::process::id(),
+            std::hash::BuildHasher::hash_one(&salt, test) as u32
+        );
         let server = PgPool::connect(&admin)
             .await
             .expect("connect to the server");
@@ -395,10 +400,13 @@ impl TestPostgres {
     /// Drops the database (`db`, opened on it, closed first).
     pub(crate) async fn drop(self, db: &Db) {
         db.close().await;
-        sqlx::query(&format!("DROP DATABASE {}", self.name))
-            .execute(&self.server)
-            .await
-            .expect("drop the database");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.server)
+        .await
+        .expect("drop the database");
     }
 }
 

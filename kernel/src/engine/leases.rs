@@ -726,7 +726,7 @@ impl Kernel {
         }
         if !renewed.is_empty() {
             w.tx.execute(
-                "UPDATE attempts SET lease_expires_at = $1, heartbeat_at = $2 WHERE id @in($3) AND state = 'active'",
+                "UPDATE attempts SET lease_expires_at = $1, heartbeat_at = $2 WHERE id @in($3) AND state || '' = 'active'",
                 args![expires, now, renewed],
             )
             .await?;
@@ -1031,7 +1031,7 @@ impl Kernel {
             .execute(
                 "UPDATE tasks SET deps_remaining = deps_remaining - \
                      (SELECT COUNT(*) FROM task_deps d WHERE d.task_id = tasks.id AND d.depends_on @in($1)) \
-                 WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on @in($1)) AND state = 'pending'",
+                 WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on @in($1)) AND state || '' = 'pending'",
                 args![succeeded.to_vec()],
             )
             .await?;
@@ -1042,7 +1042,7 @@ impl Kernel {
             w.tx.fetch_all(
                 "UPDATE tasks SET state = 'ready', updated_at = $1 \
                  WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on @in($2)) \
-                   AND state = 'pending' AND deps_remaining <= 0 \
+                   AND state || '' = 'pending' AND deps_remaining <= 0 \
                  RETURNING id, job_id, tenant",
                 args![w.now, succeeded.to_vec()],
             )
@@ -1314,7 +1314,7 @@ impl Kernel {
         let skipped =
             w.tx.fetch_all(
                 "UPDATE tasks SET state = 'skipped', finished_at = $1, updated_at = $1 \
-                 WHERE id @in($2) AND state = 'pending' RETURNING id, tenant",
+                 WHERE id @in($2) AND state || '' = 'pending' RETURNING id, tenant",
                 args![w.now, downstream],
             )
             .await?;
@@ -1669,7 +1669,8 @@ mod tests {
                 "the claim does not walk its index:\n{plan}"
             );
             assert!(
-                plan.contains("Index Scan using tasks_pkey on tasks t"),
+                plan.contains("Index Scan using tasks_pkey on tasks t")
+                    && plan.contains("Index Cond: (id = picked.id)"),
                 "the claim does not lease by id:\n{plan}"
             );
         }

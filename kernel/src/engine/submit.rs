@@ -763,16 +763,24 @@ impl Kernel {
             reserve.tasks.drain(..tasks).collect(),
             reserve.attempts.drain(..attempts).collect(),
         );
-        let low = [&reserve.jobs, &reserve.tasks, &reserve.attempts]
-            .iter()
-            .any(|ids| ids.len() < ID_LOW);
+        // Attempt ids only once a submit has handed work to a claim: most
+        // submits never do.
+        let attempts_low = if attempts > 0 { ID_LOW } else { 0 };
+        let low = reserve.jobs.len() < ID_LOW
+            || reserve.tasks.len() < ID_LOW
+            || reserve.attempts.len() < attempts_low;
         if low && !reserve.topping_up {
             reserve.topping_up = true;
             let kernel = self.clone();
             tokio::spawn(async move {
                 let mut reserve = kernel.inner.reserved_ids.lock().await;
                 // A failure here is the next submit's to meet and report.
-                let _ = kernel.top_up(&mut reserve, ID_LOW, ID_LOW, ID_LOW).await;
+                if let Err(e) = kernel
+                    .top_up(&mut reserve, ID_LOW, ID_LOW, attempts_low)
+                    .await
+                {
+                    tracing::debug!(error = %e, "topping up the id reserve");
+                }
                 reserve.topping_up = false;
             });
         }
