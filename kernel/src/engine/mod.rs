@@ -14,8 +14,8 @@
 //! **State guards on rows named by id are written `state || ''`** (jobs in
 //! the claim, the completions, `derive_jobs` and a cancel; tasks and
 //! attempts in the claim, the completions, heartbeats and the release or
-//! skipping of dependents): the ids must choose the
-//! rows, never an index on the state. Written plainly, a Postgres planner
+//! skipping of dependents): the ids must choose the rows, never an index
+//! on the state. Written plainly, a Postgres planner
 //! whose statistics were taken when no job was running estimates one
 //! running job, walks every running job's entry in `jobs_state` for each
 //! job the statement names, and a completion of 512 tasks took 10 to 48

@@ -235,6 +235,26 @@ const ID_BLOCK: usize = 32;
 /// it, so that the next submits find their ids reserved.
 const ID_LOW: usize = ID_BLOCK / 2;
 
+impl ReservedIds {
+    /// How many ids of each kind (jobs, tasks, attempts) to take so that
+    /// the reserve holds at least `want` of each: what is short and a block
+    /// more, or 0 for a kind that is not short.
+    fn shortfall(&self, want: [usize; 3]) -> [i64; 3] {
+        let more = |have: usize, want: usize| {
+            if have >= want {
+                0
+            } else {
+                (want - have + ID_BLOCK) as i64
+            }
+        };
+        [
+            more(self.jobs.len(), want[0]),
+            more(self.tasks.len(), want[1]),
+            more(self.attempts.len(), want[2]),
+        ]
+    }
+}
+
 /// A write CTE (`INSERT … SELECT …` whose FROM is the last clause, or an
 /// `… ON CONFLICT …` after it) that inserts only when the `gate` CTE is clear.
 fn gated(sql: &str) -> String {
@@ -757,7 +777,7 @@ impl Kernel {
         attempts: usize,
     ) -> Result<(Vec<i64>, Vec<i64>, Vec<i64>)> {
         let mut reserve = self.inner.reserved_ids.lock().await;
-        self.top_up(&mut reserve, jobs, tasks, attempts).await?;
+        self.top_up(&mut reserve, [jobs, tasks, attempts]).await?;
         let taken = (
             reserve.jobs.drain(..jobs).collect(),
             reserve.tasks.drain(..tasks).collect(),
@@ -765,20 +785,14 @@ impl Kernel {
         );
         // Attempt ids only once a submit has handed work to a claim: most
         // submits never do.
-        let attempts_low = if attempts > 0 { ID_LOW } else { 0 };
-        let low = reserve.jobs.len() < ID_LOW
-            || reserve.tasks.len() < ID_LOW
-            || reserve.attempts.len() < attempts_low;
-        if low && !reserve.topping_up {
+        let low = [ID_LOW, ID_LOW, if attempts > 0 { ID_LOW } else { 0 }];
+        if reserve.shortfall(low) != [0; 3] && !reserve.topping_up {
             reserve.topping_up = true;
             let kernel = self.clone();
             tokio::spawn(async move {
                 let mut reserve = kernel.inner.reserved_ids.lock().await;
                 // A failure here is the next submit's to meet and report.
-                if let Err(e) = kernel
-                    .top_up(&mut reserve, ID_LOW, ID_LOW, attempts_low)
-                    .await
-                {
+                if let Err(e) = kernel.top_up(&mut reserve, low).await {
                     tracing::debug!(error = %e, "topping up the id reserve");
                 }
                 reserve.topping_up = false;
@@ -788,28 +802,11 @@ impl Kernel {
     }
 
     /// Takes ids from the sequences so that the reserve holds at least
-    /// `jobs`, `tasks` and `attempts` of each, with a block more of each
-    /// that is short; nothing when none is.
-    async fn top_up(
-        &self,
-        reserve: &mut ReservedIds,
-        jobs: usize,
-        tasks: usize,
-        attempts: usize,
-    ) -> Result<()> {
-        let more = |have: usize, want: usize| {
-            if have >= want {
-                0
-            } else {
-                (want - have + ID_BLOCK) as i64
-            }
-        };
-        let counts = [
-            more(reserve.jobs.len(), jobs),
-            more(reserve.tasks.len(), tasks),
-            more(reserve.attempts.len(), attempts),
-        ];
-        if counts == [0, 0, 0] {
+    /// `want` jobs, tasks and attempts ids ([`ReservedIds::shortfall`]);
+    /// nothing when none is short.
+    async fn top_up(&self, reserve: &mut ReservedIds, want: [usize; 3]) -> Result<()> {
+        let counts = reserve.shortfall(want);
+        if counts == [0; 3] {
             return Ok(());
         }
         let rows = self
