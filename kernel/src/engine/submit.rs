@@ -648,10 +648,10 @@ impl Kernel {
     }
 
     /// Writes the jobs `plan` makes of `prepared`, in one statement of
-    /// data-modifying CTEs (foreign keys are checked at its end). With a
-    /// `gate` (a `SELECT … AS clear` and its arguments, which come first),
-    /// writes only when the gate is clear. With `hand`, leases new work to
-    /// the waiting claim too, and writes only when it may.
+    /// data-modifying CTEs. With a `gate` (a `SELECT … AS clear` and its
+    /// arguments, which come first), writes only when the gate is clear.
+    /// With `hand`, leases new work to the waiting claim too, and writes only
+    /// when it may.
     async fn write_jobs_postgres(
         &self,
         jobs: &[NewJob],

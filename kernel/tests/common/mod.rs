@@ -62,7 +62,6 @@ impl Env {
 /// health) agree with the rows, before and after the sweep folds the
 /// Postgres deltas.
 pub async fn assert_counts_agree(kernel: &Kernel, url: &str) {
-    use sqlx::Connection;
     for round in ["before the sweep", "after the sweep"] {
         if round == "after the sweep" {
             kernel.sweep().await.expect("sweep");
@@ -103,31 +102,77 @@ pub async fn assert_counts_agree(kernel: &Kernel, url: &str) {
                 }
             }
         }
-        let sql = "SELECT queue, state, COUNT(*) AS n FROM tasks \
-                   WHERE state IN ('pending', 'ready', 'leased') GROUP BY queue, state";
-        let rows: Vec<(String, String, i64)> = if url.starts_with("sqlite:") {
-            let mut c = sqlx::SqliteConnection::connect(url)
-                .await
-                .expect("open sqlite");
-            sqlx::query_as(sql)
-                .fetch_all(&mut c)
-                .await
-                .expect("count tasks")
-        } else {
-            let mut c = sqlx::PgConnection::connect(url)
-                .await
-                .expect("open postgres");
-            sqlx::query_as(sql)
-                .fetch_all(&mut c)
-                .await
-                .expect("count tasks")
-        };
+        let rows: Vec<(String, String, i64)> = fetch_rows(
+            url,
+            "SELECT queue, state, COUNT(*) AS n FROM tasks \
+             WHERE state IN ('pending', 'ready', 'leased') GROUP BY queue, state",
+        )
+        .await;
         let rows: std::collections::BTreeMap<_, _> =
             rows.into_iter().map(|(q, s, n)| ((q, s), n)).collect();
         assert_eq!(
             kept, rows,
             "kept queue depth against the task rows, {round}"
         );
+    }
+}
+
+/// After every conformance test: no row of the kernel's tables outlives
+/// the job (or task, or attempt) it belongs to. Tasks are written and
+/// deleted only with their jobs, and no table relies on a foreign key for
+/// it (Postgres dropped the last one, migration 0013), so this is where a
+/// submit, a retention pass or any other path that left one behind would
+/// show.
+pub async fn assert_no_orphans(url: &str) {
+    // SQLite's `job_text` is a full-text table keyed by its rowid.
+    let text_job = if url.starts_with("sqlite:") {
+        "x.rowid"
+    } else {
+        "x.job_id"
+    };
+    let orphans: Vec<(String, i64)> = fetch_rows(
+        url,
+        &format!(
+            "SELECT 'tasks' AS tbl, COUNT(*) AS n FROM tasks t \
+             WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = t.job_id) \
+         UNION ALL SELECT 'attempts', COUNT(*) FROM attempts a \
+             WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = a.task_id AND t.job_id = a.job_id) \
+         UNION ALL SELECT 'task_deps', COUNT(*) FROM task_deps d \
+             WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.task_id) \
+                OR NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.depends_on) \
+         UNION ALL SELECT 'job_kinds', COUNT(*) FROM job_kinds k \
+             WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = k.job_id) \
+         UNION ALL SELECT 'job_text', COUNT(*) FROM job_text x \
+             WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = {text_job}) \
+         UNION ALL SELECT 'dead_letters', COUNT(*) FROM dead_letters d \
+             WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.task_id AND t.job_id = d.job_id) \
+         UNION ALL SELECT 'attempt_logs', COUNT(*) FROM attempt_logs l \
+             WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.id = l.attempt_id)"
+        ),
+    )
+    .await;
+    let orphans: Vec<_> = orphans.into_iter().filter(|(_, n)| *n != 0).collect();
+    assert!(orphans.is_empty(), "rows whose owner is gone: {orphans:?}");
+}
+
+/// The rows of one query, on a connection of its own to `url`.
+async fn fetch_rows<T>(url: &str, sql: &str) -> Vec<T>
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("open sqlite");
+        sqlx::query_as(sql).fetch_all(&mut c).await.expect(sql)
+    } else {
+        let mut c = sqlx::PgConnection::connect(url)
+            .await
+            .expect("open postgres");
+        sqlx::query_as(sql).fetch_all(&mut c).await.expect(sql)
     }
 }
 
@@ -287,6 +332,7 @@ macro_rules! conformance {
                     let url = env.url.clone();
                     super::$name(env).await;
                     $crate::common::assert_counts_agree(&kernel, &url).await;
+                    $crate::common::assert_no_orphans(&url).await;
                 }
             )+
         }
@@ -299,6 +345,7 @@ macro_rules! conformance {
                         let url = env.url.clone();
                         super::$name(env).await;
                         $crate::common::assert_counts_agree(&kernel, &url).await;
+                        $crate::common::assert_no_orphans(&url).await;
                     }
                 }
             )+

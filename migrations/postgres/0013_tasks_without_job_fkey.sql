@@ -1,0 +1,13 @@
+-- The one foreign key of the kernel's tables goes (Postgres only). Its check
+-- ran once per inserted task as `SELECT 1 FROM jobs … FOR KEY SHARE`: a row
+-- lock, with its WAL record, on the job the same statement had just
+-- inserted. auto_explain of a 1,000-job submit: 12.9 of 41 ms in that
+-- trigger; alternated with and without it (kernel-bench, 50,000 jobs),
+-- enqueue 23,691 / 23,409 / 24,473 against 27,280 / 27,974 / 26,436 jobs/s.
+--
+-- Nothing else relies on it. Tasks are inserted only by a submit, in the
+-- statement that inserts their job; they are deleted only by retention, in
+-- the transaction that deletes their job; no other table of the kernel
+-- (attempts, edges, kinds, text, dead letters, logs) had one. SQLite keeps
+-- it: there the check is an index probe, not a row lock.
+ALTER TABLE tasks DROP CONSTRAINT tasks_job_id_fkey;
