@@ -37,6 +37,8 @@ pub(crate) enum Arg {
     Texts(Vec<String>),
     /// A list with gaps (`NULL`s): a JSON array on SQLite, an array on Postgres.
     OptTexts(Vec<Option<String>>),
+    /// Numbers with gaps (`NULL`s): a JSON array on SQLite, an array on Postgres.
+    OptIds(Vec<Option<i64>>),
 }
 
 impl From<i64> for Arg {
@@ -173,6 +175,7 @@ fn bind_sqlite<'q>(
             Arg::Ids(v) => q.bind(serde_json::to_string(&v).expect("ids serialise")),
             Arg::Texts(v) => q.bind(serde_json::to_string(&v).expect("texts serialise")),
             Arg::OptTexts(v) => q.bind(serde_json::to_string(&v).expect("texts serialise")),
+            Arg::OptIds(v) => q.bind(serde_json::to_string(&v).expect("ids serialise")),
         };
     }
     q
@@ -192,6 +195,7 @@ fn bind_pg(
             Arg::Ids(v) => q.bind(v),
             Arg::Texts(v) => q.bind(v),
             Arg::OptTexts(v) => q.bind(v),
+            Arg::OptIds(v) => q.bind(v),
         };
     }
     q

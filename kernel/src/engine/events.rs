@@ -35,6 +35,7 @@ use crate::error::Result;
 use crate::model::{Event, EventPage, EventSubject};
 use crate::sql::{args, Arg, Row, Tx};
 
+use super::submit::{ids, opt_ids, opt_texts, texts, unnest_sql};
 use super::{Kernel, NewEvent};
 
 pub(super) async fn insert(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
@@ -67,30 +68,55 @@ pub(super) async fn insert(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
             }
         }
         Backend::Postgres => {
-            tx.execute(&pg_insert_sql(1), args![rows_json(events)])
-                .await?;
+            tx.execute(&pg_insert_sql(1), columns(events)).await?;
         }
     }
     Ok(())
 }
 
-/// Postgres: `INSERT INTO events …` of the events in `$param`, as
-/// [`rows_json`] gives them, numbered in order within the transaction.
-pub(super) fn pg_insert_sql(param: usize) -> String {
+/// The columns of an event as [`pg_insert_sql`] reads them.
+const PG_COLS: &[(&str, &str)] = &[
+    ("ts", "BIGINT"),
+    ("type", "TEXT"),
+    ("tenant", "TEXT"),
+    ("job_id", "BIGINT"),
+    ("task_id", "BIGINT"),
+    ("attempt_id", "BIGINT"),
+    ("node_id", "BIGINT"),
+    ("dead_letter_id", "BIGINT"),
+    ("queue", "TEXT"),
+    ("data", "TEXT"),
+];
+
+/// Postgres: `INSERT INTO events …` of the events whose [`columns`] are
+/// parameters `first`, `first + 1`, …, numbered in order within the
+/// transaction.
+pub(super) fn pg_insert_sql(first: usize) -> String {
+    let names: Vec<&str> = PG_COLS.iter().map(|(c, _)| *c).collect();
     format!(
-        "INSERT INTO events (seq, ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data) \
-         SELECT (pg_current_xact_id()::text::bigint << 20) + r.n - 1, \
-                r.ts, r.type, r.tenant, r.job_id, r.task_id, r.attempt_id, r.node_id, r.dead_letter_id, r.queue, r.data \
-         FROM ROWS FROM (json_to_recordset(${param}::json) AS (ts BIGINT, type TEXT, tenant TEXT, job_id BIGINT, \
-              task_id BIGINT, attempt_id BIGINT, node_id BIGINT, dead_letter_id BIGINT, queue TEXT, data TEXT)) \
-              WITH ORDINALITY AS r(ts, type, tenant, job_id, task_id, attempt_id, node_id, dead_letter_id, queue, data, n)"
+        "INSERT INTO events (seq, {names}) \
+         SELECT (pg_current_xact_id()::text::bigint << 20) + r.n - 1, {names} \
+         FROM {} WITH ORDINALITY AS r({names}, n)",
+        unnest_sql(PG_COLS, first),
+        names = names.join(", ")
     )
 }
 
-/// The events as the JSON array [`pg_insert_sql`] reads.
-pub(super) fn rows_json(events: &[NewEvent]) -> String {
+/// The events as the arrays [`pg_insert_sql`] reads.
+pub(super) fn columns(events: &[NewEvent]) -> Vec<Arg> {
     debug_assert!(events.len() < 1 << 20, "seq keeps 20 bits for the position");
-    serde_json::to_string(events).expect("events serialise")
+    vec![
+        ids(events, |e| e.ts),
+        texts(events, |e| &e.event_type),
+        opt_texts(events, |e| e.tenant.as_deref()),
+        opt_ids(events, |e| e.job_id),
+        opt_ids(events, |e| e.task_id),
+        opt_ids(events, |e| e.attempt_id),
+        opt_ids(events, |e| e.node_id),
+        opt_ids(events, |e| e.dead_letter_id),
+        opt_texts(events, |e| e.queue.as_deref()),
+        texts(events, |e| &e.data),
+    ]
 }
 
 /// Rows per SQLite event insert, largest first; a list of events is written

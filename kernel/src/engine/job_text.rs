@@ -16,9 +16,10 @@ use serde::Serialize;
 
 use crate::db::Backend;
 use crate::error::Result;
-use crate::sql::{args, Tx};
+use crate::sql::{args, Arg, Tx};
 
 use super::ops::escape_like;
+use super::submit::{ids, texts};
 
 /// The column holding the job id.
 pub(crate) fn key_column(backend: Backend) -> &'static str {
@@ -57,7 +58,15 @@ pub(crate) fn rows_json(docs: &[(i64, String)]) -> String {
     serde_json::to_string(&rows).expect("rows")
 }
 
-/// Inserts the documents of [`rows_json`] given as parameter `$param`.
+/// The documents of new jobs as the two arrays the Postgres [`insert_sql`]
+/// reads.
+pub(crate) fn columns(docs: &[(i64, String)]) -> Vec<Arg> {
+    vec![ids(docs, |d| d.0), texts(docs, |d| &d.1)]
+}
+
+/// Inserts the documents of new jobs: on SQLite the JSON array of
+/// [`rows_json`] as parameter `$param`; on Postgres their [`columns`] as
+/// parameters `$param` and `$param + 1`.
 pub(crate) fn insert_sql(backend: Backend, param: usize) -> String {
     match backend {
         Backend::Sqlite => super::submit::sqlite_rows_insert_sql(
@@ -65,8 +74,7 @@ pub(crate) fn insert_sql(backend: Backend, param: usize) -> String {
             &[("rowid", "job_id"), ("body", "body")],
             param,
         ),
-        Backend::Postgres => super::submit::recordset_insert_sql(
-            backend,
+        Backend::Postgres => super::submit::unnest_insert_sql(
             "job_text",
             &[("job_id", "BIGINT"), ("body", "TEXT")],
             param,
