@@ -33,7 +33,8 @@ pub use db::{Backend, Db, DbError, DbOptions};
 #[cfg(feature = "storage")]
 pub use engine::{
     error_fingerprint, generate_password, validate_job, AttemptOwner, AuditRecord, Background,
-    Kernel, KernelConfig, RetentionReport, SessionPolicy, SessionView, MIN_PASSWORD_LEN,
+    Kernel, KernelConfig, RetentionReport, SessionPolicy, SessionView, MAX_LOG_LINES,
+    MAX_LOG_LINE_BYTES, MIN_PASSWORD_LEN,
 };
 #[cfg(feature = "storage")]
 pub use error::{KernelError, Result};

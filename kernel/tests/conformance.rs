@@ -49,6 +49,8 @@ conformance!(
     a_waiting_claim_gets_only_what_a_claim_may_lease,
     a_claim_that_stops_waiting_is_handed_nothing,
     worker_pool_runs_the_builtin_kinds,
+    exec_logs_every_line_whatever_its_bytes,
+    text_with_a_nul_is_refused_or_kept_with_a_replacement,
     cancellation_reaches_a_running_worker,
     pool_shutdown_releases_running_leases,
     late_completion_leaves_a_fenced_attempt,
@@ -2594,6 +2596,161 @@ async fn worker_pool_runs_the_builtin_kinds(env: Env) {
         .contains("timed out"));
     let stats = pool.shutdown(kernel::worker::Shutdown::Release).await;
     assert_eq!(stats.snapshot()[1], 3, "three successes reported");
+}
+
+/// Text the database cannot hold (a NUL character: Postgres `text` has no
+/// room for it) is refused with the field's name where an operator or a
+/// client chose it, and replaced by U+FFFD where a worker reports it, so that
+/// a failure or a log line is never lost to it.
+async fn text_with_a_nul_is_refused_or_kept_with_a_replacement(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    for (job, field) in [
+        (NewJob::single("bad\0name", "noop", json!({})), "job name"),
+        (
+            NewJob {
+                tasks: vec![NewTask::new("a\0b", "noop", json!({}))],
+                ..NewJob::single("job", "noop", json!({}))
+            },
+            "task key",
+        ),
+        (NewJob::single("job", "no\0op", json!({})), "task kind"),
+    ] {
+        let err = k.submit(job).await.unwrap_err();
+        assert_eq!(err.code(), "validation_failed", "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    assert!(k
+        .list_jobs(&JobFilter::default(), 10, None)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    let job = k
+        .submit(NewJob::single("nul", "noop", json!({"text": "a\0b"})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!(
+        lease.payload,
+        json!({"text": "a\0b"}),
+        "JSON keeps its escape"
+    );
+    let line = NewLogLine {
+        stream: LogStream::Stdout,
+        line: "before\0after".into(),
+        ts: 0,
+    };
+    k.append_attempt_log(lease.attempt_id, &lease.proof(), &[line])
+        .await
+        .unwrap();
+    let failure = TaskFailure {
+        message: "exit\0code".into(),
+        retryable: false,
+    };
+    k.fail(lease.attempt_id, &lease.proof(), &failure)
+        .await
+        .unwrap();
+    let log = k.attempt_log(lease.attempt_id, 0, 10).await.unwrap();
+    assert!(
+        log.iter().any(|l| l.line == "before\u{FFFD}after"),
+        "{log:?}"
+    );
+    let detail = k.get_job(job).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Failed);
+    assert_eq!(
+        detail.tasks[0].last_error.as_deref(),
+        Some("exit\u{FFFD}code")
+    );
+    let entry = k
+        .list_dead_letters(&DeadLetterFilter::default(), 10, None)
+        .await
+        .unwrap()
+        .items
+        .pop()
+        .unwrap();
+    let err = k
+        .resolve_dead_letter(entry.id, "known\0noise")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "validation_failed", "{err}");
+    assert!(err.to_string().contains("reason"), "{err}");
+}
+
+/// A command's output reaches the attempt's log line by line whatever its
+/// bytes: text that is not UTF-8 (kept with U+FFFD), NUL characters, CRLF
+/// endings, a line longer than the log keeps, a last line with no newline,
+/// and in the order written. Output that is not UTF-8 used to stop the
+/// reading, and the command then failed writing to a closed pipe; lines in
+/// two report batches could be appended out of order.
+async fn exec_logs_every_line_whatever_its_bytes(env: Env) {
+    let k = &env.kernel;
+    let pool = start_pool(&env, 2).await;
+    let script = "printf 'caf\\351\\n'; printf 'nul\\000byte\\n'; printf 'crlf\\r\\n'; \
+                  head -c 20000 /dev/zero | tr '\\000' a; echo; \
+                  printf 'binary\\377\\376\\n'; seq 1 300; printf 'no newline'";
+    let job = k
+        .submit(NewJob::single(
+            "bytes",
+            "exec",
+            json!({"cmd": "sh", "args": ["-c", script]}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually("the job to finish", || async {
+        k.get_job_summary(job)
+            .await
+            .unwrap()
+            .state
+            .is_terminal()
+            .then_some(())
+    })
+    .await;
+    let detail = k.get_job(job).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Succeeded, "{detail:#?}");
+    let log = k
+        .attempt_log(detail.tasks[0].attempts[0].id, 0, 1_000)
+        .await
+        .unwrap();
+    let stdout: Vec<&str> = log
+        .iter()
+        .filter(|l| l.stream == LogStream::Stdout)
+        .map(|l| l.line.as_str())
+        .collect();
+    let long = stdout.iter().find(|l| l.starts_with("aaa")).unwrap();
+    assert_eq!(
+        long.len(),
+        kernel::MAX_LOG_LINE_BYTES,
+        "cut where the log cuts"
+    );
+    assert!(long.bytes().all(|b| b == b'a'));
+    let numbers: Vec<u32> = stdout.iter().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(
+        numbers,
+        (1..=300).collect::<Vec<_>>(),
+        "in the order written"
+    );
+    let rest: Vec<&str> = stdout
+        .iter()
+        .filter(|l| !l.starts_with("aaa") && l.parse::<u32>().is_err())
+        .copied()
+        .collect();
+    assert_eq!(
+        rest,
+        [
+            "caf\u{FFFD}",
+            "nul\u{FFFD}byte",
+            "crlf",
+            "binary\u{FFFD}\u{FFFD}",
+            "no newline"
+        ]
+    );
+    pool.shutdown(kernel::worker::Shutdown::Release).await;
 }
 
 trait Tap: Sized {

@@ -79,6 +79,12 @@ async fn logins_check_the_password_and_the_account(env: Env) {
         .await
         .unwrap()
         .is_none());
+    // A name no user can have is no user, not a database error.
+    assert!(k
+        .verify_login("ali\0ce", "correct horse battery")
+        .await
+        .unwrap()
+        .is_none());
     let user = k
         .verify_login("alice", "correct horse battery")
         .await

@@ -15,12 +15,35 @@ pub(crate) fn check_name(what: &str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(KernelError::validation(format!("{what} must not be empty")));
     }
+    check_no_nul(what, value)?;
     if value.len() > max {
         return Err(KernelError::validation(format!(
             "{what} is longer than {max} characters"
         )));
     }
     Ok(())
+}
+
+/// Refuses text with a NUL character, which a Postgres `text` cannot hold
+/// (the write would fail as a database error instead of naming the field).
+pub(crate) fn check_no_nul(what: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(KernelError::validation(format!(
+            "{what} must not contain a NUL character"
+        )));
+    }
+    Ok(())
+}
+
+/// Text a worker reports (an error, a log line) as both backends can keep
+/// it: every NUL character replaced by U+FFFD. Refusing it instead would
+/// lose the failure or the line it came with.
+pub(crate) fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}").into()
+    } else {
+        text.into()
+    }
 }
 
 /// A tenant or queue name: letters, digits, `.`, `_`, `-`, 1–64 characters.

@@ -367,13 +367,21 @@ impl Kernel {
     /// The user with these credentials, or `None` (unknown user, wrong
     /// password, disabled account: the caller cannot tell which).
     pub async fn verify_login(&self, username: &str, password: &str) -> Result<Option<User>> {
-        let row = self
-            .db()
-            .read_optional(
-                &format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = $1"),
-                args![username],
-            )
-            .await?;
+        // A username is an identifier (`create_user`); anything else, a NUL
+        // that Postgres could not even compare among them, matches no user.
+        let row = match check_identifier("username", username) {
+            Ok(()) => {
+                self.db()
+                    .read_optional(
+                        &format!(
+                            "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username = $1"
+                        ),
+                        args![username],
+                    )
+                    .await?
+            }
+            Err(_) => None,
+        };
         let Some(row) = row else {
             verify_password(password.to_string(), DECOY_HASH.to_string()).await;
             return Ok(None);

@@ -29,7 +29,7 @@ use crate::model::{
 use crate::sql::{args, Conns, Row};
 
 use super::batch::Batcher;
-use super::dag::JobGraph;
+use super::dag::{without_nul, JobGraph};
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
 use super::{by_node_and_kinds, error_fingerprint, ClaimTurn, Kernel, Work};
 
@@ -1090,7 +1090,7 @@ impl Kernel {
             }
             return Err(e);
         }
-        let message = truncate(&failure.message, 8_000);
+        let message = truncate(&without_nul(&failure.message), 8_000);
         w.tx.execute(
             "UPDATE attempts SET state = 'failed', finished_at = $1, error = $2 WHERE id = $3 AND state = 'active'",
             args![w.now, message.as_str(), attempt_id],

@@ -67,6 +67,7 @@ pub use events::Background;
 pub use identity::{
     generate_password, AttemptOwner, AuditRecord, SessionPolicy, SessionView, MIN_PASSWORD_LEN,
 };
+pub use ops::{MAX_LOG_LINES, MAX_LOG_LINE_BYTES};
 pub use retention::RetentionReport;
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1_000;

@@ -6,6 +6,7 @@
 //! A selection that matches nothing is an answer (`not_found`, `conflict`, or
 //! an empty batch outcome), never a silent success.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde_json::json;
@@ -18,7 +19,7 @@ use crate::model::{
 };
 use crate::sql::{args, Arg};
 
-use super::dag::check_identifier;
+use super::dag::{check_identifier, check_no_nul, without_nul};
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
 use super::{job_text, Kernel, Work};
 
@@ -737,7 +738,7 @@ impl Kernel {
         struct LogRow<'a> {
             attempt_id: i64,
             stream: &'static str,
-            line: &'a str,
+            line: Cow<'a, str>,
             ts: i64,
         }
         let rows: Vec<LogRow> = lines
@@ -747,7 +748,7 @@ impl Kernel {
                 stream: l.stream.as_str(),
                 // One line is at most 16 KiB; a longer one is cut (at a
                 // character boundary) rather than refusing the whole batch.
-                line: prefix_within(&l.line, MAX_LOG_LINE_BYTES),
+                line: without_nul(prefix_within(&l.line, MAX_LOG_LINE_BYTES)),
                 ts: l.ts,
             })
             .collect();
@@ -869,6 +870,7 @@ fn check_reason(reason: &str) -> Result<&str> {
             "the reason is longer than 2000 characters",
         ));
     }
+    check_no_nul("the reason", reason)?;
     Ok(reason)
 }
 

@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 use crate::model::LogStream;
+use crate::MAX_LOG_LINE_BYTES;
 
 use super::executor::{BoxFuture, Executor, LogSink, TaskOutcome, TaskRun};
 
@@ -75,10 +76,37 @@ struct ExecPayload {
     timeout_s: Option<f64>,
 }
 
+/// Sends what `reader` gives to the attempt's log, a line at a time, until
+/// it ends: whatever the bytes, every line (`\n` or `\r\n`) is sent, with
+/// U+FFFD for what is not UTF-8, and a line longer than the log keeps is cut
+/// there and the rest of it skipped, so memory stays bounded. Reading must
+/// not stop early: a command writing into a pipe nobody reads blocks or
+/// dies of it.
 async fn forward_lines(reader: impl AsyncRead + Unpin, stream: LogStream, log: LogSink) {
-    let mut lines = BufReader::new(reader).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        log.line(stream, line);
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    let send = |line: &mut Vec<u8>| {
+        let text = line.strip_suffix(b"\r").unwrap_or(line);
+        log.line(stream, String::from_utf8_lossy(text).into_owned());
+        line.clear();
+    };
+    loop {
+        let chunk = match reader.fill_buf().await {
+            Ok(chunk) if !chunk.is_empty() => chunk,
+            _ => break,
+        };
+        let newline = chunk.iter().position(|b| *b == b'\n');
+        let part = &chunk[..newline.unwrap_or(chunk.len())];
+        let room = MAX_LOG_LINE_BYTES.saturating_sub(line.len());
+        line.extend_from_slice(&part[..part.len().min(room)]);
+        let used = newline.map_or(chunk.len(), |at| at + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            send(&mut line);
+        }
+    }
+    if !line.is_empty() {
+        send(&mut line);
     }
 }
 

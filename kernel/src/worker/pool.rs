@@ -493,6 +493,14 @@ async fn reporter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) 
     let mut calls = tokio::task::JoinSet::new();
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, batch_max).await > 0 {
+        // Log lines are appended here, one call after another, in the order
+        // they were written: two batches appending at once could commit an
+        // attempt's lines out of order. A run's lines come before its end,
+        // so they are in before the batch that reports it starts.
+        append_logs(source.as_ref(), take_logs(&mut batch)).await;
+        if batch.is_empty() {
+            continue;
+        }
         while calls.len() >= in_flight {
             let _ = calls.join_next().await;
         }
@@ -506,17 +514,12 @@ async fn reporter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) 
     while calls.join_next().await.is_some() {}
 }
 
-async fn report_batch(
-    source: Arc<dyn LeaseSource>,
-    stats: Arc<PoolStats>,
-    shared: std::sync::Weak<Shared>,
-    batch: Vec<Report>,
-) {
+/// The log lines among `batch`, taken out of it and grouped by attempt,
+/// each attempt's in the order they came.
+fn take_logs(batch: &mut Vec<Report>) -> Vec<(i64, LeaseProof, Vec<NewLogLine>)> {
     let mut logs: Vec<(i64, LeaseProof, Vec<NewLogLine>)> = Vec::new();
-    let mut completions = Vec::new();
-    let mut finished = Vec::new();
-    let mut others = Vec::new();
-    for report in batch {
+    let mut rest = Vec::with_capacity(batch.len());
+    for report in batch.drain(..) {
         match report {
             Report::Log {
                 attempt_id,
@@ -526,6 +529,33 @@ async fn report_batch(
                 Some((_, _, lines)) => lines.push(line),
                 None => logs.push((attempt_id, proof, vec![line])),
             },
+            other => rest.push(other),
+        }
+    }
+    *batch = rest;
+    logs
+}
+
+async fn append_logs(source: &dyn LeaseSource, logs: Vec<(i64, LeaseProof, Vec<NewLogLine>)>) {
+    for (attempt_id, proof, lines) in logs {
+        if let Err(e) = source.append_log(attempt_id, proof, lines).await {
+            tracing::warn!(attempt_id, error = %e, "log lines not recorded");
+        }
+    }
+}
+
+async fn report_batch(
+    source: Arc<dyn LeaseSource>,
+    stats: Arc<PoolStats>,
+    shared: std::sync::Weak<Shared>,
+    batch: Vec<Report>,
+) {
+    let mut completions = Vec::new();
+    let mut finished = Vec::new();
+    let mut others = Vec::new();
+    for report in batch {
+        match report {
+            Report::Log { .. } => unreachable!("the reporter appends log lines itself"),
             // A success is recorded unless the job was cancelled or the
             // lease lost meanwhile (a run that finished while shutdown was
             // cancelling it still counts).
@@ -551,11 +581,6 @@ async fn report_batch(
                 finished.push(attempt_id);
                 others.push((attempt_id, proof, outcome, reason));
             }
-        }
-    }
-    for (attempt_id, proof, lines) in logs {
-        if let Err(e) = source.append_log(attempt_id, proof, lines).await {
-            tracing::warn!(attempt_id, error = %e, "log lines not recorded");
         }
     }
     if !completions.is_empty() {
