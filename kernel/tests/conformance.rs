@@ -50,6 +50,7 @@ conformance!(
     a_claim_that_stops_waiting_is_handed_nothing,
     worker_pool_runs_the_builtin_kinds,
     exec_logs_every_line_whatever_its_bytes,
+    stopping_an_exec_task_stops_what_it_started,
     text_with_a_nul_is_refused_or_kept_with_a_replacement,
     cancellation_reaches_a_running_worker,
     pool_shutdown_releases_running_leases,
@@ -2751,6 +2752,87 @@ async fn exec_logs_every_line_whatever_its_bytes(env: Env) {
         ]
     );
     pool.shutdown(kernel::worker::Shutdown::Release).await;
+}
+
+/// A timeout or a cancellation stops everything an `exec` task started,
+/// not only the command: a shell's children used to run on, orphaned,
+/// doing the work a retry would do again.
+async fn stopping_an_exec_task_stops_what_it_started(env: Env) {
+    let k = &env.kernel;
+    let pool = start_pool(&env, 4).await;
+    // Durations no other process has: this run's, found by command line.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let timed_out = format!("313.{:05}", nanos % 100_000);
+    let cancelled = format!("314.{:05}", nanos % 100_000);
+    let shell = |secs: &str| json!(["-c", format!("sleep {secs}; echo never")]);
+    let slow = k
+        .submit(
+            NewJob::single(
+                "slow",
+                "exec",
+                json!({"cmd": "sh", "args": shell(&timed_out), "timeout_s": 0.3}),
+            )
+            .tap(|j| j.tasks[0].max_attempts = Some(1)),
+        )
+        .await
+        .unwrap()
+        .job
+        .id;
+    let long = k
+        .submit(NewJob::single(
+            "long",
+            "exec",
+            json!({"cmd": "sh", "args": shell(&cancelled)}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually("both sleeps to run", || async {
+        (sleeping(&timed_out) && sleeping(&cancelled)).then_some(())
+    })
+    .await;
+    k.cancel_job(long).await.unwrap();
+    for id in [slow, long] {
+        eventually("the job to end", || async {
+            k.get_job_summary(id)
+                .await
+                .unwrap()
+                .state
+                .is_terminal()
+                .then_some(())
+        })
+        .await;
+    }
+    eventually("the workers to stop", || async {
+        (pool.running() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        k.get_job_summary(slow).await.unwrap().state,
+        JobState::Failed
+    );
+    assert!(
+        !sleeping(&timed_out),
+        "the timed-out task's sleep still runs"
+    );
+    assert!(
+        !sleeping(&cancelled),
+        "the cancelled task's sleep still runs"
+    );
+    pool.shutdown(kernel::worker::Shutdown::Release).await;
+}
+
+/// Whether a live `sleep SECS` process exists (a zombie has no command line).
+fn sleeping(secs: &str) -> bool {
+    let wanted = format!("sleep\0{secs}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
 }
 
 trait Tap: Sized {

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use rustix::process::{kill_process_group, Pid, Signal};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::model::LogStream;
 use crate::MAX_LOG_LINE_BYTES;
@@ -110,6 +111,17 @@ async fn forward_lines(reader: impl AsyncRead + Unpin, stream: LogStream, log: L
     }
 }
 
+/// Kills a command and every process it started that stayed in its group
+/// (it leads one of its own: `process_group(0)`), then reaps it. Killing the
+/// command alone left a shell's children running after a timeout or a
+/// cancellation, still doing the work and holding its output open.
+async fn kill_group(child: &mut Child) {
+    if let Some(leader) = child.id().and_then(|id| Pid::from_raw(id as i32)) {
+        let _ = kill_process_group(leader, Signal::KILL);
+    }
+    let _ = child.kill().await;
+}
+
 impl Executor for Exec {
     fn execute(&self, run: TaskRun) -> BoxFuture<'static, TaskOutcome> {
         Box::pin(async move {
@@ -133,6 +145,9 @@ impl Executor for Exec {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
+                // A group of its own, so that stopping the task stops what it
+                // started too (a shell's commands), not the shell alone.
+                .process_group(0)
                 .kill_on_drop(true);
             if let Some(dir) = &p.cwd {
                 cmd.current_dir(dir);
@@ -171,13 +186,13 @@ impl Executor for Exec {
                     Err(e) => TaskOutcome::failed(format!("waiting for {} failed: {e}", p.cmd), true),
                 },
                 _ = deadline => {
-                    let _ = child.kill().await;
+                    kill_group(&mut child).await;
                     let t = timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
                     run.log.line(LogStream::System, format!("killed after the timeout of {t}s"));
                     TaskOutcome::failed(format!("{} timed out after {t}s", p.cmd), true)
                 }
                 reason = run.cancel.cancelled() => {
-                    let _ = child.kill().await;
+                    kill_group(&mut child).await;
                     run.log.line(LogStream::System, format!("killed: {reason:?}"));
                     TaskOutcome::Cancelled
                 }
