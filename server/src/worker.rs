@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::api::fleet::{Registered, ENROLLMENT_HEADER};
 use crate::api::leases::{
     BatchRequest, BatchResponse, ClaimResponse, Done, FailRequest, LeaseRef, LogRequest,
+    MAX_WAIT_MS,
 };
 use crate::config::WorkerArgs;
 
@@ -35,13 +36,27 @@ pub struct HttpLeaseSource {
     token: Arc<std::sync::RwLock<Option<String>>>,
 }
 
+/// Longest a call to the server may take: twice the longest a claim waits
+/// for work. A call still unanswered then is on a connection taken for dead
+/// (a server or a network gone without closing it); it fails, and the pool
+/// retries on a fresh one instead of waiting forever.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(2 * MAX_WAIT_MS as u64);
+
 impl HttpLeaseSource {
     /// `server` is the server's base URL, e.g. `http://127.0.0.1:3000`.
     pub fn new(server: &str) -> HttpLeaseSource {
+        HttpLeaseSource::with_timeout(server, CALL_TIMEOUT)
+    }
+
+    /// [`HttpLeaseSource::new`] with another limit on each call (and on
+    /// connecting, at most 10 s).
+    pub fn with_timeout(server: &str, timeout: Duration) -> HttpLeaseSource {
         HttpLeaseSource {
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(16)
                 .tcp_nodelay(true)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .timeout(timeout)
                 .build()
                 .expect("HTTP client"),
             base: format!("{}/api/v1", server.trim_end_matches('/')),

@@ -652,6 +652,46 @@ async fn the_http_worker_runs_jobs_end_to_end() {
 
 /// The OpenAPI document is served, and every path it documents is routed
 /// (a request to it does not hit the API's "no such endpoint" fallback).
+/// A server that accepts a worker's connection and never answers (gone
+/// without closing it) costs the worker one call's time limit, not its
+/// claim loop: the call fails as a transport error, and the pool retries.
+#[tokio::test]
+async fn a_worker_call_to_a_server_that_never_answers_fails_in_time() {
+    use kernel::model::ClaimRequest;
+    use kernel::worker::LeaseSource;
+    use server::worker::HttpLeaseSource;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // Accepts, reads nothing, answers nothing, holds the connections open.
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let source = HttpLeaseSource::with_timeout(&base, Duration::from_millis(500));
+    let started = Instant::now();
+    let claim = source.claim(ClaimRequest {
+        node_id: 1,
+        kinds: vec!["noop".into()],
+        max: 1,
+        wait_ms: 0,
+    });
+    let err = tokio::time::timeout(Duration::from_secs(10), claim)
+        .await
+        .expect("the call ended on its own")
+        .unwrap_err();
+    assert_eq!(err.code, "transport", "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        server::worker::CALL_TIMEOUT
+            > Duration::from_millis(server::api::leases::MAX_WAIT_MS as u64),
+        "a claim may wait its whole time for work"
+    );
+    held.abort();
+}
+
 #[tokio::test]
 async fn the_openapi_document_describes_routed_endpoints() {
     let api = api().await;
