@@ -51,6 +51,7 @@ conformance!(
     worker_pool_runs_the_builtin_kinds,
     exec_logs_every_line_whatever_its_bytes,
     stopping_an_exec_task_stops_what_it_started,
+    exec_commands_do_not_inherit_switchyards_configuration,
     text_with_a_nul_is_refused_or_kept_with_a_replacement,
     cancellation_reaches_a_running_worker,
     pool_shutdown_releases_running_leases,
@@ -2833,6 +2834,57 @@ fn sleeping(secs: &str) -> bool {
         .unwrap()
         .flatten()
         .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
+}
+
+/// An `exec` command does not inherit the worker's own configuration (the
+/// database URL, the enrollment secret, the admin password): anyone who may
+/// submit a job could otherwise print them to its log. What its payload
+/// sets, it gets.
+async fn exec_commands_do_not_inherit_switchyards_configuration(env: Env) {
+    let k = &env.kernel;
+    let own: Vec<String> = std::env::vars()
+        .map(|(name, _)| name)
+        .filter(|n| n.starts_with("SWITCHYARD_") || n == "DATABASE_URL" || n.starts_with("PG"))
+        .collect();
+    if own.is_empty() {
+        // CI runs every test with SWITCHYARD_REQUIRE_POSTGRES set.
+        eprintln!("skipped: this process has no Switchyard configuration in its environment");
+        return;
+    }
+    let pool = start_pool(&env, 2).await;
+    let job = k
+        .submit(NewJob::single(
+            "env",
+            "exec",
+            json!({"cmd": "env", "env": {"SWITCHYARD_MINE": "set by the job", "KEEP": "1"}}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    eventually("the job to succeed", || async {
+        (k.get_job_summary(job).await.unwrap().state == JobState::Succeeded).then_some(())
+    })
+    .await;
+    let attempt = k.get_job(job).await.unwrap().tasks[0].attempts[0].id;
+    let log = k.attempt_log(attempt, 0, 1_000).await.unwrap();
+    let names: Vec<&str> = log
+        .iter()
+        .filter(|l| l.stream == LogStream::Stdout)
+        .filter_map(|l| l.line.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert!(names.contains(&"PATH"), "the rest is inherited: {names:?}");
+    assert!(names.contains(&"KEEP"), "{names:?}");
+    for name in &own {
+        assert!(
+            !names.contains(&name.as_str()),
+            "{name} reached the command"
+        );
+    }
+    assert!(log
+        .iter()
+        .any(|l| l.line == "SWITCHYARD_MINE=set by the job"));
+    pool.shutdown(kernel::worker::Shutdown::Release).await;
 }
 
 trait Tap: Sized {

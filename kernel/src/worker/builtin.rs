@@ -6,11 +6,14 @@
 //! - `exec`: `{"cmd": "make", "args": ["-j2"], "env": {"K": "V"}, "cwd": "/src",
 //!   "timeout_s": 600}`; exit code 0 is success; stdout/stderr lines go to
 //!   the attempt log; the process is killed on timeout or cancellation.
+//!   The command does not inherit Switchyard's own configuration
+//!   (`SWITCHYARD_*`, `DATABASE_URL`, `PG*`).
 //!   `timeout_s` falls back to the task's own `timeout_s`.
 //!
 //! These executors never retry by themselves: they report, the kernel decides.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -111,6 +114,16 @@ async fn forward_lines(reader: impl AsyncRead + Unpin, stream: LogStream, log: L
     }
 }
 
+/// Whether a variable of the worker's own environment is Switchyard's
+/// configuration, which a command must not inherit: the database's URL and
+/// libpq's `PG…` variables (with their password), the enrollment secret,
+/// the admin password; anyone who may submit a job could print them to its
+/// log. A payload's `env` may still set any variable itself.
+fn is_own_config(name: &OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with("SWITCHYARD_") || name == "DATABASE_URL" || name.starts_with("PG")
+}
+
 /// Kills a command and every process it started that stayed in its group
 /// (it leads one of its own: `process_group(0)`), then reaps it. Killing the
 /// command alone left a shell's children running after a timeout or a
@@ -140,6 +153,11 @@ impl Executor for Exec {
                 .filter(|t| t.is_finite() && *t > 0.0)
                 .map(Duration::from_secs_f64);
             let mut cmd = Command::new(&p.cmd);
+            for (name, _) in std::env::vars_os() {
+                if is_own_config(&name) {
+                    cmd.env_remove(name);
+                }
+            }
             cmd.args(&p.args)
                 .envs(&p.env)
                 .stdin(Stdio::null())
