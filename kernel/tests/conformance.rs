@@ -2508,6 +2508,15 @@ async fn start_pool(env: &Env, slots: usize) -> kernel::worker::WorkerPool {
     )
 }
 
+/// Waits for job `id` to reach a terminal state, and returns it.
+async fn finished(k: &kernel::Kernel, id: i64) -> JobState {
+    eventually("the job to finish", || async {
+        let state = k.get_job_summary(id).await.unwrap().state;
+        state.is_terminal().then_some(state)
+    })
+    .await
+}
+
 async fn worker_pool_runs_the_builtin_kinds(env: Env) {
     let k = &env.kernel;
     let pool = start_pool(&env, 8).await;
@@ -2560,15 +2569,7 @@ async fn worker_pool_runs_the_builtin_kinds(env: Env) {
         .job
         .id;
     for id in [ok, bad, slow] {
-        eventually("the job to finish", || async {
-            k.get_job_summary(id)
-                .await
-                .unwrap()
-                .state
-                .is_terminal()
-                .then_some(())
-        })
-        .await;
+        finished(k, id).await;
     }
     let detail = k.get_job(ok).await.unwrap();
     assert_eq!(detail.job.state, JobState::Succeeded, "{detail:#?}");
@@ -2704,15 +2705,7 @@ async fn exec_logs_every_line_whatever_its_bytes(env: Env) {
         .unwrap()
         .job
         .id;
-    eventually("the job to finish", || async {
-        k.get_job_summary(job)
-            .await
-            .unwrap()
-            .state
-            .is_terminal()
-            .then_some(())
-    })
-    .await;
+    finished(k, job).await;
     let detail = k.get_job(job).await.unwrap();
     assert_eq!(detail.job.state, JobState::Succeeded, "{detail:#?}");
     let log = k
@@ -2798,15 +2791,7 @@ async fn stopping_an_exec_task_stops_what_it_started(env: Env) {
     .await;
     k.cancel_job(long).await.unwrap();
     for id in [slow, long] {
-        eventually("the job to end", || async {
-            k.get_job_summary(id)
-                .await
-                .unwrap()
-                .state
-                .is_terminal()
-                .then_some(())
-        })
-        .await;
+        finished(k, id).await;
     }
     eventually("the workers to stop", || async {
         (pool.running() == 0).then_some(())
@@ -2862,10 +2847,7 @@ async fn exec_commands_do_not_inherit_switchyards_configuration(env: Env) {
         .unwrap()
         .job
         .id;
-    eventually("the job to succeed", || async {
-        (k.get_job_summary(job).await.unwrap().state == JobState::Succeeded).then_some(())
-    })
-    .await;
+    assert_eq!(finished(k, job).await, JobState::Succeeded);
     let attempt = k.get_job(job).await.unwrap().tasks[0].attempts[0].id;
     let log = k.attempt_log(attempt, 0, 1_000).await.unwrap();
     let names: Vec<&str> = log
