@@ -2568,9 +2568,26 @@ async fn worker_pool_runs_the_builtin_kinds(env: Env) {
         .unwrap()
         .job
         .id;
-    for id in [ok, bad, slow] {
+    let nowhere = k
+        .submit(NewJob::single(
+            "nowhere",
+            "exec",
+            json!({"cmd": "true", "cwd": "/no/such/switchyard/dir"}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    for id in [ok, bad, slow, nowhere] {
         finished(k, id).await;
     }
+    let lost = k.get_job(nowhere).await.unwrap();
+    assert_eq!(
+        lost.tasks[0].last_error.as_deref(),
+        Some("cannot start \"true\": no directory \"/no/such/switchyard/dir\" to run it in"),
+        "a missing directory is named, and not retried: {lost:#?}"
+    );
+    assert_eq!(lost.tasks[0].attempts.len(), 1);
     let detail = k.get_job(ok).await.unwrap();
     assert_eq!(detail.job.state, JobState::Succeeded, "{detail:#?}");
     let say = detail.tasks.iter().find(|t| t.key == "say").unwrap();

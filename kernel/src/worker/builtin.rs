@@ -173,7 +173,17 @@ impl Executor for Exec {
             let mut child = match cmd.spawn() {
                 Ok(c) => c,
                 Err(e) => {
-                    let message = format!("cannot start {:?}: {e}", p.cmd);
+                    // The OS says "not found" alike for a missing program and
+                    // a missing working directory; say which.
+                    let message = match &p.cwd {
+                        Some(dir) if !std::path::Path::new(dir).is_dir() => {
+                            format!(
+                                "cannot start {:?}: no directory {dir:?} to run it in",
+                                p.cmd
+                            )
+                        }
+                        _ => format!("cannot start {:?}: {e}", p.cmd),
+                    };
                     run.log.line(LogStream::System, &message);
                     // A missing program will be missing next time too.
                     let retryable = e.kind() != std::io::ErrorKind::NotFound;
