@@ -85,6 +85,13 @@ async fn logins_check_the_password_and_the_account(env: Env) {
         .await
         .unwrap()
         .is_none());
+    assert_eq!(
+        k.set_password("ali\0ce", "a brand new password")
+            .await
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
     let user = k
         .verify_login("alice", "correct horse battery")
         .await

@@ -263,6 +263,10 @@ impl Kernel {
     }
 
     pub async fn find_user(&self, username: &str) -> Result<User> {
+        // No user has a name that is not an identifier (see `verify_login`).
+        if check_identifier("username", username).is_err() {
+            return Err(KernelError::not_found("user", username));
+        }
         let row = self
             .db()
             .read_optional(
