@@ -50,6 +50,7 @@ conformance!(
     a_claim_that_stops_waiting_is_handed_nothing,
     worker_pool_runs_the_builtin_kinds,
     exec_logs_every_line_whatever_its_bytes,
+    an_attempts_log_stops_at_its_cap_and_says_so,
     stopping_an_exec_task_stops_what_it_started,
     exec_commands_do_not_inherit_switchyards_configuration,
     text_with_a_nul_is_refused_or_kept_with_a_replacement,
@@ -2886,6 +2887,52 @@ async fn exec_commands_do_not_inherit_switchyards_configuration(env: Env) {
     pool.shutdown(kernel::worker::Shutdown::Release).await;
 }
 
+/// An attempt's log keeps at most `max_log_lines_per_attempt` lines: the
+/// append that reaches the cap adds one line from the system saying so, and
+/// later lines are dropped while the calls still succeed.
+async fn an_attempts_log_stops_at_its_cap_and_says_so(env: Env) {
+    let config = kernel::KernelConfig {
+        max_log_lines_per_attempt: 5,
+        ..common::test_config(&env.clock)
+    };
+    let k = kernel::Kernel::open(&env.url, config).await.unwrap();
+    let node = env.node("n1").await;
+    k.submit(NewJob::single("chatty", "noop", json!({})))
+        .await
+        .unwrap();
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    let lines = |from: i64, n: i64| -> Vec<NewLogLine> {
+        (from..from + n)
+            .map(|i| NewLogLine {
+                stream: LogStream::Stdout,
+                line: format!("line {i}"),
+                ts: i,
+            })
+            .collect()
+    };
+    let append = |batch: Vec<NewLogLine>| {
+        let (k, lease) = (&k, &lease);
+        async move {
+            k.append_attempt_log(lease.attempt_id, &lease.proof(), &batch)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(append(lines(0, 3)).await, 3);
+    assert_eq!(append(lines(3, 4)).await, 2, "two more fit");
+    assert_eq!(append(lines(7, 2)).await, 0, "the log is full");
+    let log = k.attempt_log(lease.attempt_id, 0, 100).await.unwrap();
+    let read: Vec<(LogStream, &str)> = log.iter().map(|l| (l.stream, l.line.as_str())).collect();
+    assert_eq!(read.len(), 6, "{read:?}");
+    assert_eq!(
+        read[..5].iter().map(|(_, l)| *l).collect::<Vec<_>>(),
+        ["line 0", "line 1", "line 2", "line 3", "line 4"]
+    );
+    assert_eq!(read[5].0, LogStream::System);
+    assert!(read[5].1.contains("at most 5 lines"), "{read:?}");
+    k.db().close().await;
+}
+
 trait Tap: Sized {
     fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
         f(&mut self);
@@ -3614,7 +3661,7 @@ async fn counts_start_from_existing_rows_on_upgrade(url: &str) {
         .collect::<Vec<_>>()
         .into();
     // Jobs and tasks written before the counters existed, in several
-    // states, tenants and queues.
+    // states, tenants and queues; an attempt's log before its line count.
     let mut rows = String::new();
     for i in 1..=12_i64 {
         let state = ["queued", "running", "succeeded", "failed"][i as usize % 4];
@@ -3632,6 +3679,14 @@ async fn counts_start_from_existing_rows_on_upgrade(url: &str) {
             100 + i
         ));
     }
+    // An attempt (of the leased task 1) with three lines in its log.
+    rows.push_str(
+        "INSERT INTO attempts (id, task_id, job_id, tenant, queue, number, state, node_id, \
+                               lease_token, epoch, lease_expires_at, started_at) \
+         VALUES (1, 1, 1, 't1', 'q1', 1, 'active', NULL, 'tok', 1, 9999999999999, 1);\n\
+         INSERT INTO attempt_logs (attempt_id, stream, line, ts) \
+         VALUES (1, 'stdout', 'a', 1), (1, 'stdout', 'b', 2), (1, 'stdout', 'c', 3);\n",
+    );
     if sqlite {
         let opts = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
             .expect("sqlite url")
@@ -3650,9 +3705,11 @@ async fn counts_start_from_existing_rows_on_upgrade(url: &str) {
     }
 
     let clock = kernel::ManualClock::default();
-    let kernel = kernel::Kernel::open(url, common::test_config(&clock))
-        .await
-        .expect("upgrade");
+    let config = kernel::KernelConfig {
+        max_log_lines_per_attempt: 4,
+        ..common::test_config(&clock)
+    };
+    let kernel = kernel::Kernel::open(url, config).await.expect("upgrade");
     let counts = kernel.overview(None).await.expect("overview").jobs_by_state;
     assert_eq!(
         counts.values().sum::<i64>(),
@@ -3660,6 +3717,24 @@ async fn counts_start_from_existing_rows_on_upgrade(url: &str) {
         "every old job counted: {counts:?}"
     );
     common::assert_counts_agree(&kernel, url).await;
+    // The log's old lines count towards its cap (migration 0014).
+    let proof = LeaseProof {
+        lease_token: "tok".into(),
+        epoch: 1,
+    };
+    let more: Vec<NewLogLine> = ["d", "e"]
+        .iter()
+        .map(|l| NewLogLine {
+            stream: LogStream::Stdout,
+            line: l.to_string(),
+            ts: 4,
+        })
+        .collect();
+    assert_eq!(
+        kernel.append_attempt_log(1, &proof, &more).await.unwrap(),
+        1,
+        "room for one more after the three kept"
+    );
     kernel.db().close().await;
 }
 

@@ -103,6 +103,9 @@ pub struct KernelConfig {
     /// forever. Unfinished jobs, and jobs with an open dead-letter entry, are
     /// never deleted.
     pub finished_job_retention_ms: i64,
+    /// Lines an attempt's log keeps. The append that reaches it adds one
+    /// line from the system saying so; later lines are dropped.
+    pub max_log_lines_per_attempt: i64,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -120,6 +123,7 @@ impl Default for KernelConfig {
             claim_poll_every: Duration::from_millis(250),
             event_retention_ms: 7 * DAY_MS,
             finished_job_retention_ms: 30 * DAY_MS,
+            max_log_lines_per_attempt: 100_000,
             clock: Arc::new(SystemClock),
         }
     }
@@ -135,6 +139,7 @@ impl std::fmt::Debug for KernelConfig {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("event_retention_ms", &self.event_retention_ms)
             .field("finished_job_retention_ms", &self.finished_job_retention_ms)
+            .field("max_log_lines_per_attempt", &self.max_log_lines_per_attempt)
             .finish_non_exhaustive()
     }
 }

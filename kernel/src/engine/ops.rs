@@ -14,8 +14,8 @@ use serde_json::json;
 use crate::error::{KernelError, Result};
 use crate::model::{
     event_type, BatchOutcome, DeadLetterEntry, DeadLetterFilter, DeadLetterSelection,
-    DeadLetterStatus, JobDetail, JobState, LeaseProof, NewLogLine, NewNode, Node, NodeStatus,
-    Queue, Quota, QuotaLimits, QuotaScope, ReplayOptions, TaskState,
+    DeadLetterStatus, JobDetail, JobState, LeaseProof, LogStream, NewLogLine, NewNode, Node,
+    NodeStatus, Queue, Quota, QuotaLimits, QuotaScope, ReplayOptions, TaskState,
 };
 use crate::sql::{args, Arg};
 
@@ -721,9 +721,11 @@ impl Kernel {
             return Ok(0);
         }
         let mut w = self.begin().await?;
+        // Locked: two appends to one attempt count its lines one after the
+        // other.
         let a =
             w.tx.fetch_optional(
-                "SELECT lease_token, epoch FROM attempts WHERE id = $1",
+                "SELECT lease_token, epoch, log_lines FROM attempts WHERE id = $1 @lock",
                 args![attempt_id],
             )
             .await?
@@ -733,6 +735,24 @@ impl Kernel {
                 attempt_id,
                 reason: "the lease token or epoch does not match".into(),
             });
+        }
+        // Past the cap, one line says so and the rest are dropped (the
+        // call still succeeds: the run goes on; `appended` says how many
+        // were kept).
+        let cap = self.config().max_log_lines_per_attempt;
+        let held = a.i64("log_lines")?;
+        let keep = lines.len().min((cap - held).max(0) as usize);
+        let cut = (keep < lines.len() && held <= cap).then(|| NewLogLine {
+            stream: LogStream::System,
+            line: format!(
+                "the log stops here: an attempt keeps at most {cap} lines, and later ones are dropped"
+            ),
+            ts: w.now,
+        });
+        let lines: Vec<&NewLogLine> = lines[..keep].iter().chain(cut.as_ref()).collect();
+        if lines.is_empty() {
+            self.finish(w).await?;
+            return Ok(0);
         }
         #[derive(serde::Serialize)]
         struct LogRow<'a> {
@@ -768,8 +788,13 @@ impl Kernel {
             vec![Arg::Text(serde_json::to_string(&rows).expect("rows"))],
         )
         .await?;
+        w.tx.execute(
+            "UPDATE attempts SET log_lines = $1 WHERE id = $2",
+            args![held + lines.len() as i64, attempt_id],
+        )
+        .await?;
         self.finish(w).await?;
-        Ok(lines.len())
+        Ok(keep)
     }
 }
 
