@@ -200,6 +200,7 @@ fn default_queue() -> String {
 /// A job as submitted (`POST /api/v1/jobs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewJob {
     pub name: String,
     #[serde(default = "default_tenant")]
@@ -233,6 +234,7 @@ impl NewJob {
 /// `depends_on` refers to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewTask {
     pub key: String,
     pub kind: String,
@@ -430,6 +432,7 @@ impl Lease {
 /// The pair a worker presents to act on its lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct LeaseProof {
     pub lease_token: String,
     pub epoch: i64,
@@ -438,6 +441,7 @@ pub struct LeaseProof {
 /// `POST /api/v1/leases/claim`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     pub node_id: i64,
     pub kinds: Vec<String>,
@@ -463,6 +467,7 @@ pub struct HeartbeatOutcome {
 /// A worker's report of a failed attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct TaskFailure {
     pub message: String,
     /// `false` dead-letters the task at once.
@@ -498,6 +503,7 @@ pub struct Completion {
 /// `POST /api/v1/nodes/register`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewNode {
     pub name: String,
     #[serde(default)]
@@ -569,6 +575,7 @@ pub struct DeadLetterGroup {
 /// Which dead-letter entries a filter selects (`GET /api/v1/dead-letter`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct DeadLetterFilter {
     #[serde(default)]
     pub status: Option<DeadLetterStatus>,
@@ -599,6 +606,7 @@ pub enum DeadLetterSelection {
 /// Options of a replay: move the task to another queue, replace its payload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ReplayOptions {
     #[serde(default)]
     pub queue: Option<String>,
@@ -616,7 +624,8 @@ pub struct BatchOutcome {
     pub matched: i64,
     /// Entries changed by this call.
     pub changed: Vec<i64>,
-    /// Entries named by id that were not open (already replayed/resolved, or unknown).
+    /// Entries not changed: named by id but not open (already replayed or
+    /// resolved, or unknown), or, for a replay, whose job was cancelled.
     pub skipped: Vec<i64>,
 }
 
@@ -754,6 +763,7 @@ pub struct LogLine {
 /// A line a worker sends (the kernel assigns id and keeps ts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewLogLine {
     pub stream: LogStream,
     pub line: String,
@@ -770,7 +780,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     #[serde(default)]
     pub tenant: Option<String>,
-    /// A job id, or a substring of the job name (case-insensitive).
+    /// A substring of the job name (case-insensitive); digits also match
+    /// the job with that id.
     #[serde(default)]
     pub q: Option<String>,
     /// The caller's tenant grant: only these tenants' jobs are listed
@@ -807,8 +818,19 @@ pub struct Overview {
 pub struct ErrorBody {
     pub code: String,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always present: `{}` when there is nothing more to say.
+    #[serde(default, serialize_with = "details_or_empty")]
     pub details: Option<Value>,
+}
+
+fn details_or_empty<S: serde::Serializer>(
+    details: &Option<Value>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match details {
+        Some(d) => d.serialize(s),
+        None => serde_json::Map::new().serialize(s),
+    }
 }
 
 #[cfg(test)]

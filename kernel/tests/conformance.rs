@@ -32,6 +32,7 @@ conformance!(
     non_retryable_failure_dead_letters_at_once,
     replay_and_resolve_dead_letters,
     batch_dead_letter_actions,
+    a_cancelled_jobs_dead_letters_are_not_replayed,
     paused_queue_blocks_and_resumes,
     quotas_limit_concurrency_and_starts,
     drained_node_gets_no_leases,
@@ -161,6 +162,100 @@ mod postgres_only {
             .expect("the operation, not this transaction, lost the deadlock");
         tx.commit().await.unwrap();
         op.await.unwrap()
+    }
+
+    /// A replay reads the states of its job's tasks to decide what each
+    /// revived task waits for, so it takes the job's lock first, as a
+    /// completion or a failure of another of its tasks does. Read without
+    /// it, a sibling's success committed between the replay's read and its
+    /// commit was never counted: the task after both waited in `pending`
+    /// for good, its job `running`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_replay_waits_for_its_job_as_a_completion_does() {
+        let Some(env) = common::postgres_env("replay_waits_for_its_job").await else {
+            return;
+        };
+        let node = env.node("n1").await;
+        let (job, entry, u) = dead_lettered_beside_a_running_task(&env, node).await;
+        let pool = sqlx::PgPool::connect(&env.url).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(job)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let k = env.kernel.clone();
+        let replay =
+            tokio::spawn(
+                async move { k.replay_dead_letter(entry, &ReplayOptions::default()).await },
+            );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                !replay.is_finished(),
+                "the replay went ahead without its job's lock"
+            );
+            assert!(std::time::Instant::now() < deadline, "no lock wait seen");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tx.commit().await.unwrap();
+        replay.await.unwrap().expect("the replay is done");
+        let k = &env.kernel;
+        k.complete(u.attempt_id, &u.proof(), None).await.unwrap();
+        let f = env.claim(node, 1).await.pop().unwrap();
+        k.complete(f.attempt_id, &f.proof(), None).await.unwrap();
+        let s = env.claim(node, 1).await.pop().expect("s is ready");
+        k.complete(s.attempt_id, &s.proof(), None).await.unwrap();
+        assert_eq!(k.get_job(job).await.unwrap().job.state, JobState::Succeeded);
+    }
+
+    /// A job can be `blocked` while its last task runs: a transaction
+    /// ending another of its tasks derives the job's state without seeing
+    /// a claim of that last task that has not committed yet, and finds the
+    /// job held (a quota marked exhausted). Set here by hand, as that
+    /// interleaving leaves it. The task's success then ends the job, as it
+    /// would a running one; it once ended only running jobs, and this one
+    /// stayed blocked for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_blocked_job_ends_when_its_last_task_does() {
+        let Some(env) = common::postgres_env("blocked_job_ends").await else {
+            return;
+        };
+        let k = &env.kernel;
+        let node = env.node("n1").await;
+        let job = k.submit_many(noop_jobs(1, |_| 2)).await.unwrap()[0].0;
+        let leases = env.claim(node, 2).await;
+        k.complete(leases[0].attempt_id, &leases[0].proof(), None)
+            .await
+            .unwrap();
+        let pool = sqlx::PgPool::connect(&env.url).await.unwrap();
+        sqlx::query("UPDATE jobs SET state = 'blocked' WHERE id = $1")
+            .bind(job)
+            .execute(&pool)
+            .await
+            .unwrap();
+        k.complete(leases[1].attempt_id, &leases[1].proof(), None)
+            .await
+            .unwrap();
+        assert_eq!(k.get_job(job).await.unwrap().job.state, JobState::Succeeded);
+        let ended = env
+            .all_events()
+            .await
+            .into_iter()
+            .rfind(|e| e.event_type == "job.stateChanged")
+            .unwrap();
+        assert_eq!(ended.data["from"], "blocked");
+        assert_eq!(ended.data["to"], "succeeded");
     }
 
     /// A cancel that loses a deadlock to another writer is run again and
@@ -1661,6 +1756,82 @@ async fn replay_and_resolve_dead_letters(env: Env) {
     assert!(types.iter().any(|t| t == "dlq.resolved"));
 }
 
+/// A job of three tasks: `f` dead-lettered (so `s`, after `f` and `u`,
+/// skipped), `u` leased and running. Answers (job, entry, u's lease).
+async fn dead_lettered_beside_a_running_task(env: &Env, node: i64) -> (i64, i64, Lease) {
+    let job = NewJob {
+        tasks: vec![
+            NewTask::new("f", "noop", json!({"t": "f"})),
+            NewTask::new("u", "noop", json!({"t": "u"})),
+            NewTask::new("s", "noop", json!({"t": "s"})).after(&["f", "u"]),
+        ],
+        ..NewJob::single("beside", "noop", json!({}))
+    };
+    let job_id = env.kernel.submit(job).await.unwrap().job.id;
+    let leases = env.claim(node, 2).await;
+    assert_eq!(leases.len(), 2);
+    let key = |l: &Lease| l.payload["t"].clone();
+    let f = leases.iter().find(|l| key(l) == "f").unwrap();
+    let u = leases.iter().find(|l| key(l) == "u").unwrap().clone();
+    let failure = TaskFailure {
+        message: "no such bucket".into(),
+        retryable: false,
+    };
+    let out = env
+        .kernel
+        .fail(f.attempt_id, &f.proof(), &failure)
+        .await
+        .unwrap();
+    (job_id, out.dead_letter_id.unwrap(), u)
+}
+
+/// Cancelling a job leaves its open dead-letter entries open; replaying
+/// one would run its task (and the tasks after it) inside a job that
+/// stays cancelled, as `retry_task` refuses to.
+async fn a_cancelled_jobs_dead_letters_are_not_replayed(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let (job, entry, _u) = dead_lettered_beside_a_running_task(&env, node).await;
+    k.cancel_job(job).await.unwrap();
+    let refused = k
+        .replay_dead_letter(entry, &ReplayOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), "conflict");
+    assert!(refused.to_string().contains("cancelled"), "{refused}");
+    let batch = k
+        .replay_dead_letters(
+            &DeadLetterSelection::Ids(vec![entry]),
+            &ReplayOptions::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(batch.changed.is_empty());
+    assert_eq!(batch.skipped, [entry]);
+    let by_filter = k
+        .replay_dead_letters(
+            &DeadLetterSelection::Filter(DeadLetterFilter::default()),
+            &ReplayOptions::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(by_filter.changed.is_empty());
+    // Nothing changed: the entry is open (it can still be resolved), the
+    // task failed, the job cancelled, nothing to lease.
+    assert_eq!(
+        k.get_dead_letter(entry).await.unwrap().status,
+        DeadLetterStatus::Open
+    );
+    let detail = k.get_job(job).await.unwrap();
+    assert_eq!(detail.job.state, JobState::Cancelled);
+    let f = detail.tasks.iter().find(|t| t.key == "f").unwrap();
+    assert_eq!(f.state, TaskState::Failed);
+    assert!(env.claim(node, 10).await.is_empty());
+    k.resolve_dead_letter(entry, "job cancelled").await.unwrap();
+}
+
 async fn batch_dead_letter_actions(env: Env) {
     let k = &env.kernel;
     let node = env.node("n1").await;
@@ -1859,6 +2030,23 @@ async fn drained_node_gets_no_leases(env: Env) {
     env.claim(a, 1).await;
     assert_eq!(k.get_node(a).await.unwrap().status, NodeStatus::Online);
     assert_eq!(k.drain_node(12345).await.unwrap_err().code(), "not_found");
+    // A drain lasts until it is ended: not through a silence (the sweep
+    // once made the node offline, and its next claim online again) nor
+    // through its worker registering again after a restart.
+    k.submit(NewJob::single("y", "noop", json!({})))
+        .await
+        .unwrap();
+    k.drain_node(a).await.unwrap();
+    env.clock.advance(61_000);
+    k.sweep().await.unwrap();
+    assert_eq!(k.get_node(a).await.unwrap().status, NodeStatus::Draining);
+    assert!(env.claim(a, 10).await.is_empty());
+    assert_eq!(env.node("a").await, a);
+    assert_eq!(k.get_node(a).await.unwrap().status, NodeStatus::Draining);
+    assert!(env.claim(a, 10).await.is_empty());
+    k.undrain_node(a).await.unwrap();
+    // (x too: b's lease of it lapsed meanwhile.)
+    assert!(!env.claim(a, 10).await.is_empty());
 }
 
 async fn heartbeat_extends_and_reports_cancellation(env: Env) {

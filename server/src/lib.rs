@@ -61,6 +61,27 @@ fn route_list() -> Vec<AxumRouteListing> {
     ROUTES.get_or_init(|| generate_route_list(app::App)).clone()
 }
 
+/// What no route serves: under `/api/`, the API's typed 404 (the console's
+/// server functions live there too, so it is not one nested router);
+/// elsewhere a static file of the site, or the console's own 404 page.
+fn site_or_api_not_found() -> impl Fn(
+    axum::http::Uri,
+    axum::extract::State<AppState>,
+    axum::extract::Request,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = axum::response::Response> + Send>>
+       + Clone
+       + Send
+       + 'static {
+    let site = leptos_axum::file_and_error_handler::<AppState, _>(app::shell);
+    move |uri, state, request| {
+        if uri.path() == "/api" || uri.path().starts_with("/api/") {
+            use axum::response::IntoResponse;
+            return Box::pin(async { api::not_found().into_response() });
+        }
+        site(uri, state, request)
+    }
+}
+
 /// The complete HTTP surface: health probes, the REST API, console pages, static site
 /// assets, and legacy redirects in front of all of it.
 pub fn app(state: AppState) -> Router {
@@ -76,9 +97,7 @@ pub fn app(state: AppState) -> Router {
         .leptos_routes_with_context(&state, routes, context, move || {
             app::shell(shell_options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            app::shell,
-        ))
+        .fallback(site_or_api_not_found())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -147,7 +147,8 @@ impl LeaseSource for HttpLeaseSource {
                 .into_iter()
                 .map(|(attempt_id, proof)| LeaseRef {
                     attempt_id,
-                    proof,
+                    lease_token: proof.lease_token,
+                    epoch: proof.epoch,
                     output: None,
                 })
                 .collect();
@@ -167,7 +168,8 @@ impl LeaseSource for HttpLeaseSource {
                 .into_iter()
                 .map(|c| LeaseRef {
                     attempt_id: c.attempt_id,
-                    proof: c.proof,
+                    lease_token: c.proof.lease_token,
+                    epoch: c.proof.epoch,
                     output: c.output,
                 })
                 .collect();
@@ -189,7 +191,8 @@ impl LeaseSource for HttpLeaseSource {
     ) -> BoxFuture<'_, SourceResult<()>> {
         Box::pin(async move {
             let body = FailRequest {
-                proof,
+                lease_token: proof.lease_token,
+                epoch: proof.epoch,
                 error: failure,
             };
             let _: serde_json::Value = self
@@ -215,7 +218,11 @@ impl LeaseSource for HttpLeaseSource {
         lines: Vec<NewLogLine>,
     ) -> BoxFuture<'_, SourceResult<()>> {
         Box::pin(async move {
-            let body = LogRequest { proof, lines };
+            let body = LogRequest {
+                lease_token: proof.lease_token,
+                epoch: proof.epoch,
+                lines,
+            };
             let _: serde_json::Value = self
                 .post(&format!("/leases/{attempt_id}/log"), &body)
                 .await?;

@@ -67,7 +67,7 @@ pub fn validate_job(job: &NewJob, config: &KernelConfig) -> Result<()> {
     check_name("job name", &job.name, 200)?;
     check_identifier("tenant", &job.tenant)?;
     check_identifier("queue", &job.queue)?;
-    if job.priority.abs() > 1_000_000 {
+    if !(-1_000_000..=1_000_000).contains(&job.priority) {
         return Err(KernelError::validation(
             "priority must be between -1000000 and 1000000",
         ));
@@ -310,6 +310,27 @@ mod tests {
                 }
             }
             other => panic!("expected a cycle, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn priority_outside_its_range_is_refused_even_at_the_extremes() {
+        let with = |priority| NewJob {
+            priority,
+            ..job(vec![NewTask::new("a", "noop", json!({}))])
+        };
+        let config = KernelConfig::default();
+        for ok in [-1_000_000, 0, 1_000_000] {
+            assert!(validate_job(&with(ok), &config).is_ok(), "{ok}");
+        }
+        // i64::MIN has no absolute value: it once wrapped past the check.
+        for bad in [i64::MIN, -1_000_001, 1_000_001, i64::MAX] {
+            match validate_job(&with(bad), &config) {
+                Err(KernelError::Validation { message, .. }) => {
+                    assert!(message.contains("priority"), "{message}")
+                }
+                other => panic!("priority {bad}: expected a refusal, got {other:?}"),
+            }
         }
     }
 

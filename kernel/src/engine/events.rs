@@ -31,14 +31,38 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::db::{Backend, Pools};
-use crate::error::Result;
+use crate::error::{KernelError, Result};
 use crate::model::{Event, EventPage, EventSubject};
 use crate::sql::{args, Arg, Row, Tx};
 
 use super::submit::{ids, opt_ids, opt_texts, texts, unnest_sql};
 use super::{Kernel, NewEvent};
 
+/// The most events one transaction may append: on Postgres a seq keeps 20
+/// bits for an event's position within its transaction (see the module),
+/// and more would run into the next transaction's seqs. The same on SQLite,
+/// so that an action does not work on one backend and fail on the other.
+pub(super) const MAX_EVENTS_PER_TRANSACTION: usize = (1 << 20) - 1;
+
+/// Refuses a unit of work with more events than one transaction may append,
+/// before anything of it is committed.
+pub(super) fn check_count(events: usize) -> Result<()> {
+    if events > MAX_EVENTS_PER_TRANSACTION {
+        return Err(KernelError::Validation {
+            message: format!(
+                "this action would record {events} events at once, more than the \
+                 {MAX_EVENTS_PER_TRANSACTION} one action may record; act on fewer jobs or tasks at a time"
+            ),
+            details: Some(serde_json::json!({
+                "events": events, "limit": MAX_EVENTS_PER_TRANSACTION,
+            })),
+        });
+    }
+    Ok(())
+}
+
 pub(super) async fn insert(tx: &mut Tx, events: &[NewEvent]) -> Result<()> {
+    check_count(events.len())?;
     match tx.backend() {
         // SQLite: multi-row VALUES in a few fixed chunk sizes
         // ([`SQLITE_CHUNKS`]; each size is one cached prepared statement).
@@ -104,7 +128,7 @@ pub(super) fn pg_insert_sql(first: usize) -> String {
 
 /// The events as the arrays [`pg_insert_sql`] reads.
 pub(super) fn columns(events: &[NewEvent]) -> Vec<Arg> {
-    debug_assert!(events.len() < 1 << 20, "seq keeps 20 bits for the position");
+    debug_assert!(events.len() <= MAX_EVENTS_PER_TRANSACTION);
     vec![
         ids(events, |e| e.ts),
         texts(events, |e| &e.event_type),
@@ -454,6 +478,25 @@ impl Background {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_appends_at_most_what_its_seqs_can_number() {
+        assert!(check_count(0).is_ok());
+        assert!(check_count((1 << 20) - 1).is_ok());
+        // Position 2^20 would be the first seq of the next transaction id.
+        match check_count(1 << 20) {
+            Err(KernelError::Validation { message, details }) => {
+                assert!(message.contains("1048576 events"), "{message}");
+                assert_eq!(details.unwrap()["limit"], (1 << 20) - 1);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
         }
     }
 }

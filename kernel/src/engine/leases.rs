@@ -14,7 +14,7 @@
 //! batches with a fixed number of set-based statements, whatever the batch
 //! size. It must never execute tasks or know what a kind means.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +23,8 @@ use serde_json::{json, Value};
 use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{
-    event_type, AttemptState, ClaimRequest, Completion, FailOutcome, HeartbeatOutcome, Lease,
-    LeaseProof, NodeStatus, QuotaScope, TaskFailure, TaskState,
+    event_type, AttemptState, ClaimRequest, Completion, FailOutcome, HeartbeatOutcome, JobState,
+    Lease, LeaseProof, NodeStatus, QuotaScope, TaskFailure, TaskState,
 };
 use crate::sql::{args, Conns, Row};
 
@@ -994,8 +994,24 @@ impl Kernel {
             // guarded update says which. (Unfinished is said as "not
             // ended": said as `IN` the unfinished states, the planner
             // reads the whole active-tasks index for it.)
+            //
+            // The job is normally `running`, but may be `blocked`: a
+            // transaction ending another of its tasks (a failure, a
+            // release) derives its state without seeing a claim of its
+            // last ready task that has not committed yet, and finds it
+            // held by an exhausted quota. That job ends here too, or it
+            // would wait in `blocked` for good.
             job_ids.sort_unstable();
             job_ids.dedup();
+            let blocked: HashSet<i64> =
+                w.tx.fetch_all(
+                    "SELECT id FROM jobs WHERE id @in($1) AND state || '' = 'blocked'",
+                    args![job_ids.clone()],
+                )
+                .await?
+                .iter()
+                .map(|r| r.i64("id"))
+                .collect::<Result<_, _>>()?;
             let ended = w
                 .tx
                 .fetch_all(
@@ -1005,7 +1021,7 @@ impl Kernel {
                          WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state IN ('failed', 'skipped')) \
                            THEN 'failed' \
                          ELSE 'cancelled' END \
-                     WHERE id @in($2) AND state || '' = 'running' \
+                     WHERE id @in($2) AND state || '' IN ('running', 'blocked') \
                        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id \
                                        AND t.state NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')) \
                      RETURNING id, tenant, state",
@@ -1014,9 +1030,15 @@ impl Kernel {
                 .await?;
             for j in ended {
                 let tenant = j.text("tenant")?;
+                let id = j.i64("id")?;
+                let from = if blocked.contains(&id) {
+                    JobState::Blocked
+                } else {
+                    JobState::Running
+                };
                 w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
-                    .job(j.i64("id")?)
-                    .data(json!({ "from": "running", "to": j.text("state")? }));
+                    .job(id)
+                    .data(json!({ "from": from, "to": j.text("state")? }));
             }
         }
         self.finish(w).await?;
@@ -1437,7 +1459,7 @@ impl Kernel {
         let gone = w
             .tx
             .fetch_all(
-                "UPDATE nodes SET status = 'offline' WHERE status <> 'offline' AND last_heartbeat_at < $1 \
+                "UPDATE nodes SET status = 'offline' WHERE status = 'online' AND last_heartbeat_at < $1 \
                  RETURNING id, last_heartbeat_at",
                 args![cutoff],
             )

@@ -299,9 +299,22 @@ impl Kernel {
     ) -> Result<DeadLetterEntry> {
         let payload = self.check_replay_options(opts)?;
         let mut w = self.begin().await?;
-        self.replay_one(&mut w, id, opts, payload.as_deref())
+        match self
+            .replay_one(&mut w, id, opts, payload.as_deref())
             .await?
-            .ok_or_else(|| self.not_open(id))?;
+        {
+            Replay::Done => {}
+            Replay::NotOpen => return Err(self.not_open(id)),
+            Replay::JobCancelled(job_id) => {
+                return Err(KernelError::Conflict {
+                    message: format!(
+                        "dead-letter entry {id} belongs to job {job_id}, which is cancelled; \
+                         its tasks are not run again (resolve the entry instead)"
+                    ),
+                    details: Some(json!({ "id": id, "job_id": job_id, "state": "cancelled" })),
+                })
+            }
+        }
         self.finish(w).await?;
         self.get_dead_letter(id).await
     }
@@ -332,25 +345,48 @@ impl Kernel {
         }
     }
 
-    /// `None` when the entry is not open.
+    /// Replays entry `id` if it is open and its job was not cancelled.
     async fn replay_one(
         &self,
         w: &mut Work,
         id: i64,
         opts: &ReplayOptions,
         payload: Option<&str>,
-    ) -> Result<Option<()>> {
-        let Some(entry) = w
-            .tx
-            .fetch_optional(
-                "SELECT job_id, task_id, tenant FROM dead_letters WHERE id = $1 AND status = 'open' @lock",
+    ) -> Result<Replay> {
+        let Some(entry) =
+            w.tx.fetch_optional(
+                "SELECT job_id FROM dead_letters WHERE id = $1 AND status = 'open'",
                 args![id],
             )
             .await?
         else {
-            return Ok(None);
+            return Ok(Replay::NotOpen);
         };
+        // The job first, as everything that ends one of its tasks locks it
+        // (`settle_lost_attempt`, the completions): the states of its tasks
+        // read below, which decide what each revived task waits for, then
+        // stay true until this commits. (Read unlocked, a sibling's success
+        // committed meanwhile would never be counted, and a task downstream
+        // of both would wait in `pending` for good.)
         let job_id = entry.i64("job_id")?;
+        let state: JobState =
+            w.tx.fetch_one("SELECT state FROM jobs WHERE id = $1 @lock", args![job_id])
+                .await?
+                .parse("state")?;
+        if state == JobState::Cancelled {
+            // Its tasks would run in a job that stays cancelled (as
+            // `retry_task` refuses them).
+            return Ok(Replay::JobCancelled(job_id));
+        }
+        let Some(entry) =
+            w.tx.fetch_optional(
+                "SELECT task_id, tenant FROM dead_letters WHERE id = $1 AND status = 'open' @lock",
+                args![id],
+            )
+            .await?
+        else {
+            return Ok(Replay::NotOpen);
+        };
         let task_id = entry.i64("task_id")?;
         let tenant = entry.text("tenant")?;
         if let Some(q) = &opts.queue {
@@ -370,7 +406,7 @@ impl Kernel {
             .close_dead_letter(w, id, DeadLetterStatus::Replayed, Some(&note))
             .await?
         {
-            return Ok(None);
+            return Ok(Replay::NotOpen);
         }
         self.revive_tasks(
             w,
@@ -382,7 +418,7 @@ impl Kernel {
         )
         .await?;
         self.derive_jobs(w, &[job_id]).await?;
-        Ok(Some(()))
+        Ok(Replay::Done)
     }
 
     /// Closes one open entry with a reason; its task stays failed.
@@ -456,10 +492,26 @@ impl Kernel {
             changed: Vec::new(),
             skipped,
         };
+        if let BatchAction::Replay { .. } = action {
+            // Their jobs in id order before any entry (`replay_one` locks
+            // each again), so two batches sharing jobs wait for each other
+            // instead of deadlocking.
+            let jobs: BTreeSet<i64> = rows
+                .iter()
+                .map(|r| r.i64("job_id"))
+                .collect::<Result<_, _>>()?;
+            if !jobs.is_empty() {
+                w.tx.fetch_all(
+                    "SELECT id FROM jobs WHERE id @in($1) ORDER BY id @lock",
+                    args![jobs.into_iter().collect::<Vec<_>>()],
+                )
+                .await?;
+            }
+        }
         for id in open {
             let applied = match action {
                 BatchAction::Replay { opts, payload } => {
-                    self.replay_one(&mut w, id, opts, payload).await?.is_some()
+                    self.replay_one(&mut w, id, opts, payload).await? == Replay::Done
                 }
                 BatchAction::Resolve { reason } => {
                     self.close_dead_letter(&mut w, id, DeadLetterStatus::Resolved, Some(reason))
@@ -556,9 +608,10 @@ impl Kernel {
                 "INSERT INTO nodes (name, kinds, capacity, labels, file_scopes, status, registered_at, last_heartbeat_at) \
                  VALUES ($1, $2, $3, $4, $5, 'online', $6, $6) \
                  ON CONFLICT (name) DO UPDATE SET kinds = excluded.kinds, capacity = excluded.capacity, \
-                     labels = excluded.labels, file_scopes = excluded.file_scopes, status = 'online', \
+                     labels = excluded.labels, file_scopes = excluded.file_scopes, \
+                     status = CASE WHEN nodes.status = 'draining' THEN 'draining' ELSE 'online' END, \
                      last_heartbeat_at = excluded.last_heartbeat_at \
-                 RETURNING id",
+                 RETURNING id, status",
                 args![
                     node.name.as_str(),
                     serde_json::to_string(&node.kinds).expect("kinds"),
@@ -568,16 +621,26 @@ impl Kernel {
                     now
                 ],
             )
-            .await?
-            .i64("id")?;
-        w.event(event_type::NODE_ONLINE, None)
-            .node(Some(id))
-            .data(json!({ "name": node.name, "kinds": node.kinds, "capacity": node.capacity }));
+            .await?;
+        // A drained node stays drained when its worker comes back: only
+        // `undrain_node` ends a drain.
+        let status: NodeStatus = id.parse("status")?;
+        let id = id.i64("id")?;
+        let kind = if status == NodeStatus::Draining {
+            event_type::NODE_DRAINING
+        } else {
+            event_type::NODE_ONLINE
+        };
+        w.event(kind, None).node(Some(id)).data(json!({
+            "name": node.name, "kinds": node.kinds, "capacity": node.capacity, "status": status,
+        }));
         self.finish(w).await?;
         self.get_node(id).await
     }
 
-    /// Drains a node: no new leases; its running leases finish.
+    /// Drains a node: no new leases; its running leases finish. The drain
+    /// lasts until `undrain_node`, through a restart of the node's worker
+    /// (it registers again) and through a spell without heartbeats.
     pub async fn drain_node(&self, node_id: i64) -> Result<Node> {
         self.set_node_status(
             node_id,
@@ -800,6 +863,16 @@ impl Kernel {
 
 /// What a batch does to each open dead-letter entry it selects.
 #[derive(Clone, Copy)]
+/// What `replay_one` did.
+#[derive(Debug, PartialEq, Eq)]
+enum Replay {
+    Done,
+    /// Already replayed or resolved, or unknown.
+    NotOpen,
+    /// Its job (this one) was cancelled: nothing of it runs again.
+    JobCancelled(i64),
+}
+
 enum BatchAction<'a> {
     Replay {
         opts: &'a ReplayOptions,
@@ -820,7 +893,7 @@ fn selection_query(selection: &DeadLetterSelection) -> Result<(String, Vec<Arg>)
                 )));
             }
             Ok((
-                "SELECT id FROM dead_letters WHERE id @in($1) AND status = 'open' ORDER BY id"
+                "SELECT id, job_id FROM dead_letters WHERE id @in($1) AND status = 'open' ORDER BY id"
                     .to_string(),
                 args![ids.clone()],
             ))
@@ -838,7 +911,7 @@ fn selection_query(selection: &DeadLetterSelection) -> Result<(String, Vec<Arg>)
             let (cond, args) = dead_letter_conditions(&open);
             Ok((
                 format!(
-                    "SELECT id FROM dead_letters WHERE {cond} ORDER BY id LIMIT {}",
+                    "SELECT id, job_id FROM dead_letters WHERE {cond} ORDER BY id LIMIT {}",
                     MAX_DEAD_LETTER_BATCH + 1
                 ),
                 args,

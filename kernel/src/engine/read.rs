@@ -251,34 +251,41 @@ impl Kernel {
         let limit = limit.clamp(1, 500);
         let mut cond = vec!["1 = 1".to_string()];
         let mut args: Vec<Arg> = Vec::new();
-        let mut push = |sql: &str, arg: Arg| {
-            args.push(arg);
-            cond.push(sql.replace("$?", &format!("${}", args.len())));
+        // Each `$?` of `sql` in turn becomes the parameter of its value.
+        let mut push = |sql: &str, values: Vec<Arg>| {
+            let mut sql = sql.to_string();
+            for v in values {
+                args.push(v);
+                sql = sql.replacen("$?", &format!("${}", args.len()), 1);
+            }
+            cond.push(sql);
         };
         if let Some(s) = filter.state {
-            push("state = $?", s.as_str().into());
+            push("state = $?", vec![s.as_str().into()]);
         }
         if let Some(q) = &filter.queue {
-            push("queue = $?", q.into());
+            push("queue = $?", vec![q.into()]);
         }
         if let Some(t) = &filter.tenant {
-            push("tenant = $?", t.into());
+            push("tenant = $?", vec![t.into()]);
         }
         if let Some(tenants) = &filter.tenants {
-            push("tenant @in($?)", tenants.clone().into());
+            push("tenant @in($?)", vec![tenants.clone().into()]);
         }
         if let Some(q) = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-            if let Ok(id) = q.parse::<i64>() {
-                push("id = $?", id.into());
-            } else {
-                push(
-                    "LOWER(name) LIKE $? ESCAPE '\\'",
-                    format!("%{}%", escape_like(&q.to_lowercase())).into(),
-                );
+            // Digits name a job by id and are also looked for in names
+            // ("2024" finds job 2024 and "release-2024").
+            let pattern = format!("%{}%", escape_like(&q.to_lowercase()));
+            match q.parse::<i64>() {
+                Ok(id) => push(
+                    "(id = $? OR LOWER(name) LIKE $? ESCAPE '\\')",
+                    vec![id.into(), pattern.into()],
+                ),
+                Err(_) => push("LOWER(name) LIKE $? ESCAPE '\\'", vec![pattern.into()]),
             }
         }
         if let Some(c) = parse_cursor(cursor)? {
-            push("id < $?", c.into());
+            push("id < $?", vec![c.into()]);
         }
         args.push((limit + 1).into());
         let sql = format!(

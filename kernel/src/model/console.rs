@@ -12,6 +12,7 @@ use super::{Job, JobState, QuotaLimits, QuotaScope, QuotaUsage, TaskState};
 /// filter). Every field narrows; `None` (or an empty string) does not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct JobSearch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<JobState>,
@@ -285,9 +286,11 @@ mod tests {
                 ..Default::default()
             })
         );
-        // The tenant grant never comes from the wire.
-        let s: JobSearch = serde_json::from_value(serde_json::json!({"tenants": ["a"]})).unwrap();
-        assert_eq!(s.tenants, None);
+        // The tenant grant never comes from the wire: a caller that sends
+        // one is told so (like any field a search does not know).
+        let refused =
+            serde_json::from_value::<JobSearch>(serde_json::json!({"tenants": ["a"]})).unwrap_err();
+        assert!(refused.to_string().contains("tenants"), "{refused}");
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub struct ApiToken {
 /// `POST /api/v1/auth/tokens`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: String,
     pub scopes: Vec<Scope>,
@@ -201,6 +202,7 @@ pub struct CreatedToken {
 /// `POST /api/v1/auth/login`.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
     pub password: String,

@@ -225,6 +225,7 @@ pub(crate) async fn list_users(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct AuditQuery {
     /// Records after this event seq.
     #[serde(default)]

@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
 
 /// `{"ids": [...]}` or `{"filter": {...}}`, with `dry_run` to only count.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct BulkJobRequest {
     #[serde(default)]
     ids: Option<Vec<i64>>,
@@ -69,6 +70,7 @@ async fn bulk(
 /// `GET /api/v1/jobs/search`: the console's jobs list over the API.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct SearchQuery {
     state: Option<String>,
     queue: Option<String>,
@@ -206,6 +208,7 @@ pub(crate) async fn queue_health(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ExportQuery {
     /// `json` (default) or `csv`.
     format: Option<String>,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::extract::{ApiBytes, ApiJson, ApiPath, ApiQuery};
 use super::jobs::{non_empty, page_limit};
 use crate::auth::Caller;
 use crate::AppState;
@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     status: Option<String>,
     queue: Option<String>,
@@ -149,7 +150,7 @@ pub(crate) async fn replay(
     State(kernel): State<Kernel>,
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
-    body: axum::body::Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<DeadLetterEntry>> {
     manageable(&kernel, &caller, id).await?;
     // The body is optional: no body replays as it was.
@@ -168,6 +169,7 @@ pub(crate) async fn replay(
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ResolveRequest {
     reason: String,
 }
@@ -193,6 +195,7 @@ pub(crate) async fn resolve(
 
 /// `{"ids": [...]}` or `{"filter": {...}}`, with `dry_run` to only count.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct BatchSelection {
     #[serde(default)]
     ids: Option<Vec<i64>>,

@@ -4,7 +4,7 @@
 //! Kernel failures keep their code; the status follows from it. Storage
 //! failures are logged here and answered without their text.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -68,12 +68,38 @@ impl From<KernelError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
         let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return too_large();
+        }
         let code = match rejection {
             JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
             JsonRejection::JsonDataError(_) => "invalid_body",
             _ => "invalid_json",
         };
         ApiError::new(status, code, rejection.body_text())
+    }
+}
+
+/// A request body over [`super::MAX_BODY_BYTES`].
+fn too_large() -> ApiError {
+    let limit = super::MAX_BODY_BYTES;
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!(
+            "the request body is larger than the {} MiB the API reads",
+            limit >> 20
+        ),
+    )
+    .with_details(serde_json::json!({ "limit_bytes": limit }))
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> ApiError {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return too_large();
+        }
+        ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
     }
 }
 

@@ -259,6 +259,28 @@ pub(crate) async fn list_quotas(
     }))
 }
 
+/// The body of `PUT /api/v1/quotas/{scope}/{name}`: the limits, `null` (or
+/// left out) for unlimited. Its own type, as `QuotaLimits` is also part of
+/// the answers (flattened), where unknown fields cannot be refused: a
+/// misspelled limit here would otherwise read as "unlimited".
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaRequest {
+    #[serde(default)]
+    max_concurrent: Option<i64>,
+    #[serde(default)]
+    max_starts_per_minute: Option<i64>,
+}
+
+impl From<QuotaRequest> for QuotaLimits {
+    fn from(r: QuotaRequest) -> QuotaLimits {
+        QuotaLimits {
+            max_concurrent: r.max_concurrent,
+            max_starts_per_minute: r.max_starts_per_minute,
+        }
+    }
+}
+
 /// Sets (or, with both limits null, removes) the quota of a tenant or queue.
 /// Answers the quota as now stored, or `204` when it was removed.
 #[utoipa::path(
@@ -267,15 +289,16 @@ pub(crate) async fn list_quotas(
     tag = "quotas",
     summary = "Set a tenant or queue quota; both limits null removes it",
     params(("scope" = String, Path, description = "tenant or queue"), ("name" = String, Path, description = "Tenant or queue name")),
-    request_body = QuotaLimits,
+    request_body = QuotaRequest,
     responses((status = 200, description = "The quota as stored", body = Quota), (status = 204, description = "Removed"), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
 )]
 pub(crate) async fn set_quota(
     State(kernel): State<Kernel>,
     caller: Caller,
     ApiPath((scope, name)): ApiPath<(String, String)>,
-    ApiJson(limits): ApiJson<QuotaLimits>,
+    ApiJson(request): ApiJson<QuotaRequest>,
 ) -> ApiResult<axum::response::Response> {
+    let limits = QuotaLimits::from(request);
     caller.require(Scope::RunsManage)?;
     use axum::response::IntoResponse;
     let scope: QuotaScope = scope.parse().map_err(|_| {

@@ -57,10 +57,13 @@ pub(crate) async fn submit(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     state: Option<String>,
     queue: Option<String>,
     tenant: Option<String>,
+    /// A substring of the job name (case-insensitive); digits also match
+    /// the job with that id.
     q: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,

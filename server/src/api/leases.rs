@@ -124,10 +124,10 @@ pub(crate) async fn heartbeat(
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
-    /// `lease_token` and `epoch`, at the top level of the body.
-    #[serde(flatten)]
-    pub proof: LeaseProof,
+    pub lease_token: String,
+    pub epoch: i64,
     #[serde(default)]
     pub output: Option<Value>,
 }
@@ -155,7 +155,11 @@ pub(crate) async fn complete(
 ) -> ApiResult<Json<Done>> {
     own(&kernel, &caller, &[attempt_id]).await?;
     kernel
-        .complete(attempt_id, &request.proof, request.output)
+        .complete(
+            attempt_id,
+            &proof(&request.lease_token, request.epoch),
+            request.output,
+        )
         .await?;
     Ok(Json(Done {
         attempt_id,
@@ -164,9 +168,10 @@ pub(crate) async fn complete(
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FailRequest {
-    #[serde(flatten)]
-    pub proof: LeaseProof,
+    pub lease_token: String,
+    pub epoch: i64,
     pub error: TaskFailure,
 }
 
@@ -188,7 +193,11 @@ pub(crate) async fn fail(
     own(&kernel, &caller, &[attempt_id]).await?;
     Ok(Json(
         kernel
-            .fail(attempt_id, &request.proof, &request.error)
+            .fail(
+                attempt_id,
+                &proof(&request.lease_token, request.epoch),
+                &request.error,
+            )
             .await?,
     ))
 }
@@ -216,18 +225,28 @@ pub(crate) async fn release(
     }))
 }
 
+/// The pair a request body carries at its top level.
+fn proof(lease_token: &str, epoch: i64) -> LeaseProof {
+    LeaseProof {
+        lease_token: lease_token.to_string(),
+        epoch,
+    }
+}
+
 /// One lease of a batch request.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LeaseRef {
     pub attempt_id: i64,
-    #[serde(flatten)]
-    pub proof: LeaseProof,
+    pub lease_token: String,
+    pub epoch: i64,
     /// Only read by batch complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub items: Vec<LeaseRef>,
 }
@@ -302,7 +321,7 @@ pub(crate) async fn heartbeat_batch(
     let leases: Vec<(i64, LeaseProof)> = request
         .items
         .into_iter()
-        .map(|item| (item.attempt_id, item.proof))
+        .map(|item| (item.attempt_id, proof(&item.lease_token, item.epoch)))
         .collect();
     let results = kernel.heartbeat_many(&leases).await?;
     Ok(Json(item_results(
@@ -332,7 +351,7 @@ pub(crate) async fn complete_batch(
         .into_iter()
         .map(|item| Completion {
             attempt_id: item.attempt_id,
-            proof: item.proof,
+            proof: proof(&item.lease_token, item.epoch),
             output: item.output,
         })
         .collect();
@@ -352,9 +371,10 @@ pub(crate) async fn complete_batch(
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LogRequest {
-    #[serde(flatten)]
-    pub proof: LeaseProof,
+    pub lease_token: String,
+    pub epoch: i64,
     pub lines: Vec<NewLogLine>,
 }
 
@@ -380,13 +400,18 @@ pub(crate) async fn append_log(
 ) -> ApiResult<Json<Appended>> {
     own(&kernel, &caller, &[attempt_id]).await?;
     let appended = kernel
-        .append_attempt_log(attempt_id, &request.proof, &request.lines)
+        .append_attempt_log(
+            attempt_id,
+            &proof(&request.lease_token, request.epoch),
+            &request.lines,
+        )
         .await?;
     Ok(Json(Appended { appended }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct LogQuery {
     #[serde(default)]
     after: i64,

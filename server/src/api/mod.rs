@@ -14,11 +14,23 @@ pub mod leases;
 pub mod openapi;
 pub mod stream;
 
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::Router;
 
 use crate::AppState;
 use error::ApiError;
+
+/// The largest request body the API reads, 32 MiB: a job of 10,000 tasks
+/// (the most one job may have) with payloads of a few KiB each fits.
+/// Larger bodies are refused with `413 payload_too_large` (single payloads
+/// have their own, smaller limit in the kernel's configuration).
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// What any path under `/api/` that no endpoint serves answers.
+pub fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
+}
 
 pub fn router(state: &AppState) -> Router<AppState> {
     let v1 = Router::new()
@@ -35,8 +47,16 @@ pub fn router(state: &AppState) -> Router<AppState> {
             state.kernel.clone(),
             crate::auth::audit,
         ))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
-        });
+        .fallback(|| async { not_found() })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!(
+                    "this endpoint does not answer {method} (the Allow header lists what it does)"
+                ),
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new().nest("/api/v1", v1)
 }

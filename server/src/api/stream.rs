@@ -182,6 +182,7 @@ pub fn router() -> Router<AppState> {
 /// Query of the global stream. Every filter is optional; given several, an
 /// event must match all of them.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StreamQuery {
     /// Resume after this seq (when no `Last-Event-ID` header is sent).
     after: Option<i64>,
@@ -199,6 +200,7 @@ struct StreamQuery {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ResumeQuery {
     after: Option<i64>,
 }

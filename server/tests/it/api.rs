@@ -118,12 +118,15 @@ fn one_task_job(name: &str, kind: &str) -> Value {
     json!({ "name": name, "tasks": [{ "key": "only", "kind": kind, "payload": {} }] })
 }
 
+/// SPEC §9: every failure is `{code, message, details}`, `details` an
+/// object even when it has nothing to say.
 fn assert_error(body: &Value, code: &str) {
     assert_eq!(body["code"], code, "{body}");
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"
     );
+    assert!(body["details"].is_object(), "details: {body}");
 }
 
 #[tokio::test]
@@ -210,6 +213,29 @@ async fn jobs_list_filters_and_pages_with_a_cursor() {
     let (_, text) = api.get("/api/v1/jobs?q=report-3").await;
     assert_eq!(text["items"].as_array().unwrap().len(), 1);
     assert_eq!(text["items"][0]["name"], "report-3");
+    // Digits find the job of that id and the names holding them.
+    let id = even["items"][2]["id"].as_i64().unwrap();
+    let (status, _) = api
+        .post(
+            "/api/v1/jobs",
+            one_task_job(&format!("release-{id}"), "noop"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, digits) = api.get(&format!("/api/v1/jobs?q={id}")).await;
+    let mut names: Vec<&str> = digits["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let by_id = even["items"][2]["name"].as_str().unwrap().to_string();
+    assert!(names.contains(&by_id.as_str()), "{names:?}");
+    assert!(
+        names.contains(&format!("release-{id}").as_str()),
+        "{names:?}"
+    );
 
     let mut seen = Vec::new();
     let mut uri = "/api/v1/jobs?limit=2".to_string();
@@ -227,7 +253,7 @@ async fn jobs_list_filters_and_pages_with_a_cursor() {
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!((seen.len(), unique.len()), (5, 5), "{seen:?}");
+    assert_eq!((seen.len(), unique.len()), (6, 6), "{seen:?}");
 
     let (status, body) = api.get("/api/v1/jobs?state=exploded").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -513,6 +539,159 @@ async fn unknown_api_paths_answer_with_the_typed_error() {
     let (status, body) = api.get("/api/v1/jobs/not-a-number").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_error(&body, "invalid_path");
+    // Outside /api/v1 as well: the console's HTML 404 is for pages.
+    for uri in ["/api", "/api/v1/", "/api/v2/jobs"] {
+        let (status, body) = api.get(uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert_error(&body, "not_found");
+    }
+    // A method an endpoint does not answer: typed too, with its Allow.
+    let (status, headers, bytes) = common::send(
+        &api.router,
+        common::request(
+            Method::DELETE,
+            "/api/v1/jobs/1",
+            Some(&api.token),
+            &[],
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = serde_json::from_slice(&bytes).expect("a JSON body");
+    assert_error(&body, "method_not_allowed");
+    assert!(
+        body["message"].as_str().unwrap().contains("DELETE"),
+        "{body}"
+    );
+    let allow = headers.get("allow").expect("an Allow header");
+    assert!(allow.to_str().unwrap().contains("GET"), "{allow:?}");
+}
+
+/// A misspelled field used to be dropped without a word, which made the
+/// request mean something else: a filter that filtered nothing (a batch
+/// resolve of every open entry), a quota with no limit (removed), a task
+/// with the default budget. Every body and query now names what it does
+/// not know, and nothing is changed.
+#[tokio::test]
+async fn a_misspelled_field_is_refused_by_name_and_nothing_changes() {
+    let api = api().await;
+    let refused = |status: StatusCode, body: &Value, field: &str| {
+        assert!(status.is_client_error(), "{status} {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "the message names {field}: {body}"
+        );
+        assert!(body["details"].is_object(), "{body}");
+    };
+    // A job with a dead-lettered task, so a dead-letter entry is open.
+    api.post(
+        "/api/v1/jobs",
+        json!({ "name": "dl", "tasks": [{ "key": "a", "kind": "noop", "max_attempts": 1 }] }),
+    )
+    .await;
+    let node = api.register("node-m", &["noop"]).await;
+    let lease = api.claim(node, &["noop"], 1).await.pop().unwrap();
+    let attempt = lease["attempt_id"].as_i64().unwrap();
+    let (status, body) = api
+        .post(
+            &format!("/api/v1/leases/{attempt}/fail"),
+            json!({ "lease_token": lease["lease_token"], "epoch": lease["epoch"],
+                    "error": { "message": "boom", "retryable": false } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = api
+        .post(
+            "/api/v1/dead-letter/resolve",
+            json!({ "filter": { "tennant": "gamma" }, "reason": "x" }),
+        )
+        .await;
+    refused(status, &body, "tennant");
+    let (_, open) = api.get("/api/v1/dead-letter?status=open").await;
+    assert_eq!(open["items"].as_array().unwrap().len(), 1, "still open");
+
+    let (status, body) = api
+        .post(
+            "/api/v1/jobs/cancel",
+            json!({ "filter": { "tenat": "beta" }, "dry_run": true }),
+        )
+        .await;
+    refused(status, &body, "tenat");
+
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            "/api/v1/quotas/queue/q0",
+            Some(json!({ "max_concurrent": 5 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            "/api/v1/quotas/queue/q0",
+            Some(json!({ "max_concurent": 10 })),
+        )
+        .await;
+    refused(status, &body, "max_concurent");
+    let (_, quotas) = api.get("/api/v1/quotas").await;
+    assert_eq!(quotas["items"][0]["max_concurrent"], 5, "{quotas}");
+
+    let (status, body) = api
+        .post(
+            "/api/v1/jobs",
+            json!({ "name": "typo", "tasks": [{ "key": "a", "kind": "noop", "max_attempt": 5 }] }),
+        )
+        .await;
+    refused(status, &body, "max_attempt");
+    let (_, jobs) = api.get("/api/v1/jobs?q=typo").await;
+    assert_eq!(jobs["items"], json!([]), "nothing was written");
+
+    let (status, body) = api.get("/api/v1/jobs?stat=failed").await;
+    refused(status, &body, "stat");
+
+    // The worker protocol too: a completion's misspelled output is not
+    // recorded as a completion without one.
+    api.post("/api/v1/jobs", one_task_job("out", "noop")).await;
+    let lease = api.claim(node, &["noop"], 1).await.pop().unwrap();
+    let attempt = lease["attempt_id"].as_i64().unwrap();
+    let (status, body) = api
+        .post(
+            &format!("/api/v1/leases/{attempt}/complete"),
+            json!({ "lease_token": lease["lease_token"], "epoch": lease["epoch"], "outptu": 1 }),
+        )
+        .await;
+    refused(status, &body, "outptu");
+    let (_, job) = api.get(&format!("/api/v1/jobs/{}", lease["job_id"])).await;
+    assert_eq!(job["tasks"][0]["state"], "leased", "{job}");
+}
+
+/// A body over the API's limit is refused as too large, saying the limit;
+/// a job of 10,000 tasks (the most a job may have) with small payloads is
+/// well inside it (it was not: axum's default limit of 2 MiB refused such
+/// a job of 3 MB as "invalid JSON").
+#[tokio::test]
+async fn a_large_job_fits_and_a_body_over_the_limit_is_too_large() {
+    let api = api().await;
+    let tasks: Vec<Value> = (0..10_000)
+        .map(|i| json!({ "key": format!("t{i}"), "kind": "noop", "payload": { "pad": "x".repeat(250) } }))
+        .collect();
+    let job = json!({ "name": "wide", "tasks": tasks });
+    assert!(job.to_string().len() > 3_000_000);
+    let (status, body) = api.post("/api/v1/jobs", job).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", body["message"]);
+    assert_eq!(body["tasks"].as_array().unwrap().len(), 10_000);
+
+    let huge = json!({ "name": "huge", "tasks": [{ "key": "a", "kind": "noop",
+        "payload": { "pad": "x".repeat(server::api::MAX_BODY_BYTES) } }] });
+    let (status, body) = api.post("/api/v1/jobs", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(&body, "payload_too_large");
+    assert_eq!(body["details"]["limit_bytes"], server::api::MAX_BODY_BYTES);
+    let (_, jobs) = api.get("/api/v1/jobs?q=huge").await;
+    assert_eq!(jobs["items"], json!([]));
 }
 
 /// `switchyard worker`'s lease source against a real server on a socket:

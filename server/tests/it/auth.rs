@@ -654,7 +654,7 @@ async fn a_node_token_speaks_for_its_own_node_only() {
         .post(
             &format!("/api/v1/leases/{attempt}/heartbeat"),
             As::Bearer(&h.admin),
-            done.clone(),
+            json!({ "lease_token": lease["lease_token"], "epoch": lease["epoch"] }),
         )
         .await;
     assert_code(&a, StatusCode::FORBIDDEN, "forbidden", "admin heartbeat");
