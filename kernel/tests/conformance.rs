@@ -7,8 +7,12 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
 use common::{eventually, Env};
 use kernel::model::*;
+use kernel::worker::{BoxFuture, SourceResult};
 use kernel::KernelError;
 use serde_json::{json, Value};
 
@@ -3118,7 +3122,85 @@ async fn an_attempts_log_stops_at_its_cap_and_says_so(env: Env) {
     );
     assert_eq!(read[5].0, LogStream::System);
     assert!(read[5].1.contains("at most 5 lines"), "{read:?}");
+
+    // A worker stops sending once the log is full: a command printing
+    // 100,000 lines sends about one batch, not all of them (it once sent
+    // every line, buffered without limit in the worker's memory).
+    let sent = Arc::new(AtomicUsize::new(0));
+    let source = CountingLines {
+        kernel: k.clone(),
+        sent: sent.clone(),
+    };
+    let pool_node = env.node("pool").await;
+    let mut config = kernel::worker::PoolConfig::new(pool_node, 2);
+    config.claim_wait_ms = 50;
+    let pool = kernel::worker::WorkerPool::start(
+        Arc::new(source),
+        kernel::worker::Executors::builtin(),
+        config,
+    );
+    let id = k
+        .submit(NewJob::single(
+            "flood",
+            "exec",
+            json!({"cmd": "seq", "args": ["1", "100000"]}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    assert_eq!(finished(&k, id).await, JobState::Succeeded);
+    pool.shutdown(kernel::worker::Shutdown::Release).await;
+    let attempt = k.get_job(id).await.unwrap().tasks[0].attempts[0].id;
+    assert_eq!(k.attempt_log(attempt, 0, 100).await.unwrap().len(), 6);
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent <= 2_000, "the worker sent {sent} lines to a full log");
     k.db().close().await;
+}
+
+/// The kernel as a worker's lease source, counting the log lines sent.
+struct CountingLines {
+    kernel: kernel::Kernel,
+    sent: Arc<AtomicUsize>,
+}
+
+impl kernel::worker::LeaseSource for CountingLines {
+    fn claim(&self, req: ClaimRequest) -> BoxFuture<'_, SourceResult<Vec<Lease>>> {
+        kernel::worker::LeaseSource::claim(&self.kernel, req)
+    }
+    fn heartbeat_many(
+        &self,
+        leases: Vec<(i64, LeaseProof)>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<HeartbeatOutcome>>>> {
+        kernel::worker::LeaseSource::heartbeat_many(&self.kernel, leases)
+    }
+    fn complete_many(
+        &self,
+        items: Vec<Completion>,
+    ) -> BoxFuture<'_, SourceResult<Vec<SourceResult<()>>>> {
+        kernel::worker::LeaseSource::complete_many(&self.kernel, items)
+    }
+    fn fail(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        failure: TaskFailure,
+    ) -> BoxFuture<'_, SourceResult<()>> {
+        kernel::worker::LeaseSource::fail(&self.kernel, attempt_id, proof, failure)
+    }
+    fn release(&self, attempt_id: i64, proof: LeaseProof) -> BoxFuture<'_, SourceResult<()>> {
+        kernel::worker::LeaseSource::release(&self.kernel, attempt_id, proof)
+    }
+    fn append_log(
+        &self,
+        attempt_id: i64,
+        proof: LeaseProof,
+        lines: Vec<NewLogLine>,
+    ) -> BoxFuture<'_, SourceResult<usize>> {
+        self.sent
+            .fetch_add(lines.len(), std::sync::atomic::Ordering::SeqCst);
+        kernel::worker::LeaseSource::append_log(&self.kernel, attempt_id, proof, lines)
+    }
 }
 
 trait Tap: Sized {

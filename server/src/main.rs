@@ -179,7 +179,7 @@ async fn start_embedded_pool(
     Ok(WorkerPool::start(
         Arc::new(kernel.clone()),
         executors,
-        PoolConfig::new(node.id, slots),
+        PoolConfig::new(node.id, slots).for_leases_of(kernel.config().lease_ms),
     ))
 }
 
@@ -203,7 +203,26 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
-    tracing::info!("shutdown signal received, finishing in-flight requests");
+    tracing::info!(
+        "shutdown signal received, finishing in-flight work (a second one stops at once)"
+    );
+    // A second signal does not wait for the grace period: it ends the
+    // process now (leases still held expire, and their tasks run again).
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::warn!("second signal: stopping now, without finishing");
+        std::process::exit(130);
+    });
+    #[cfg(unix)]
+    if let Ok(mut signal) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            signal.recv().await;
+            tracing::warn!("second signal: stopping now, without finishing");
+            std::process::exit(143);
+        });
+    }
 }
 
 /// A database URL without its password, for logs.

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::api::fleet::{Registered, ENROLLMENT_HEADER};
 use crate::api::leases::{
-    BatchRequest, BatchResponse, ClaimResponse, Done, FailRequest, LeaseRef, LogRequest,
+    Appended, BatchRequest, BatchResponse, ClaimResponse, Done, FailRequest, LeaseRef, LogRequest,
     MAX_WAIT_MS,
 };
 use crate::config::WorkerArgs;
@@ -80,7 +80,15 @@ impl HttpLeaseSource {
     async fn send<R: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> SourceResult<R> {
         let response = request.send().await.map_err(transport)?;
         if response.status().is_success() {
-            response.json::<R>().await.map_err(transport)
+            let url = response.url().clone();
+            let body = response.bytes().await.map_err(transport)?;
+            // Answered, but not as the API answers (a proxy's page, the
+            // console's login page after a redirect): asking again will
+            // not help.
+            serde_json::from_slice(&body).map_err(|e| SourceError {
+                code: "protocol".to_string(),
+                message: format!("{url} did not answer as Switchyard's API does: {e}"),
+            })
         } else {
             let status = response.status();
             Err(match response.json::<ErrorBody>().await {
@@ -97,14 +105,23 @@ impl HttpLeaseSource {
     /// secret, keeps the node token it is given for every later call, and
     /// returns the node's id.
     pub async fn enroll(&self, node: &NewNode, enrollment_secret: &str) -> SourceResult<i64> {
+        Ok(self.register(node, enrollment_secret).await?.node_id)
+    }
+
+    /// [`HttpLeaseSource::enroll`], answering the whole registration.
+    pub async fn register(
+        &self,
+        node: &NewNode,
+        enrollment_secret: &str,
+    ) -> SourceResult<Registered> {
         let request = self
             .client
             .post(format!("{}/nodes/register", self.base))
             .header(ENROLLMENT_HEADER, enrollment_secret)
             .json(node);
         let registered: Registered = self.send(request).await?;
-        *self.token.write().expect("token lock") = Some(registered.token);
-        Ok(registered.node_id)
+        *self.token.write().expect("token lock") = Some(registered.token.clone());
+        Ok(registered)
     }
 }
 
@@ -216,17 +233,17 @@ impl LeaseSource for HttpLeaseSource {
         attempt_id: i64,
         proof: LeaseProof,
         lines: Vec<NewLogLine>,
-    ) -> BoxFuture<'_, SourceResult<()>> {
+    ) -> BoxFuture<'_, SourceResult<usize>> {
         Box::pin(async move {
             let body = LogRequest {
                 lease_token: proof.lease_token,
                 epoch: proof.epoch,
                 lines,
             };
-            let _: serde_json::Value = self
+            let appended: Appended = self
                 .post(&format!("/leases/{attempt_id}/log"), &body)
                 .await?;
-            Ok(())
+            Ok(appended.appended)
         })
     }
 }
@@ -239,6 +256,7 @@ pub async fn run(
 ) -> Result<(), String> {
     let executors = executors_for(&args.kinds)?;
     let name = args.name.clone().unwrap_or_else(default_node_name);
+    check_server_url(&args.server)?;
     let source = HttpLeaseSource::new(&args.server);
     let node = NewNode {
         name: name.clone(),
@@ -247,15 +265,28 @@ pub async fn run(
         labels: args.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         file_scopes: vec![],
     };
-    let node_id = enroll_with_retry(&source, &node, &args.enrollment_secret).await?;
-    tracing::info!(node_id, %name, kinds = ?node.kinds, slots = args.slots, server = %args.server, "worker registered");
+    let registered = enroll_with_retry(&source, &node, &args.enrollment_secret).await?;
+    let node_id = registered.node_id;
+    tracing::info!(node_id, %name, kinds = ?node.kinds, slots = args.slots, server = %args.server, lease_ms = registered.lease_ms, "worker registered");
 
     let pool = WorkerPool::start(
         Arc::new(source),
         executors,
-        PoolConfig::new(node_id, args.slots),
+        PoolConfig::new(node_id, args.slots).for_leases_of(registered.lease_ms),
     );
-    shutdown.await;
+    let mut lost = pool.lost();
+    let lost_why = tokio::select! {
+        _ = shutdown => None,
+        why = lost.wait_for(Option::is_some) => why.ok().and_then(|why| why.clone()),
+    };
+    if let Some(why) = lost_why {
+        // Its tasks are stopped already; nothing it reports is accepted.
+        pool.shutdown(Shutdown::Release).await;
+        return Err(format!(
+            "the server no longer accepts node {name:?} ({why}); was it registered again by \
+             another worker of that name, or its token revoked? Stopped."
+        ));
+    }
     tracing::info!(
         running = pool.running(),
         "worker stopping: finishing running tasks"
@@ -300,25 +331,40 @@ pub fn executors_for(kinds: &[String]) -> Result<Executors, String> {
         })
 }
 
+/// `--server` must be an `http://` or `https://` base URL.
+fn check_server_url(server: &str) -> Result<(), String> {
+    match reqwest::Url::parse(server) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "--server {server:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:3000)"
+        )),
+    }
+}
+
 /// Enrolls, retrying while the server is unreachable (it may be starting).
 async fn enroll_with_retry(
     source: &HttpLeaseSource,
     node: &NewNode,
     secret: &str,
-) -> Result<i64, String> {
+) -> Result<Registered, String> {
     let mut delay = Duration::from_millis(200);
+    let mut last = None;
     for _ in 0..20 {
-        match source.enroll(node, secret).await {
-            Ok(id) => return Ok(id),
-            Err(err) if err.code == "transport" => {
+        match source.register(node, secret).await {
+            Ok(registered) => return Ok(registered),
+            Err(err) if err.is_transient() => {
                 tracing::warn!(error = %err, "server not reachable yet; retrying");
+                last = Some(err);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(err) => return Err(format!("enrolling node {:?}: {err}", node.name)),
         }
     }
-    Err("the server did not answer; giving up".to_string())
+    Err(format!(
+        "the server did not answer; giving up (last: {})",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 fn default_node_name() -> String {

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -89,11 +90,12 @@ struct ExecPayload {
 async fn forward_lines(reader: impl AsyncRead + Unpin, stream: LogStream, log: LogSink) {
     let mut reader = BufReader::new(reader);
     let mut line = Vec::new();
-    let send = |line: &mut Vec<u8>| {
+    async fn send(log: &LogSink, stream: LogStream, line: &mut Vec<u8>) {
         let text = line.strip_suffix(b"\r").unwrap_or(line);
-        log.line(stream, String::from_utf8_lossy(text).into_owned());
+        log.line(stream, String::from_utf8_lossy(text).into_owned())
+            .await;
         line.clear();
-    };
+    }
     loop {
         let chunk = match reader.fill_buf().await {
             Ok(chunk) if !chunk.is_empty() => chunk,
@@ -106,11 +108,11 @@ async fn forward_lines(reader: impl AsyncRead + Unpin, stream: LogStream, log: L
         let used = newline.map_or(chunk.len(), |at| at + 1);
         reader.consume(used);
         if newline.is_some() {
-            send(&mut line);
+            send(&log, stream, &mut line).await;
         }
     }
     if !line.is_empty() {
-        send(&mut line);
+        send(&log, stream, &mut line).await;
     }
 }
 
@@ -184,9 +186,14 @@ impl Executor for Exec {
                         }
                         _ => format!("cannot start {:?}: {e}", p.cmd),
                     };
-                    run.log.line(LogStream::System, &message);
-                    // A missing program will be missing next time too.
-                    let retryable = e.kind() != std::io::ErrorKind::NotFound;
+                    run.log.line(LogStream::System, &message).await;
+                    // A missing program will be missing next time too, and
+                    // a file that may not be run, or is no program, stays so.
+                    const ENOEXEC: i32 = 8;
+                    let retryable = !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) && e.raw_os_error() != Some(ENOEXEC);
                     return TaskOutcome::failed(message, retryable);
                 }
             };
@@ -209,26 +216,38 @@ impl Executor for Exec {
                     Ok(s) if s.success() => TaskOutcome::Succeeded(Some(json!({ "exit_code": 0 }))),
                     Ok(s) => match s.code() {
                         Some(code) => TaskOutcome::failed(format!("{} exited with code {code}", p.cmd), true),
-                        None => TaskOutcome::failed(format!("{} was killed by a signal", p.cmd), true),
+                        None => TaskOutcome::failed(
+                            format!("{} was killed by signal {}", p.cmd, s.signal().unwrap_or_default()),
+                            true,
+                        ),
                     },
                     Err(e) => TaskOutcome::failed(format!("waiting for {} failed: {e}", p.cmd), true),
                 },
                 _ = deadline => {
                     kill_group(&mut child).await;
                     let t = timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
-                    run.log.line(LogStream::System, format!("killed after the timeout of {t}s"));
+                    run.log.line(LogStream::System, format!("killed after the timeout of {t}s")).await;
                     TaskOutcome::failed(format!("{} timed out after {t}s", p.cmd), true)
                 }
                 reason = run.cancel.cancelled() => {
                     kill_group(&mut child).await;
-                    run.log.line(LogStream::System, format!("killed: {reason:?}"));
+                    run.log.line(LogStream::System, format!("killed: {reason:?}")).await;
                     TaskOutcome::Cancelled
                 }
             };
             // Let the readers drain what the process wrote before it ended
-            // (bounded: a grandchild may hold the pipes open).
-            for h in [out, err].into_iter().flatten() {
-                let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+            // (bounded, both within one limit: a process it left behind
+            // may hold the pipes open).
+            let mut readers: Vec<_> = [out, err].into_iter().flatten().collect();
+            let drained = async {
+                for h in readers.iter_mut() {
+                    let _ = h.await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
+            // What such a process writes later is not this attempt's.
+            for h in readers {
+                h.abort();
             }
             outcome
         })

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::model::{Lease, LogStream, NewLogLine, TaskFailure};
 
@@ -48,30 +48,38 @@ pub struct TaskRun {
     pub cancel: CancelSignal,
 }
 
-/// Where an executor writes output lines (the attempt log).
+/// Where an executor writes output lines (the attempt log): a bounded
+/// buffer the pool empties into the attempt's log. Writing waits while it
+/// is full, so a command printing faster than its lines are stored is held
+/// back (its pipe fills and it blocks) instead of filling the worker's
+/// memory.
 #[derive(Clone)]
 pub struct LogSink {
-    write: Arc<dyn Fn(NewLogLine) + Send + Sync>,
+    lines: Option<mpsc::Sender<NewLogLine>>,
 }
 
 impl LogSink {
-    pub fn new(write: impl Fn(NewLogLine) + Send + Sync + 'static) -> LogSink {
-        LogSink {
-            write: Arc::new(write),
-        }
+    pub fn new(lines: mpsc::Sender<NewLogLine>) -> LogSink {
+        LogSink { lines: Some(lines) }
     }
 
     /// A sink that drops everything.
     pub fn discard() -> LogSink {
-        LogSink::new(|_| {})
+        LogSink { lines: None }
     }
 
-    pub fn line(&self, stream: LogStream, line: impl Into<String>) {
-        (self.write)(NewLogLine {
-            stream,
-            line: line.into(),
-            ts: crate::clock::Clock::now_ms(&crate::clock::SystemClock),
-        });
+    /// Writes one line, once there is room for it. After the pool stopped
+    /// reading (the run ended, or the attempt's log is full), drops it.
+    pub async fn line(&self, stream: LogStream, line: impl Into<String>) {
+        if let Some(lines) = &self.lines {
+            let _ = lines
+                .send(NewLogLine {
+                    stream,
+                    line: line.into(),
+                    ts: crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+                })
+                .await;
+        }
     }
 }
 

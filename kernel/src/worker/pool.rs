@@ -9,8 +9,13 @@
 //! Shape: one claim loop (waits for a free slot, claims up to the free slots
 //! in one call, spawns a run per lease), one heartbeat loop (renews every
 //! running lease in one call; fires the cancel signal of runs whose job was
-//! cancelled or whose lease was lost), one reporter (drains finished runs and
-//! log lines and reports them in batches: logs first, then completions).
+//! cancelled or whose lease was lost), a log writer per run (appends its
+//! output lines in order, from a bounded buffer, and is done before the run
+//! is reported), one reporter (reports finished runs in batches).
+//!
+//! A report the server could not be reached for (a restart, a network
+//! blip) is sent again until it is answered, while its lease is renewed
+//! as for a running task: dropped, its task would run a second time.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +72,45 @@ impl From<ErrorBody> for SourceError {
 
 pub type SourceResult<T> = Result<T, SourceError>;
 
+impl SourceError {
+    /// Whether the call may succeed if made again: the server or the
+    /// database could not be reached, or answered without a typed error.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.code.as_str(), "transport" | "http" | "database")
+    }
+
+    /// Whether the source no longer accepts this node's credentials (its
+    /// token was revoked, or another worker registered under its name).
+    pub fn is_unauthenticated(&self) -> bool {
+        self.code == "unauthenticated"
+    }
+}
+
+/// How long a report is retried while the server cannot be reached. Past
+/// the lease's end the kernel refuses it anyway (and the task runs again).
+const RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Makes `call` again while it fails transiently ([`SourceError::is_transient`]),
+/// waiting a little longer each time, for up to [`RETRY_FOR`].
+async fn retrying<T, F, Fut>(what: &str, mut call: F) -> SourceResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = SourceResult<T>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, "{what} not recorded yet; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The lease protocol as the pool needs it (SPEC §9 worker protocol).
 pub trait LeaseSource: Send + Sync + 'static {
     fn claim(&self, req: ClaimRequest) -> BoxFuture<'_, SourceResult<Vec<Lease>>>;
@@ -85,12 +129,14 @@ pub trait LeaseSource: Send + Sync + 'static {
         failure: TaskFailure,
     ) -> BoxFuture<'_, SourceResult<()>>;
     fn release(&self, attempt_id: i64, proof: LeaseProof) -> BoxFuture<'_, SourceResult<()>>;
+    /// Answers how many of `lines` the attempt's log kept (fewer once it
+    /// is full).
     fn append_log(
         &self,
         attempt_id: i64,
         proof: LeaseProof,
         lines: Vec<NewLogLine>,
-    ) -> BoxFuture<'_, SourceResult<()>>;
+    ) -> BoxFuture<'_, SourceResult<usize>>;
 }
 
 impl LeaseSource for Kernel {
@@ -145,11 +191,10 @@ impl LeaseSource for Kernel {
         attempt_id: i64,
         proof: LeaseProof,
         lines: Vec<NewLogLine>,
-    ) -> BoxFuture<'_, SourceResult<()>> {
-        Box::pin(async move {
-            Kernel::append_attempt_log(self, attempt_id, &proof, &lines).await?;
-            Ok(())
-        })
+    ) -> BoxFuture<'_, SourceResult<usize>> {
+        Box::pin(
+            async move { Ok(Kernel::append_attempt_log(self, attempt_id, &proof, &lines).await?) },
+        )
     }
 }
 
@@ -188,6 +233,16 @@ impl PoolConfig {
             claimers: 2,
             reporters: 2,
         }
+    }
+
+    /// Renews leases of `lease_ms` (the kernel's `lease_ms`) three times
+    /// per lease, at most every 10 s: a lease then survives a lost renewal
+    /// or two. (Every 10 s whatever the lease, leases under 10 s expired
+    /// while their tasks ran, and the tasks ran again beside themselves.)
+    pub fn for_leases_of(mut self, lease_ms: i64) -> PoolConfig {
+        let third = Duration::from_millis((lease_ms / 3).max(100) as u64);
+        self.heartbeat_every = third.min(Duration::from_secs(10));
+        self
     }
 }
 
@@ -231,11 +286,6 @@ struct Running {
 }
 
 enum Report {
-    Log {
-        attempt_id: i64,
-        proof: LeaseProof,
-        line: NewLogLine,
-    },
     Done {
         attempt_id: i64,
         proof: LeaseProof,
@@ -252,6 +302,26 @@ struct Shared {
     stats: Arc<PoolStats>,
     reports: mpsc::UnboundedSender<Report>,
     slots: Arc<Semaphore>,
+    /// Set when the source stopped accepting this node (see [`WorkerPool::lost`]).
+    lost: watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    /// The source no longer accepts this node: no lease can be renewed or
+    /// reported, so every run stops, and the owner is told.
+    fn lose_credentials(&self, error: &SourceError) {
+        self.lost.send_if_modified(|lost| {
+            let first = lost.is_none();
+            if first {
+                tracing::error!(error = %error, "the server no longer accepts this node; stopping its tasks");
+                *lost = Some(error.to_string());
+            }
+            first
+        });
+        for r in self.running.lock().expect("running").values() {
+            r.cancel.cancel(CancelReason::LeaseLost);
+        }
+    }
 }
 
 /// A running pool. Stop it with [`WorkerPool::shutdown`].
@@ -278,6 +348,7 @@ impl WorkerPool {
             stats: Arc::new(PoolStats::default()),
             reports: reports_tx,
             slots: Arc::new(Semaphore::new(config.slots)),
+            lost: watch::channel(None).0,
             config,
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -302,6 +373,13 @@ impl WorkerPool {
 
     pub fn stats(&self) -> Arc<PoolStats> {
         self.shared.stats.clone()
+    }
+
+    /// Becomes `Some(why)` when the source stops accepting this node's
+    /// credentials (a revoked token; another worker registered under its
+    /// name). Its runs are stopped then; the owner should shut the pool down.
+    pub fn lost(&self) -> watch::Receiver<Option<String>> {
+        self.shared.lost.subscribe()
     }
 
     /// Tasks running now.
@@ -381,6 +459,10 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         let leases = match shared.source.claim(req).await {
             Ok(l) => l,
             Err(e) => {
+                if e.is_unauthenticated() {
+                    shared.lose_credentials(&e);
+                    return;
+                }
                 tracing::warn!(error = %e, "claim failed; retrying shortly");
                 drop(permits);
                 tokio::select! {
@@ -408,23 +490,26 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             );
             let shared = shared.clone();
             tokio::spawn(async move {
-                let reports = shared.reports.clone();
-                let log_proof = proof.clone();
-                let log = LogSink::new(move |line| {
-                    let _ = reports.send(Report::Log {
-                        attempt_id,
-                        proof: log_proof.clone(),
-                        line,
-                    });
-                });
+                let (lines, buffered) = mpsc::channel(LOG_BUFFER);
+                let (end, ended) = tokio::sync::oneshot::channel();
+                let writer = tokio::spawn(write_log(
+                    shared.source.clone(),
+                    attempt_id,
+                    proof.clone(),
+                    buffered,
+                    ended,
+                ));
                 let outcome = shared
                     .executors
                     .run(TaskRun {
                         lease,
-                        log,
+                        log: LogSink::new(lines),
                         cancel: signal,
                     })
                     .await;
+                // The run's lines are in its log before its end is reported.
+                let _ = end.send(());
+                let _ = writer.await;
                 let _ = shared.reports.send(Report::Done {
                     attempt_id,
                     proof,
@@ -476,6 +561,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             }
+            Err(e) if e.is_unauthenticated() => shared.lose_credentials(&e),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying next round"),
         }
     }
@@ -493,14 +579,6 @@ async fn reporter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) 
     let mut calls = tokio::task::JoinSet::new();
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, batch_max).await > 0 {
-        // Log lines are appended here, one call after another, in the order
-        // they were written: two batches appending at once could commit an
-        // attempt's lines out of order. A run's lines come before its end,
-        // so they are in before the batch that reports it starts.
-        append_logs(source.as_ref(), take_logs(&mut batch)).await;
-        if batch.is_empty() {
-            continue;
-        }
         while calls.len() >= in_flight {
             let _ = calls.join_next().await;
         }
@@ -514,32 +592,57 @@ async fn reporter(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Report>) 
     while calls.join_next().await.is_some() {}
 }
 
-/// The log lines among `batch`, taken out of it and grouped by attempt,
-/// each attempt's in the order they came.
-fn take_logs(batch: &mut Vec<Report>) -> Vec<(i64, LeaseProof, Vec<NewLogLine>)> {
-    let mut logs: Vec<(i64, LeaseProof, Vec<NewLogLine>)> = Vec::new();
-    let mut rest = Vec::with_capacity(batch.len());
-    for report in batch.drain(..) {
-        match report {
-            Report::Log {
-                attempt_id,
-                proof,
-                line,
-            } => match logs.iter_mut().find(|(id, _, _)| *id == attempt_id) {
-                Some((_, _, lines)) => lines.push(line),
-                None => logs.push((attempt_id, proof, vec![line])),
-            },
-            other => rest.push(other),
-        }
-    }
-    *batch = rest;
-    logs
-}
+/// Lines a run may have written and not yet stored before it waits.
+const LOG_BUFFER: usize = 1_024;
+/// Most lines per append call.
+const LOG_BATCH: usize = 1_000;
 
-async fn append_logs(source: &dyn LeaseSource, logs: Vec<(i64, LeaseProof, Vec<NewLogLine>)>) {
-    for (attempt_id, proof, lines) in logs {
-        if let Err(e) = source.append_log(attempt_id, proof, lines).await {
-            tracing::warn!(attempt_id, error = %e, "log lines not recorded");
+/// Appends a run's output lines to its attempt's log, in the order they
+/// were written, each call taking what came meanwhile; once the run ends
+/// (`end`), what is still buffered, and then no more. After the log is
+/// full (the kernel kept fewer lines than sent) or the lease refused,
+/// later lines are dropped as they come, so the command never waits for
+/// them.
+async fn write_log(
+    source: Arc<dyn LeaseSource>,
+    attempt_id: i64,
+    proof: LeaseProof,
+    mut lines: mpsc::Receiver<NewLogLine>,
+    mut end: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut keep = true;
+    let mut batch = Vec::with_capacity(LOG_BATCH);
+    loop {
+        let last = tokio::select! {
+            n = lines.recv_many(&mut batch, LOG_BATCH) => n == 0,
+            _ = &mut end => {
+                lines.close();
+                while let Ok(line) = lines.try_recv() {
+                    batch.push(line);
+                }
+                true
+            }
+        };
+        for chunk in batch.chunks(LOG_BATCH) {
+            if !keep {
+                break;
+            }
+            let sent = chunk.len();
+            let appended = retrying("log lines", || {
+                source.append_log(attempt_id, proof.clone(), chunk.to_vec())
+            })
+            .await;
+            keep = match appended {
+                Ok(n) => n == sent,
+                Err(e) => {
+                    tracing::warn!(attempt_id, error = %e, "log lines not recorded");
+                    false
+                }
+            };
+        }
+        batch.clear();
+        if last {
+            return;
         }
     }
 }
@@ -555,7 +658,6 @@ async fn report_batch(
     let mut others = Vec::new();
     for report in batch {
         match report {
-            Report::Log { .. } => unreachable!("the reporter appends log lines itself"),
             // A success is recorded unless the job was cancelled or the
             // lease lost meanwhile (a run that finished while shutdown was
             // cancelling it still counts).
@@ -585,13 +687,14 @@ async fn report_batch(
     }
     if !completions.is_empty() {
         let n = completions.len() as u64;
-        match source.complete_many(completions).await {
+        match retrying("completions", || source.complete_many(completions.clone())).await {
             Ok(answers) => {
                 let refused = answers.iter().filter(|a| a.is_err()).count() as u64;
                 stats.succeeded.fetch_add(n - refused, Ordering::Relaxed);
                 stats.refused.fetch_add(refused, Ordering::Relaxed);
             }
-            // The leases will expire and the tasks run again: at least once.
+            // Unanswered for `RETRY_FOR`: the leases expire and the tasks
+            // run again (at least once).
             Err(e) => tracing::warn!(error = %e, "completions not recorded"),
         }
     }
@@ -600,11 +703,14 @@ async fn report_batch(
             // Shutdown gives the lease back, however the run ended.
             (_, Some(CancelReason::Shutdown)) => {
                 stats.released.fetch_add(1, Ordering::Relaxed);
-                source.release(attempt_id, proof).await
+                retrying("a release", || source.release(attempt_id, proof.clone())).await
             }
             (TaskOutcome::Failed(failure), _) => {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
-                source.fail(attempt_id, proof, failure).await
+                retrying("a failure", || {
+                    source.fail(attempt_id, proof.clone(), failure.clone())
+                })
+                .await
             }
             (TaskOutcome::Cancelled, _) => {
                 stats.cancelled.fetch_add(1, Ordering::Relaxed);

@@ -38,6 +38,9 @@ pub struct Registered {
     /// The node token: send it as `Authorization: Bearer` on the lease
     /// protocol. Shown this once.
     pub token: String,
+    /// How long a lease lasts without a heartbeat (the server's
+    /// `--lease-ms`): renew well within it.
+    pub lease_ms: i64,
 }
 
 #[utoipa::path(
@@ -75,6 +78,7 @@ pub(crate) async fn register(
             node_id: enrollment.node.id,
             node: enrollment.node,
             token: enrollment.token,
+            lease_ms: state.kernel.config().lease_ms,
         }),
     ))
 }

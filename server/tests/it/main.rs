@@ -11,3 +11,4 @@ mod console_http;
 mod crash;
 mod job_detail;
 mod sse;
+mod worker;
