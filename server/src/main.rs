@@ -24,6 +24,13 @@ async fn main() -> ExitCode {
         .init();
 
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        // Both run `exec` commands (serve in its embedded pool) and hold
+        // secrets: the database URL, the enrollment secret, node tokens.
+        if let Err(err) = kernel::worker::hide_from_commands() {
+            tracing::warn!(%err, "could not hide this process from the commands it runs");
+        }
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => worker::run(args, shutdown_signal()).await,

@@ -18,7 +18,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process_group, set_dumpable_behavior, DumpableBehavior, Pid, Signal};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -124,6 +124,18 @@ async fn forward_lines(reader: impl AsyncRead + Unpin, stream: LogStream, log: L
 fn is_own_config(name: &OsStr) -> bool {
     let name = name.to_string_lossy();
     name.starts_with("SWITCHYARD_") || name == "DATABASE_URL" || name.starts_with("PG")
+}
+
+/// Hides this process's environment and memory (`/proc/<pid>/environ`,
+/// `/proc/<pid>/mem`) from the commands it runs as its own user: Linux then
+/// lets only root read them. A command inherits none of Switchyard's
+/// configuration (see `is_own_config`), but could otherwise read it, secrets
+/// included, from its parent's environment. Also turns core dumps off.
+/// (A worker run as root runs its commands as root: nothing is hidden from
+/// them. Run workers as a user of their own.)
+pub fn hide_from_commands() -> std::io::Result<()> {
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    Ok(())
 }
 
 /// Kills a command and every process it started that stayed in its group

@@ -32,7 +32,7 @@ mod builtin;
 mod executor;
 mod pool;
 
-pub use builtin::{Exec, Noop, Sleep};
+pub use builtin::{hide_from_commands, Exec, Noop, Sleep};
 pub use executor::{
     BoxFuture, CancelHandle, CancelReason, CancelSignal, Executor, Executors, LogSink, TaskOutcome,
     TaskRun,

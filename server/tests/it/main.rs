@@ -10,5 +10,6 @@ mod console_api;
 mod console_http;
 mod crash;
 mod job_detail;
+mod secrets;
 mod sse;
 mod worker;
