@@ -329,8 +329,11 @@ fn is_asset(path: &str) -> bool {
     path.starts_with("/pkg/") || path == "/favicon.svg" || path == "/favicon.ico"
 }
 
+/// Paths for programs (the API, and `/metrics` for scrapers): without
+/// credentials they answer `401` with the typed body, not a redirect to
+/// the sign-in page.
 fn is_api(path: &str) -> bool {
-    path.starts_with("/api/")
+    path == "/api" || path.starts_with("/api/") || path == "/metrics"
 }
 
 fn changes_state(method: &Method) -> bool {

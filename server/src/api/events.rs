@@ -47,7 +47,7 @@ pub(crate) async fn events(
     caller.require(Scope::RunsRead)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_EVENTS).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid_query(format!(
             "limit must be between 1 and {MAX_EVENTS}, got {limit}"
         )));
     }

@@ -198,10 +198,8 @@ pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
     match limit {
         None => Ok(50),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("limit must be between 1 and {MAX_PAGE}, got {n}"),
-        )),
+        Some(n) => Err(ApiError::invalid_query(format!(
+            "limit must be between 1 and {MAX_PAGE}, got {n}"
+        ))),
     }
 }

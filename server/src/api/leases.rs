@@ -88,13 +88,13 @@ pub(crate) async fn claim(
         ));
     }
     if !(1..=MAX_CLAIM).contains(&request.max) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "max must be between 1 and {MAX_CLAIM}, got {}",
             request.max
         )));
     }
     if !(0..=MAX_WAIT_MS).contains(&request.wait_ms) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "wait_ms must be between 0 and {MAX_WAIT_MS}, got {}",
             request.wait_ms
         )));
@@ -271,7 +271,7 @@ pub const MAX_BATCH: usize = 1_000;
 
 fn check_batch(items: &[LeaseRef]) -> ApiResult<()> {
     if items.len() > MAX_BATCH {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "a batch carries at most {MAX_BATCH} items, got {}",
             items.len()
         )));

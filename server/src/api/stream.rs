@@ -181,9 +181,10 @@ pub fn router() -> Router<AppState> {
 
 /// Query of the global stream. Every filter is optional; given several, an
 /// event must match all of them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
+pub(crate) struct StreamQuery {
     /// Resume after this seq (when no `Last-Event-ID` header is sent).
     after: Option<i64>,
     /// Comma-separated families, e.g. `job,task`.
@@ -199,13 +200,23 @@ struct StreamQuery {
     run: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ResumeQuery {
+pub(crate) struct ResumeQuery {
+    /// Resume after this seq (when no `Last-Event-ID` header is sent).
     after: Option<i64>,
 }
 
-async fn events_stream(
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream",
+    tag = "events",
+    summary = "The event log as Server-Sent Events: `id:` is the seq, `event:` the type; resumes after `Last-Event-ID` (or `after`) with no gap and no duplicate",
+    params(StreamQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq")),
+    responses((status = 200, description = "An endless `text/event-stream`; `connection.heartbeat` every 15 s", content_type = "text/event-stream", body = String), (status = "default", description = "Any failure: a typed error body", body = kernel::model::ErrorBody))
+)]
+pub(crate) async fn events_stream(
     State(kernel): State<Kernel>,
     State(live): State<LiveStreams>,
     caller: Caller,
@@ -228,7 +239,15 @@ async fn events_stream(
     open(kernel, live, filter, after).await
 }
 
-async fn job_stream(
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/stream",
+    tag = "events",
+    summary = "One job's events as Server-Sent Events (as the global stream, for this job only)",
+    params(("id" = i64, Path, description = "Job id"), ResumeQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq")),
+    responses((status = 200, description = "An endless `text/event-stream`", content_type = "text/event-stream", body = String), (status = "default", description = "Any failure: a typed error body", body = kernel::model::ErrorBody))
+)]
+pub(crate) async fn job_stream(
     State(kernel): State<Kernel>,
     State(live): State<LiveStreams>,
     caller: Caller,
@@ -253,7 +272,7 @@ fn parse_families(list: &str) -> ApiResult<Vec<String>> {
     let mut out = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !FAMILIES.contains(&name) {
-            return Err(ApiError::bad_request(format!(
+            return Err(ApiError::invalid_query(format!(
                 "unknown event family {name:?}; known families: {}",
                 FAMILIES.join(", ")
             ))

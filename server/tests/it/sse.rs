@@ -452,7 +452,7 @@ async fn filters_filter_and_bad_requests_are_refused() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
-    assert_eq!(body["code"], "bad_request");
+    assert_eq!(body["code"], "invalid_query");
     let missing = client
         .get(format!("{}/api/v1/jobs/999999/stream", server.base))
         .bearer_auth(&server.token)
