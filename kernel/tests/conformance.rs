@@ -32,6 +32,7 @@ conformance!(
     a_job_finishes_when_its_last_tasks_complete_at_once,
     a_job_with_a_dead_lettered_task_fails_when_its_last_task_succeeds,
     expired_leases_recover_without_an_operator,
+    one_lease_that_cannot_be_recovered_does_not_hold_up_the_others,
     retries_back_off_then_dead_letter,
     non_retryable_failure_dead_letters_at_once,
     replay_and_resolve_dead_letters,
@@ -57,6 +58,7 @@ conformance!(
     exec_logs_every_line_whatever_its_bytes,
     an_attempts_log_stops_at_its_cap_and_says_so,
     stopping_an_exec_task_stops_what_it_started,
+    a_stopped_command_may_clean_up_before_it_is_killed,
     exec_commands_do_not_inherit_switchyards_configuration,
     text_with_a_nul_is_refused_or_kept_with_a_replacement,
     cancellation_reaches_a_running_worker,
@@ -1541,6 +1543,46 @@ impl ClockNow for Env {
     }
 }
 
+/// A lapsed lease whose recovery fails (here its task is no longer leased,
+/// a state no operation leaves, set by hand) once failed the whole sweep:
+/// every second, with the same lease first, so no lease was ever
+/// recovered again. Now the others are, and the sweep says what failed.
+async fn one_lease_that_cannot_be_recovered_does_not_hold_up_the_others(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let broken = k
+        .submit(NewJob::single("broken", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let healthy = k
+        .submit(NewJob::single("healthy", "noop", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    assert_eq!(env.claim(node, 2).await.len(), 2);
+    common::execute(
+        &env.url,
+        &format!("UPDATE tasks SET state = 'succeeded' WHERE job_id = {broken}"),
+    )
+    .await;
+    env.clock.advance(60_000);
+    let failed = k.sweep().await.unwrap_err();
+    assert_eq!(failed.code(), "conflict", "{failed}");
+    let detail = k.get_job(healthy).await.unwrap();
+    assert_eq!(detail.tasks[0].attempts[0].state, AttemptState::Expired);
+    assert_eq!(detail.tasks[0].state, TaskState::Ready);
+    // Put right, the broken one is recovered too.
+    common::execute(
+        &env.url,
+        &format!("UPDATE tasks SET state = 'leased' WHERE job_id = {broken}"),
+    )
+    .await;
+    assert_eq!(k.sweep().await.unwrap(), 1);
+}
+
 async fn retries_back_off_then_dead_letter(env: Env) {
     let k = &env.kernel;
     let node = env.node("n1").await;
@@ -3019,6 +3061,71 @@ async fn stopping_an_exec_task_stops_what_it_started(env: Env) {
         !sleeping(&cancelled),
         "the cancelled task's sleep still runs"
     );
+    pool.shutdown(kernel::worker::Shutdown::Release).await;
+}
+
+/// A command timed out (or cancelled) gets SIGTERM first, so a `trap`
+/// cleans up; one that ignores it is killed once its `grace_s` has passed.
+/// A misspelled payload field fails the task instead of being ignored.
+async fn a_stopped_command_may_clean_up_before_it_is_killed(env: Env) {
+    let k = &env.kernel;
+    let pool = start_pool(&env, 4).await;
+    let exec = |name: &str, script: &str, extra: Value| {
+        let mut payload = json!({"cmd": "sh", "args": ["-c", script], "timeout_s": 0.5});
+        payload
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        NewJob::single(name, "exec", payload).tap(|j| j.tasks[0].max_attempts = Some(1))
+    };
+    let polite = k
+        .submit(exec(
+            "polite",
+            "trap 'echo cleaning up; exit 3' TERM; sleep 30 & wait",
+            json!({}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let stubborn = k
+        .submit(exec(
+            "stubborn",
+            "trap '' TERM; sleep 30",
+            json!({"grace_s": 0.5}),
+        ))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let typo = k
+        .submit(exec("typo", "true", json!({"timout_s": 1})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let log_of = |id: i64| async move {
+        assert_eq!(finished(k, id).await, JobState::Failed);
+        let attempt = k.get_job(id).await.unwrap().tasks[0].attempts[0].clone();
+        let lines: Vec<String> = k
+            .attempt_log(attempt.id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        (lines.join("\n"), attempt.error.unwrap_or_default())
+    };
+    let (log, _) = log_of(polite).await;
+    assert!(log.contains("cleaning up"), "{log}");
+    assert!(log.contains("stopped (SIGTERM) after the timeout"), "{log}");
+    let (log, _) = log_of(stubborn).await;
+    assert!(
+        log.contains("killed (SIGKILL, 0.5s after SIGTERM)"),
+        "{log}"
+    );
+    let (_, error) = log_of(typo).await;
+    assert!(error.contains("timout_s"), "{error}");
     pool.shutdown(kernel::worker::Shutdown::Release).await;
 }
 

@@ -1378,22 +1378,81 @@ impl Kernel {
     /// jobs that came to wait on an exhausted quota. Run by the background
     /// duty every `sweep_every`; safe on every replica at once (each
     /// recovery is a guarded update). Returns how many leases expired.
+    ///
+    /// One lapsed lease that cannot be recovered (its transaction fails)
+    /// does not hold up the others, nor the other passes: the batch it was
+    /// in is then recovered one lease at a time, the failure logged with its
+    /// attempt, and the sweep answers the first failure after doing all it
+    /// could.
     pub async fn sweep(&self) -> Result<usize> {
         let mut expired = 0;
+        let mut first_failure = None;
         loop {
-            let n = self.sweep_leases_once(200).await?;
-            expired += n;
-            if n < 200 {
-                break;
+            match self.sweep_leases_once(200, None).await {
+                Ok(n) => {
+                    expired += n;
+                    if n < 200 {
+                        break;
+                    }
+                }
+                Err(batch_failed) => {
+                    let (n, failure) = self.sweep_leases_one_by_one(200).await;
+                    expired += n;
+                    first_failure = failure.or(Some(batch_failed));
+                    break;
+                }
             }
         }
-        self.sweep_nodes().await?;
-        self.sweep_quota_blocks().await?;
-        self.fold_counts().await?;
-        Ok(expired)
+        for pass in [
+            self.sweep_nodes().await,
+            self.sweep_quota_blocks().await,
+            self.fold_counts().await,
+        ] {
+            if let Err(e) = pass {
+                first_failure.get_or_insert(e);
+            }
+        }
+        match first_failure {
+            Some(e) => Err(e),
+            None => Ok(expired),
+        }
     }
 
-    async fn sweep_leases_once(&self, batch: i64) -> Result<usize> {
+    /// Recovers up to `batch` lapsed leases, each in a transaction of its
+    /// own; answers how many, and the first failure.
+    async fn sweep_leases_one_by_one(&self, batch: i64) -> (usize, Option<KernelError>) {
+        let lapsed: Result<Vec<i64>> = async {
+            let rows = self
+                .db()
+                .read_all(
+                    "SELECT id FROM attempts WHERE state = 'active' AND lease_expires_at < $1 \
+                     ORDER BY lease_expires_at LIMIT $2",
+                    args![self.now(), batch],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.i64("id")).collect::<Result<_, _>>()?)
+        }
+        .await;
+        let lapsed = match lapsed {
+            Ok(ids) => ids,
+            Err(e) => return (0, Some(e)),
+        };
+        let (mut expired, mut first_failure) = (0, None);
+        for id in lapsed {
+            match self.sweep_leases_once(1, Some(id)).await {
+                Ok(n) => expired += n,
+                Err(e) => {
+                    tracing::error!(attempt_id = id, error = %e, "a lapsed lease could not be recovered; the next sweep tries again");
+                    first_failure.get_or_insert(e);
+                }
+            }
+        }
+        (expired, first_failure)
+    }
+
+    /// Recovers up to `batch` lapsed leases (only attempt `only`, if given)
+    /// in one transaction.
+    async fn sweep_leases_once(&self, batch: i64, only: Option<i64>) -> Result<usize> {
         let mut w = self.begin().await?;
         let now = w.now;
         if w.tx.backend() == Backend::Postgres {
@@ -1407,8 +1466,9 @@ impl Kernel {
             .tx
             .fetch_all(
                 "SELECT id, task_id, job_id, tenant, node_id, epoch, lease_expires_at FROM attempts \
-                 WHERE state = 'active' AND lease_expires_at < $1 ORDER BY lease_expires_at LIMIT $2 @skip_locked",
-                args![now, batch],
+                 WHERE state = 'active' AND lease_expires_at < $1 AND ($3 IS NULL OR id = $3) \
+                 ORDER BY lease_expires_at LIMIT $2 @skip_locked",
+                args![now, batch, only],
             )
             .await?;
         let mut count = 0;

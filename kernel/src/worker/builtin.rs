@@ -4,8 +4,9 @@
 //! - `noop`: anything; succeeds at once.
 //! - `sleep`: `{"ms": N}` or `{"seconds": N}`; stops early when cancelled.
 //! - `exec`: `{"cmd": "make", "args": ["-j2"], "env": {"K": "V"}, "cwd": "/src",
-//!   "timeout_s": 600}`; exit code 0 is success; stdout/stderr lines go to
-//!   the attempt log; the process is killed on timeout or cancellation.
+//!   "timeout_s": 600, "grace_s": 5}`; exit code 0 is success; stdout/stderr
+//!   lines go to the attempt log; on timeout or cancellation the process
+//!   and what it started get SIGTERM, then SIGKILL after `grace_s` (5 s).
 //!   The command does not inherit Switchyard's own configuration
 //!   (`SWITCHYARD_*`, `DATABASE_URL`, `PG*`).
 //!   `timeout_s` falls back to the task's own `timeout_s`.
@@ -71,6 +72,7 @@ impl Executor for Sleep {
 pub struct Exec;
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExecPayload {
     cmd: String,
     #[serde(default)]
@@ -79,7 +81,12 @@ struct ExecPayload {
     env: BTreeMap<String, String>,
     cwd: Option<String>,
     timeout_s: Option<f64>,
+    /// How long the command has to exit after SIGTERM (0–300 s).
+    grace_s: Option<f64>,
 }
+
+/// How long a command has to exit after SIGTERM, unless its payload says.
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends what `reader` gives to the attempt's log, a line at a time, until
 /// it ends: whatever the bytes, every line (`\n` or `\r\n`) is sent, with
@@ -138,15 +145,33 @@ pub fn hide_from_commands() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Kills a command and every process it started that stayed in its group
-/// (it leads one of its own: `process_group(0)`), then reaps it. Killing the
-/// command alone left a shell's children running after a timeout or a
-/// cancellation, still doing the work and holding its output open.
-async fn kill_group(child: &mut Child) {
-    if let Some(leader) = child.id().and_then(|id| Pid::from_raw(id as i32)) {
-        let _ = kill_process_group(leader, Signal::KILL);
-    }
+/// Stops a command and every process it started that stayed in its group
+/// (it leads one of its own: `process_group(0)`): SIGTERM to all of them,
+/// so they may clean up; SIGKILL to what is left once the command has
+/// exited or `grace` has passed; then reaps it. Answers whether the
+/// command exited within the grace. (Stopping the command alone left a
+/// shell's children running after a timeout or a cancellation, still doing
+/// the work and holding its output open.)
+async fn stop_group(child: &mut Child, grace: Duration) -> bool {
+    let Some(leader) = child.id().and_then(|id| Pid::from_raw(id as i32)) else {
+        return true; // already reaped
+    };
+    let _ = kill_process_group(leader, Signal::TERM);
+    let exited = tokio::time::timeout(grace, child.wait()).await.is_ok();
+    // The group outlives its leader while any member runs, and its id is
+    // not reused meanwhile.
+    let _ = kill_process_group(leader, Signal::KILL);
     let _ = child.kill().await;
+    exited
+}
+
+/// How a command was stopped, for its log.
+fn stopped(exited_on_term: bool, grace: Duration) -> String {
+    if exited_on_term {
+        "stopped (SIGTERM)".to_string()
+    } else {
+        format!("killed (SIGKILL, {}s after SIGTERM)", grace.as_secs_f64())
+    }
 }
 
 impl Executor for Exec {
@@ -156,7 +181,7 @@ impl Executor for Exec {
                 Ok(p) => p,
                 Err(e) => {
                     return TaskOutcome::failed(
-                        format!("exec needs a payload {{\"cmd\", \"args\", \"env\", \"cwd\", \"timeout_s\"}}: {e}"),
+                        format!("exec needs a payload {{\"cmd\", \"args\", \"env\", \"cwd\", \"timeout_s\", \"grace_s\"}}: {e}"),
                         false,
                     )
                 }
@@ -166,6 +191,18 @@ impl Executor for Exec {
                 .or(run.lease.timeout_s.map(|t| t as f64))
                 .filter(|t| t.is_finite() && *t > 0.0)
                 .map(Duration::from_secs_f64);
+            let grace = match p.grace_s {
+                None => DEFAULT_GRACE,
+                Some(g) if g.is_finite() && (0.0..=300.0).contains(&g) => {
+                    Duration::from_secs_f64(g)
+                }
+                Some(g) => {
+                    return TaskOutcome::failed(
+                        format!("exec grace_s must be between 0 and 300 seconds, got {g}"),
+                        false,
+                    )
+                }
+            };
             let mut cmd = Command::new(&p.cmd);
             for (name, _) in std::env::vars_os() {
                 if is_own_config(&name) {
@@ -236,14 +273,14 @@ impl Executor for Exec {
                     Err(e) => TaskOutcome::failed(format!("waiting for {} failed: {e}", p.cmd), true),
                 },
                 _ = deadline => {
-                    kill_group(&mut child).await;
                     let t = timeout.map(|t| t.as_secs_f64()).unwrap_or_default();
-                    run.log.line(LogStream::System, format!("killed after the timeout of {t}s")).await;
+                    let how = stopped(stop_group(&mut child, grace).await, grace);
+                    run.log.line(LogStream::System, format!("{how} after the timeout of {t}s")).await;
                     TaskOutcome::failed(format!("{} timed out after {t}s", p.cmd), true)
                 }
                 reason = run.cancel.cancelled() => {
-                    kill_group(&mut child).await;
-                    run.log.line(LogStream::System, format!("killed: {reason:?}")).await;
+                    let how = stopped(stop_group(&mut child, grace).await, grace);
+                    run.log.line(LogStream::System, format!("{how}: {reason:?}")).await;
                     TaskOutcome::Cancelled
                 }
             };

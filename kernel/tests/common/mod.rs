@@ -155,6 +155,23 @@ pub async fn assert_no_orphans(url: &str) {
     assert!(orphans.is_empty(), "rows whose owner is gone: {orphans:?}");
 }
 
+/// Runs one statement on a connection of its own to `url` (a test that
+/// sets up a state no operation of the kernel leads to).
+pub async fn execute(url: &str, sql: &str) {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url)
+            .await
+            .expect("open sqlite");
+        sqlx::query(sql).execute(&mut c).await.expect(sql);
+    } else {
+        let mut c = sqlx::PgConnection::connect(url)
+            .await
+            .expect("open postgres");
+        sqlx::query(sql).execute(&mut c).await.expect(sql);
+    }
+}
+
 /// The rows of one query, on a connection of its own to `url`.
 async fn fetch_rows<T>(url: &str, sql: &str) -> Vec<T>
 where
