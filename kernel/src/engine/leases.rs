@@ -1003,41 +1003,52 @@ impl Kernel {
             // would wait in `blocked` for good.
             job_ids.sort_unstable();
             job_ids.dedup();
-            let blocked: HashSet<i64> =
-                w.tx.fetch_all(
-                    "SELECT id FROM jobs WHERE id @in($1) AND state || '' = 'blocked'",
-                    args![job_ids.clone()],
-                )
-                .await?
-                .iter()
-                .map(|r| r.i64("id"))
-                .collect::<Result<_, _>>()?;
-            let ended = w
-                .tx
-                .fetch_all(
+            // Running jobs first; then, of those left (most often jobs
+            // with tasks still to run; none when every job had one task),
+            // the blocked ones.
+            let end_jobs = |from: JobState, ids: Vec<i64>| {
+                let sql = format!(
                     "UPDATE jobs SET finished_at = $1, updated_at = $1, state = CASE \
                          WHEN NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state <> 'succeeded') \
                            THEN 'succeeded' \
                          WHEN EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state IN ('failed', 'skipped')) \
                            THEN 'failed' \
                          ELSE 'cancelled' END \
-                     WHERE id @in($2) AND state || '' IN ('running', 'blocked') \
+                     WHERE id @in($2) AND state || '' = '{from}' \
                        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id \
                                        AND t.state NOT IN ('succeeded', 'failed', 'skipped', 'cancelled')) \
-                     RETURNING id, tenant, state",
-                    args![now, job_ids],
-                )
-                .await?;
-            for j in ended {
+                     RETURNING id, tenant, state"
+                );
+                (sql, args![now, ids])
+            };
+            let (sql, a) = end_jobs(JobState::Running, job_ids.clone());
+            let mut ended: Vec<(JobState, Row)> =
+                w.tx.fetch_all(&sql, a)
+                    .await?
+                    .into_iter()
+                    .map(|r| (JobState::Running, r))
+                    .collect();
+            if ended.len() < job_ids.len() {
+                let done: HashSet<i64> = ended
+                    .iter()
+                    .map(|(_, r)| r.i64("id"))
+                    .collect::<Result<_, _>>()?;
+                let rest: Vec<i64> = job_ids
+                    .into_iter()
+                    .filter(|id| !done.contains(id))
+                    .collect();
+                let (sql, a) = end_jobs(JobState::Blocked, rest);
+                ended.extend(
+                    w.tx.fetch_all(&sql, a)
+                        .await?
+                        .into_iter()
+                        .map(|r| (JobState::Blocked, r)),
+                );
+            }
+            for (from, j) in ended {
                 let tenant = j.text("tenant")?;
-                let id = j.i64("id")?;
-                let from = if blocked.contains(&id) {
-                    JobState::Blocked
-                } else {
-                    JobState::Running
-                };
                 w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
-                    .job(id)
+                    .job(j.i64("id")?)
                     .data(json!({ "from": from, "to": j.text("state")? }));
             }
         }

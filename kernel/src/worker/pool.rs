@@ -492,24 +492,22 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tokio::spawn(async move {
                 let (lines, buffered) = mpsc::channel(LOG_BUFFER);
                 let (end, ended) = tokio::sync::oneshot::channel();
-                let writer = tokio::spawn(write_log(
-                    shared.source.clone(),
-                    attempt_id,
-                    proof.clone(),
-                    buffered,
-                    ended,
-                ));
-                let outcome = shared
-                    .executors
-                    .run(TaskRun {
-                        lease,
-                        log: LogSink::new(lines),
-                        cancel: signal,
-                    })
-                    .await;
-                // The run's lines are in its log before its end is reported.
-                let _ = end.send(());
-                let _ = writer.await;
+                let run = async {
+                    let outcome = shared
+                        .executors
+                        .run(TaskRun {
+                            lease,
+                            log: LogSink::new(lines),
+                            cancel: signal,
+                        })
+                        .await;
+                    let _ = end.send(());
+                    outcome
+                };
+                // The writer runs beside the run, in this task; the run's
+                // lines are in its log before its end is reported.
+                let writer = write_log(shared.source.as_ref(), attempt_id, &proof, buffered, ended);
+                let (outcome, ()) = tokio::join!(run, writer);
                 let _ = shared.reports.send(Report::Done {
                     attempt_id,
                     proof,
@@ -604,9 +602,9 @@ const LOG_BATCH: usize = 1_000;
 /// later lines are dropped as they come, so the command never waits for
 /// them.
 async fn write_log(
-    source: Arc<dyn LeaseSource>,
+    source: &dyn LeaseSource,
     attempt_id: i64,
-    proof: LeaseProof,
+    proof: &LeaseProof,
     mut lines: mpsc::Receiver<NewLogLine>,
     mut end: tokio::sync::oneshot::Receiver<()>,
 ) {
