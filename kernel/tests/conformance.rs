@@ -3308,6 +3308,9 @@ impl kernel::worker::LeaseSource for CountingLines {
             .fetch_add(lines.len(), std::sync::atomic::Ordering::SeqCst);
         kernel::worker::LeaseSource::append_log(&self.kernel, attempt_id, proof, lines)
     }
+    fn sign_off(&self, node_id: i64) -> BoxFuture<'_, SourceResult<()>> {
+        kernel::worker::LeaseSource::sign_off(&self.kernel, node_id)
+    }
 }
 
 trait Tap: Sized {

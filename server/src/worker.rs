@@ -246,6 +246,20 @@ impl LeaseSource for HttpLeaseSource {
             Ok(appended.appended)
         })
     }
+
+    fn sign_off(&self, node_id: i64) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(self.post_sign_off(node_id))
+    }
+}
+
+impl HttpLeaseSource {
+    /// `POST /nodes/{id}/offline` with the node token.
+    async fn post_sign_off(&self, node_id: i64) -> SourceResult<()> {
+        let _: serde_json::Value = self
+            .post(&format!("/nodes/{node_id}/offline"), &serde_json::json!({}))
+            .await?;
+        Ok(())
+    }
 }
 
 /// Runs a worker node until SIGINT/SIGTERM, then finishes running tasks

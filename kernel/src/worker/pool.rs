@@ -137,6 +137,8 @@ pub trait LeaseSource: Send + Sync + 'static {
         proof: LeaseProof,
         lines: Vec<NewLogLine>,
     ) -> BoxFuture<'_, SourceResult<usize>>;
+    /// The node stops: it is offline from now on, until it claims again.
+    fn sign_off(&self, node_id: i64) -> BoxFuture<'_, SourceResult<()>>;
 }
 
 impl LeaseSource for Kernel {
@@ -195,6 +197,13 @@ impl LeaseSource for Kernel {
         Box::pin(
             async move { Ok(Kernel::append_attempt_log(self, attempt_id, &proof, &lines).await?) },
         )
+    }
+
+    fn sign_off(&self, node_id: i64) -> BoxFuture<'_, SourceResult<()>> {
+        Box::pin(async move {
+            Kernel::sign_off_node(self, node_id).await?;
+            Ok(())
+        })
     }
 }
 
@@ -417,6 +426,8 @@ impl WorkerPool {
         heartbeat_loop.abort();
         let _ = heartbeat_loop.await;
         let stats = shared.stats.clone();
+        let (source, node_id) = (shared.source.clone(), shared.config.node_id);
+        let signed_off = shared.lost.borrow().is_some();
         // Dropping the last sender ends the reporter after it drains.
         drop(shared);
         drop(stop);
@@ -427,6 +438,12 @@ impl WorkerPool {
             tracing::warn!(
                 "worker pool: reports still pending at shutdown; their leases will expire"
             );
+        }
+        // (A node the source no longer accepts cannot sign off.)
+        if !signed_off {
+            if let Err(e) = source.sign_off(node_id).await {
+                tracing::warn!(error = %e, "the node could not sign off; it goes offline when its heartbeats stop");
+            }
         }
         stats
     }

@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/nodes/{id}", get(node))
         .route("/nodes/{id}/drain", post(drain))
         .route("/nodes/{id}/undrain", post(undrain))
+        .route("/nodes/{id}/offline", post(sign_off))
         .route("/queues", get(list_queues))
         .route("/queues/{name}", get(queue))
         .route("/queues/{name}/pause", post(pause))
@@ -151,6 +152,29 @@ pub(crate) async fn drain(
     caller.require(Scope::RunsManage)?;
     caller.require_all_tenants("draining a node")?;
     Ok(Json(kernel.drain_node(id).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{id}/offline",
+    tag = "nodes",
+    summary = "A worker signs its node off as it stops (node token of that node): offline at once, not after a minute without heartbeats; a draining node stays draining",
+    params(("id" = i64, Path, description = "Node id")),
+    responses((status = 200, description = "The node", body = Node), (status = "default", description = "Any failure: a typed error body", body = ErrorBody))
+)]
+pub(crate) async fn sign_off(
+    State(kernel): State<Kernel>,
+    caller: Caller,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Node>> {
+    if caller.node()? != id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("a node token signs off its own node only, not node {id}"),
+        ));
+    }
+    Ok(Json(kernel.sign_off_node(id).await?))
 }
 
 #[utoipa::path(

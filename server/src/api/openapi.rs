@@ -21,7 +21,7 @@ use crate::AppState;
         jobs::submit, jobs::list, jobs::detail, jobs::cancel, jobs::retry, jobs::retry_task,
         leases::claim, leases::heartbeat, leases::complete, leases::fail, leases::release,
         leases::heartbeat_batch, leases::complete_batch, leases::append_log, leases::read_log,
-        fleet::register, fleet::list_nodes, fleet::node, fleet::drain, fleet::undrain,
+        fleet::register, fleet::list_nodes, fleet::node, fleet::drain, fleet::undrain, fleet::sign_off,
         fleet::list_queues, fleet::queue, fleet::pause, fleet::resume,
         fleet::list_quotas, fleet::set_quota,
         dead_letter::list, dead_letter::groups, dead_letter::entry, dead_letter::replay,

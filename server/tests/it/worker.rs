@@ -15,6 +15,7 @@ use server::config::WorkerArgs;
 use server::worker::HttpLeaseSource;
 use server::{app, AppState};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const SECRET: &str = "worker-test-secret";
@@ -104,7 +105,8 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
-    fn start_worker(&self, name: &str) -> JoinHandle<Result<(), String>> {
+    /// A worker that runs until `stop` is sent (or dropped).
+    fn start_worker(&self, name: &str) -> (JoinHandle<Result<(), String>>, oneshot::Sender<()>) {
         let args = WorkerArgs {
             server: format!("http://{}", self.proxy.addr),
             name: Some(name.to_string()),
@@ -114,7 +116,11 @@ impl Harness {
             labels: vec![],
             shutdown_grace_s: 1,
         };
-        tokio::spawn(server::worker::run(args, std::future::pending()))
+        let (stop, stopped) = oneshot::channel::<()>();
+        let run = server::worker::run(args, async {
+            let _ = stopped.await;
+        });
+        (tokio::spawn(run), stop)
     }
 
     async fn submit(&self, name: &str, kind: &str, payload: Value) -> i64 {
@@ -151,7 +157,7 @@ fn attempts(detail: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_worker_keeps_short_leases_and_its_reports_outlast_an_outage() {
     let h = harness().await;
-    let worker = h.start_worker("steady");
+    let (worker, stop) = h.start_worker("steady");
 
     // A task of more than two leases runs once, on one attempt.
     let job = h.submit("long", "sleep", json!({ "ms": 7_000 })).await;
@@ -196,7 +202,24 @@ async fn the_worker_keeps_short_leases_and_its_reports_outlast_an_outage() {
     let ran = std::fs::read_to_string(&runs).unwrap();
     assert_eq!(ran.lines().count(), 1, "the command ran {ran:?}");
     assert!(!worker.is_finished());
-    worker.abort();
+
+    // Stopped, the worker signs its node off: offline at once, not a
+    // minute later when the sweep misses its heartbeats.
+    let nodes = h.kernel.list_nodes().await.unwrap();
+    let node = nodes.iter().find(|n| n.name == "steady").unwrap();
+    assert_eq!(node.status, kernel::model::NodeStatus::Online);
+    stop.send(()).unwrap();
+    worker.await.unwrap().expect("a clean stop");
+    let node = h.kernel.get_node(node.id).await.unwrap();
+    assert_eq!(node.status, kernel::model::NodeStatus::Offline);
+    assert!(h
+        .kernel
+        .events_after(0, 1_000)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.event_type == "node.offline" && e.data["reason"] == "signed off"));
 }
 
 /// Another worker registering under this worker's name revokes its token:
@@ -206,7 +229,7 @@ async fn the_worker_keeps_short_leases_and_its_reports_outlast_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_whose_name_is_taken_stops_and_says_why() {
     let h = harness().await;
-    let worker = h.start_worker("twin");
+    let (worker, _stop) = h.start_worker("twin");
     let job = h.submit("long", "sleep", json!({ "ms": 60_000 })).await;
     h.wait_for(job, "the task starts", |d| {
         d["tasks"][0]["state"] == "leased"
