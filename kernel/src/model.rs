@@ -724,6 +724,20 @@ pub struct Event {
 pub struct EventPage {
     pub items: Vec<Event>,
     pub next_after: i64,
+    /// Set when events after `after` were deleted by retention before they
+    /// were read, up to this seq: what they said is lost, so refetch the
+    /// state they described.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_through: Option<i64>,
+}
+
+/// See `Kernel::check_resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeCheck {
+    /// Retention deleted events after the resume point, up to this seq.
+    pub deleted_through: Option<i64>,
+    /// The resume point lies beyond every seq written (and deleted).
+    pub beyond_head: bool,
 }
 
 /// Event type names, so producers and consumers spell them once.

@@ -3699,6 +3699,22 @@ async fn retention_deletes_old_finished_jobs_and_events(env: Env) {
         resumed.items.iter().map(|e| e.seq).collect::<Vec<_>>(),
         events.iter().map(|e| e.seq).collect::<Vec<_>>()
     );
+    // ... and is told that it missed some (SPEC §5: no gap goes unsaid).
+    let deleted = old_events.last().unwrap().seq;
+    let check = k.check_resume(first_seq).await.unwrap();
+    assert_eq!(check.deleted_through, Some(deleted));
+    assert!(!check.beyond_head);
+    let check = k.check_resume(deleted).await.unwrap();
+    assert_eq!(check.deleted_through, None, "nothing missed from there");
+    let newest = events.last().unwrap().seq;
+    assert!(!k.check_resume(newest).await.unwrap().beyond_head);
+    // A seq no event of this log ever had (another database's).
+    assert!(
+        k.check_resume(newest + 1_000_000)
+            .await
+            .unwrap()
+            .beyond_head
+    );
     assert_eq!(
         k.apply_retention().await.unwrap(),
         kernel::RetentionReport::default(),

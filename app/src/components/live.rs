@@ -324,11 +324,39 @@ mod browser {
         c.source = Some(source);
     }
 
+    /// What `connection.connected` says of the resume point.
+    #[derive(serde::Deserialize)]
+    struct Connected {
+        /// Retention deleted events after it before they were read.
+        #[serde(default)]
+        deleted_through: Option<i64>,
+        /// It lies beyond the log (another database, a restore).
+        #[serde(default)]
+        reset: bool,
+    }
+
+    impl Connected {
+        fn missed(&self) -> bool {
+            self.deleted_through.is_some() || self.reset
+        }
+    }
+
+    /// Updates the page has not applied are lost, or the log is not the
+    /// one the page came from: patching on would show a state that never
+    /// was. The server-rendered page is the state to start from again.
+    fn resync() {
+        leptos::logging::warn!("live: updates were missed; reloading the page");
+        let _ = window().location().reload();
+    }
+
     fn on_message(conn: &Shared, message: web_sys::MessageEvent) {
         let name = message.type_();
         let data = message.data().as_string().unwrap_or_default();
         match name.as_str() {
             "connection.connected" => {
+                if crate::api::from_json::<Connected>(&data).is_ok_and(|c| c.missed()) {
+                    return resync();
+                }
                 let mut c = conn.borrow_mut();
                 c.attempts = 0;
                 c.failures_without_open = 0;
@@ -446,6 +474,8 @@ mod browser {
             let conn = conn.take();
             conn.borrow_mut().polling_in_flight = false;
             match result {
+                Ok(page) if page.deleted_through.is_some() => resync(),
+                Err(e) if e == "HTTP 409" => resync(),
                 Ok(page) => {
                     let (accept, set) = {
                         let c = conn.borrow();

@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::db::{Backend, Pools};
 use crate::error::{KernelError, Result};
-use crate::model::{Event, EventPage, EventSubject};
+use crate::model::{Event, EventPage, EventSubject, ResumeCheck};
 use crate::sql::{args, Arg, Row, Tx};
 
 use super::submit::{ids, opt_ids, opt_texts, texts, unnest_sql};
@@ -236,7 +236,11 @@ impl Kernel {
             .map(event_from_row)
             .collect::<Result<Vec<_>>>()?;
         let next_after = items.last().map(|e| e.seq).unwrap_or(after);
-        Ok(EventPage { items, next_after })
+        Ok(EventPage {
+            items,
+            next_after,
+            deleted_through: None,
+        })
     }
 
     /// The newest `limit` events with `seq <= through`, newest first: the
@@ -273,7 +277,36 @@ impl Kernel {
             .map(event_from_row)
             .collect::<Result<Vec<_>>>()?;
         let next_after = items.last().map(|e| e.seq).unwrap_or(after);
-        Ok(EventPage { items, next_after })
+        Ok(EventPage {
+            items,
+            next_after,
+            deleted_through: None,
+        })
+    }
+
+    /// What a reader resuming after `after` must know besides the events:
+    /// whether retention deleted events it has not read (it must then
+    /// refetch the state they described), or whether `after` lies beyond
+    /// every seq ever written (a seq from another database, or from before
+    /// a restore: it would otherwise wait for events that never come).
+    pub async fn check_resume(&self, after: i64) -> Result<ResumeCheck> {
+        let row = self
+            .db()
+            .read_one(
+                "SELECT (SELECT value FROM instance_meta WHERE key = $1) AS deleted, \
+                        (SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM events) AS newest",
+                args![super::retention::DELETED_THROUGH],
+            )
+            .await?;
+        let deleted: i64 = row
+            .opt_text("deleted")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let newest = row.i64("newest")?;
+        Ok(ResumeCheck {
+            deleted_through: (after < deleted).then_some(deleted),
+            beyond_head: after > newest.max(deleted),
+        })
     }
 
     /// The highest seq readable now (0 for an empty log).

@@ -4,9 +4,11 @@
 //!
 //! - Events older than `event_retention_ms` go, oldest seq first. Readers
 //!   never depend on a deleted row: `events_after(seq)` returns the events
-//!   with a higher seq that remain, so a client resuming from a seq older
-//!   than the retention simply gets what is left. Seqs are never reused
-//!   (SQLite AUTOINCREMENT; Postgres transaction ids).
+//!   with a higher seq that remain. The highest seq deleted is kept
+//!   (`instance_meta`), so that a client resuming from below it is told
+//!   what it missed (`Kernel::check_resume`) instead of silently getting
+//!   what is left. Seqs are never reused (SQLite AUTOINCREMENT; Postgres
+//!   transaction ids).
 //! - Jobs that finished longer ago than `finished_job_retention_ms` go with
 //!   their tasks, edges, attempts, attempt logs and dead-letter entries.
 //!   An unfinished job is never deleted, nor one with an open dead-letter
@@ -23,6 +25,23 @@ use crate::error::Result;
 use crate::sql::args;
 
 use super::{job_text, Kernel};
+
+/// The `instance_meta` key of the highest seq retention has deleted.
+pub(super) const DELETED_THROUGH: &str = "events_deleted_through";
+
+/// The highest seq retention has deleted (0: none).
+pub(super) async fn deleted_through(tx: &mut crate::sql::Tx) -> Result<i64> {
+    let row = tx
+        .fetch_optional(
+            "SELECT value FROM instance_meta WHERE key = $1",
+            args![DELETED_THROUGH],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => r.text("value")?.parse().unwrap_or(0),
+        None => 0,
+    })
+}
 
 /// Events deleted per transaction.
 const EVENT_BATCH: i64 = 5_000;
@@ -113,15 +132,27 @@ impl Kernel {
         // From the head of the log only: the seq index bounds the work even
         // when few events of the head are old.
         let mut w = self.begin().await?;
-        let n =
-            w.tx.execute(
+        let deleted =
+            w.tx.fetch_all(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM \
-                     (SELECT seq, ts FROM events ORDER BY seq LIMIT $1) head WHERE head.ts < $2)",
+                     (SELECT seq, ts FROM events ORDER BY seq LIMIT $1) head WHERE head.ts < $2) \
+                 RETURNING seq",
                 args![EVENT_BATCH, cutoff],
             )
             .await?;
+        let mut through = deleted_through(&mut w.tx).await?;
+        for r in &deleted {
+            through = through.max(r.i64("seq")?);
+        }
+        // What a reader resuming below it has missed (see `check_resume`).
+        w.tx.execute(
+            "INSERT INTO instance_meta (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            args![DELETED_THROUGH, through.to_string(), w.now],
+        )
+        .await?;
         self.finish(w).await?;
-        Ok(n)
+        Ok(deleted.len() as u64)
     }
 
     /// One batch of finished jobs with `finished_at < cutoff`. Returns how

@@ -253,6 +253,11 @@ pub(crate) async fn replay_batch(
     ApiJson(request): ApiJson<BatchSelection>,
 ) -> ApiResult<Json<BatchOutcome>> {
     caller.require(Scope::RunsManage)?;
+    if request.reason.is_some() {
+        return Err(ApiError::invalid(
+            "a replay takes no \"reason\" (that is for resolve); it takes \"queue\" and \"payload\"",
+        ));
+    }
     let selection = request.selection(&kernel, &caller).await?;
     let options = ReplayOptions {
         queue: request.queue,
@@ -279,6 +284,11 @@ pub(crate) async fn resolve_batch(
     ApiJson(request): ApiJson<BatchSelection>,
 ) -> ApiResult<Json<BatchOutcome>> {
     caller.require(Scope::RunsManage)?;
+    if request.queue.is_some() || request.payload.is_some() {
+        return Err(ApiError::invalid(
+            "a resolve takes no \"queue\" nor \"payload\" (those are for replay); it takes \"reason\"",
+        ));
+    }
     let selection = request.selection(&kernel, &caller).await?;
     let reason = request.reason.unwrap_or_default();
     Ok(Json(

@@ -51,7 +51,22 @@ pub(crate) async fn events(
             "limit must be between 1 and {MAX_EVENTS}, got {limit}"
         )));
     }
-    let mut page = kernel.events_after(query.after.max(0), limit).await?;
+    let after = query.after.max(0);
+    let check = kernel.check_resume(after).await?;
+    if check.beyond_head {
+        // An empty page, again and again, would leave the caller waiting
+        // for events that never come.
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "after={after} is beyond every event of this log (a seq from another database, \
+                 or from before a restore): read again from after=0"
+            ),
+        ));
+    }
+    let mut page = kernel.events_after(after, limit).await?;
+    page.deleted_through = check.deleted_through;
     page.items
         .retain(|e| caller.0.sees_event(e.tenant.as_deref()));
     Ok(Json(page))

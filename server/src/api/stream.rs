@@ -74,6 +74,7 @@ pub const FAMILIES: &[&str] = &[
     "schedule",
     "run",
     "approval",
+    "audit",
 ];
 
 /// Names of the frames a stream sends besides log events.
@@ -560,6 +561,10 @@ struct Subscription {
     cursor: i64,
     /// The resume point asked for, reported in `connection.connected`.
     resumed_after: Option<i64>,
+    /// What the log said of it: events deleted before they were read
+    /// (`deleted_through`), or a point beyond the log (`reset`), both
+    /// reported in `connection.connected`: the client must refetch.
+    resume_check: Option<kernel::model::ResumeCheck>,
     connected_sent: bool,
     /// Reading from the shared tail (or waiting at its head): falling out
     /// of it means the subscriber is lagging and is told so.
@@ -579,7 +584,14 @@ impl Subscription {
     ) -> Result<Subscription, kernel::KernelError> {
         let tail = live.tail(&kernel).await?;
         let head = tail.head.subscribe();
+        let check = match after {
+            Some(seq) => Some(kernel.check_resume(seq).await?),
+            None => None,
+        };
         let cursor = match after {
+            // A resume point beyond the log would wait for events that
+            // never come: the stream starts at the head and says so.
+            Some(_) if check.is_some_and(|c| c.beyond_head) => *head.borrow(),
             Some(seq) => seq,
             // Live only: start at the head the tail holds now.
             None => *head.borrow(),
@@ -592,6 +604,7 @@ impl Subscription {
             filter,
             cursor,
             resumed_after: after,
+            resume_check: check,
             connected_sent: false,
             live: false,
             heartbeat_every: config.heartbeat_every,
@@ -609,15 +622,21 @@ impl Subscription {
         if !self.connected_sent {
             self.connected_sent = true;
             let head = *self.head.borrow();
-            return Some(control_frame(
-                connection_event::CONNECTED,
-                json!({
-                    "after": self.cursor,
-                    "resumed": self.resumed_after.is_some(),
-                    "head": head,
-                    "heartbeat_ms": self.heartbeat_every.as_millis() as u64,
-                }),
-            ));
+            let mut data = json!({
+                "after": self.cursor,
+                "resumed": self.resumed_after.is_some(),
+                "head": head,
+                "heartbeat_ms": self.heartbeat_every.as_millis() as u64,
+            });
+            if let Some(check) = self.resume_check {
+                if let Some(through) = check.deleted_through {
+                    data["deleted_through"] = json!(through);
+                }
+                if check.beyond_head {
+                    data["reset"] = json!(true);
+                }
+            }
+            return Some(control_frame(connection_event::CONNECTED, data));
         }
         loop {
             if Instant::now() >= self.next_heartbeat {

@@ -613,6 +613,21 @@ async fn a_misspelled_field_is_refused_by_name_and_nothing_changes() {
         )
         .await;
     refused(status, &body, "tennant");
+    // Nor does one action take the other's fields.
+    let (status, body) = api
+        .post(
+            "/api/v1/dead-letter/resolve",
+            json!({ "ids": [1], "reason": "x", "queue": "elsewhere" }),
+        )
+        .await;
+    refused(status, &body, "queue");
+    let (status, body) = api
+        .post(
+            "/api/v1/dead-letter/replay",
+            json!({ "ids": [1], "reason": "x" }),
+        )
+        .await;
+    refused(status, &body, "reason");
     let (_, open) = api.get("/api/v1/dead-letter?status=open").await;
     assert_eq!(open["items"].as_array().unwrap().len(), 1, "still open");
 

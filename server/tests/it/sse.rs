@@ -219,6 +219,76 @@ async fn a_subscriber_receives_every_event_in_order_with_id_and_type() {
     assert_eq!(received, log, "the log, in order, each event once");
 }
 
+/// A resume point below what retention deleted is told what it missed
+/// (it once got the remaining events as if nothing were missing), and one
+/// beyond the log starts at the head and says so (it once waited for good:
+/// every new event had a lower seq). The events API says the same.
+#[tokio::test]
+async fn a_resume_point_retention_passed_or_beyond_the_log_is_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = sqlite_server(&dir, LiveConfig::default()).await;
+    for i in 0..5 {
+        server.kernel.submit(job(&format!("old{i}"))).await.unwrap();
+    }
+    let old = all_events(&server.kernel).await;
+    let deleted = old.last().unwrap().seq;
+    server.kernel.submit(job("recent")).await.unwrap();
+    // The first five events are eight days old, past the 7-day retention.
+    let url = format!("sqlite:{}", dir.path().join("sse.db").display());
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE events SET ts = ts - 8 * 86400000 WHERE seq <= ?")
+            .bind(deleted)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    let report = server.kernel.apply_retention().await.unwrap();
+    assert_eq!(report.events, old.len() as u64);
+
+    let mut sse = Sse::open(&format!("{}/api/v1/events/stream", server.base), Some(1)).await;
+    let connected = sse.next().await.unwrap();
+    assert_eq!(connected.event, "connection.connected");
+    assert_eq!(connected.data["deleted_through"], deleted, "{connected:?}");
+    assert_eq!(sse.next_event().await.seq, deleted + 1, "then what is left");
+
+    let head = all_events(&server.kernel).await.last().unwrap().seq;
+    let mut sse = Sse::open(
+        &format!("{}/api/v1/events/stream", server.base),
+        Some(head + 100),
+    )
+    .await;
+    let connected = sse.next().await.unwrap();
+    assert_eq!(connected.data["reset"], true, "{connected:?}");
+    assert_eq!(connected.data["after"], head);
+    server.kernel.submit(job("next")).await.unwrap();
+    assert!(sse.next_event().await.seq > head, "the stream goes on");
+
+    let client = reqwest::Client::new();
+    let page: Value = client
+        .get(format!("{}/api/v1/events?after=1", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["deleted_through"], deleted, "{page}");
+    let beyond = client
+        .get(format!(
+            "{}/api/v1/events?after={}",
+            server.base,
+            head + 1_000
+        ))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), 409);
+}
+
 /// Small enough that some reconnects replay from the log rather than from
 /// the shared tail; heartbeats let the reader notice the producer is done.
 fn resumption_config() -> LiveConfig {
@@ -453,6 +523,15 @@ async fn filters_filter_and_bad_requests_are_refused() {
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
     assert_eq!(body["code"], "invalid_query");
+    // Audit events are in the log: their family can be asked for.
+    let audit = client
+        .get(format!("{}/api/v1/events/stream?family=audit", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit.status(), 200);
+    drop(audit);
     let missing = client
         .get(format!("{}/api/v1/jobs/999999/stream", server.base))
         .bearer_auth(&server.token)
