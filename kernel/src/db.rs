@@ -122,6 +122,10 @@ impl Default for DbOptions {
 /// system (its server process asleep) cost about as much as the statement
 /// that follows. A connection the server closed meanwhile (a restart)
 /// still fails at most one statement, after a second of quiet at least.
+/// How long a Postgres session may sit in a transaction without a
+/// statement before the server ends it (see `Db::open`).
+const IDLE_IN_TRANSACTION: &str = "10s";
+
 fn ping_when_idle(options: PgPoolOptions) -> PgPoolOptions {
     options
         .test_before_acquire(false)
@@ -202,7 +206,18 @@ impl Db {
             // not. Retention's idle pass (estimated at 220,000, run in
             // 0.03 ms) was compiled every second for 10-20 ms of CPU, which
             // a submit or claim on a 2-core machine then waited for.
-            let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
+            //
+            // A transaction left open (its process stopped, or cut off by
+            // the network without a reset) holds its row locks, and the
+            // claims of every replica wait on a quota row it locked; it
+            // also holds back what every reader of the event log may see
+            // (`events.rs`). Postgres ends such a session after
+            // `IDLE_IN_TRANSACTION` without a statement: the kernel's
+            // transactions never pause that long between two.
+            let options = PgConnectOptions::from_str(url)?.options([
+                ("jit", "off"),
+                ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
+            ]);
             let pool = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(60))
@@ -436,6 +451,13 @@ mod tests {
                 .await
                 .expect("show jit");
             assert_eq!(jit, "off", "the {which} pool");
+            // Nor does any keep a transaction open for long: a stopped
+            // replica's locks once stalled every other replica's claims.
+            let (idle,): (String,) = sqlx::query_as("SHOW idle_in_transaction_session_timeout")
+                .fetch_one(pool)
+                .await
+                .expect("show idle_in_transaction_session_timeout");
+            assert_eq!(idle, IDLE_IN_TRANSACTION, "the {which} pool");
         }
         pg.drop(&db).await;
     }

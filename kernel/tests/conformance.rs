@@ -55,6 +55,7 @@ conformance!(
     a_waiting_claim_gets_only_what_a_claim_may_lease,
     a_claim_that_stops_waiting_is_handed_nothing,
     worker_pool_runs_the_builtin_kinds,
+    a_finished_run_is_not_renewed_while_it_is_reported,
     exec_logs_every_line_whatever_its_bytes,
     an_attempts_log_stops_at_its_cap_and_says_so,
     stopping_an_exec_task_stops_what_it_started,
@@ -223,6 +224,32 @@ mod postgres_only {
         let s = env.claim(node, 1).await.pop().expect("s is ready");
         k.complete(s.attempt_id, &s.proof(), None).await.unwrap();
         assert_eq!(k.get_job(job).await.unwrap().job.state, JobState::Succeeded);
+    }
+
+    /// Each replica takes ids ahead of need; a replica that submits rarely
+    /// once kept old ones for as long as it liked, so its new job got an
+    /// id below other replicas' jobs of long before: listed among old
+    /// jobs (the lists go by id), and claimed before older work (the
+    /// claims too). Ids held over a second are dropped now.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_rarely_used_replica_does_not_give_new_jobs_old_ids() {
+        let Some(env) = common::postgres_env("replica_ids_age").await else {
+            return;
+        };
+        let other = kernel::Kernel::open(&env.url, common::test_config(&env.clock))
+            .await
+            .unwrap();
+        let first = env.kernel.submit_many(noop_jobs(1, |_| 1)).await.unwrap()[0].0;
+        let busy = other.submit_many(noop_jobs(40, |_| 1)).await.unwrap();
+        let newest_elsewhere = busy.iter().map(|(id, _)| *id).max().unwrap();
+        assert!(newest_elsewhere > first);
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        let late = env.kernel.submit_many(noop_jobs(1, |_| 1)).await.unwrap()[0].0;
+        assert!(
+            late > newest_elsewhere,
+            "job {late}, submitted last, is older by id than job {newest_elsewhere}"
+        );
+        other.db().close().await;
     }
 
     /// A job can be `blocked` while its last task runs: a transaction
@@ -1984,6 +2011,41 @@ async fn paused_queue_blocks_and_resumes(env: Env) {
     let types = env.event_types().await;
     assert!(types.iter().any(|t| t == "queue.paused"));
     assert!(types.iter().any(|t| t == "queue.resumed"));
+    k.complete(leases[0].attempt_id, &leases[0].proof(), None)
+        .await
+        .unwrap();
+
+    // A started job waits on a pause too: between two tasks when it
+    // begins (blocked at once), or when its next task becomes ready after
+    // it began (blocked by the sweep). Both were left `running`.
+    let chain = || NewJob {
+        tasks: vec![
+            NewTask::new("a", "noop", json!({})),
+            NewTask::new("b", "noop", json!({})).after(&["a"]),
+        ],
+        ..NewJob::single("chain", "noop", json!({}))
+    };
+    let during = k.submit(chain()).await.unwrap().job.id;
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!(lease.job_id, during);
+    let between = k.submit(chain()).await.unwrap().job.id;
+    let first = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!(first.job_id, between);
+    k.complete(first.attempt_id, &first.proof(), None)
+        .await
+        .unwrap();
+    k.pause_queue("default").await.unwrap();
+    let state = |id: i64| async move { k.get_job_summary(id).await.unwrap().state };
+    assert_eq!(state(between).await, JobState::Blocked);
+    assert_eq!(state(during).await, JobState::Running, "a task is leased");
+    k.complete(lease.attempt_id, &lease.proof(), None)
+        .await
+        .unwrap();
+    k.sweep().await.unwrap();
+    assert_eq!(state(during).await, JobState::Blocked);
+    k.resume_queue("default").await.unwrap();
+    assert_eq!(state(between).await, JobState::Running);
+    assert_eq!(state(during).await, JobState::Running);
 }
 
 async fn quotas_limit_concurrency_and_starts(env: Env) {
@@ -2037,19 +2099,21 @@ async fn quotas_limit_concurrency_and_starts(env: Env) {
     )
     .await
     .unwrap();
-    assert_eq!(env.claim(node, 10).await.len(), 5);
+    // The three starts of a moment ago count: a new limit once counted
+    // only the starts made after it, so 5 more started here.
+    assert_eq!(env.claim(node, 10).await.len(), 2);
     assert!(
         env.claim(node, 10).await.is_empty(),
         "5 starts in the last minute"
     );
     let q = k.list_quotas().await.unwrap();
     assert_eq!(q[0].usage.starts_last_minute, 5);
-    assert_eq!(q[0].usage.concurrent, 7);
+    assert_eq!(q[0].usage.concurrent, 4);
     env.clock.advance(61_000);
     assert_eq!(
         env.claim(node, 10).await.len(),
-        2,
-        "a new minute: the last two start"
+        5,
+        "a new minute: the last five start"
     );
     assert!(env.event_types().await.iter().any(|t| t == "quota.updated"));
 }
@@ -2741,6 +2805,37 @@ async fn start_pool(env: &Env, slots: usize) -> kernel::worker::WorkerPool {
         Executors::builtin(),
         config,
     )
+}
+
+/// A renewal sent between a run's end and its report's commit was refused
+/// as stale and recorded (`lease.fenced`), about once in 150 leases, and
+/// the worker logged the lease as lost. A finished run is not renewed for
+/// a moment now.
+async fn a_finished_run_is_not_renewed_while_it_is_reported(env: Env) {
+    let k = &env.kernel;
+    let pool = start_pool(&env, 8).await; // renewals every 20 ms
+    let ids: Vec<i64> = k
+        .submit_many(
+            (0..100)
+                .map(|i| NewJob::single(format!("s{i}"), "sleep", json!({"ms": 30})))
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for id in ids {
+        assert_eq!(finished(k, id).await, JobState::Succeeded);
+    }
+    pool.shutdown(kernel::worker::Shutdown::Release).await;
+    let fenced = env
+        .event_types()
+        .await
+        .into_iter()
+        .filter(|t| t == "lease.fenced")
+        .count();
+    assert_eq!(fenced, 0, "renewals refused as stale");
 }
 
 /// Waits for job `id` to reach a terminal state, and returns it.

@@ -164,7 +164,10 @@ async fn start_embedded_pool(
     let enrollment = kernel
         .enroll_node(
             &NewNode {
-                name: format!("embedded-{}", addr.port()),
+                // Per machine and port: replicas of one database each
+                // have a node of their own (all on port 3000, they once
+                // shared one, its leases and its drain).
+                name: worker::node_name("embedded", &addr.port().to_string()),
                 kinds: executors.kinds(),
                 capacity: slots as i64,
                 labels: [("embedded".to_string(), "true".to_string())].into(),

@@ -382,10 +382,61 @@ async fn enroll_with_retry(
 }
 
 fn default_node_name() -> String {
+    node_name("worker", &std::process::id().to_string())
+}
+
+/// `{kind}-{host}-{suffix}`: unique per machine, as a node name must be
+/// (an identifier of at most 64 characters; the host name is shortened to
+/// fit and any other character becomes `-`).
+pub fn node_name(kind: &str, suffix: &str) -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_string());
-    format!("worker-{host}-{}", std::process::id())
+    node_name_on(&host, kind, suffix)
+}
+
+fn node_name_on(host: &str, kind: &str, suffix: &str) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let room = 64usize.saturating_sub(kind.len() + suffix.len() + 2);
+    let host: String = host.chars().take(room).collect();
+    format!("{kind}-{host}-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{node_name, node_name_on};
+
+    #[test]
+    fn node_names_are_identifiers_of_this_machine() {
+        let name = node_name("embedded", "3000");
+        assert!(
+            name.starts_with("embedded-") && name.ends_with("-3000"),
+            "{name}"
+        );
+        assert!(
+            name.len() > "embedded--3000".len(),
+            "the host is in it: {name}"
+        );
+        let odd = node_name_on(&format!("{}_x y", "h".repeat(80)), "worker", "4194304");
+        assert!(odd.ends_with("-4194304"), "{odd}");
+        for name in [name, odd] {
+            assert!(name.len() <= 64, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+                "{name}"
+            );
+        }
+    }
 }

@@ -716,6 +716,20 @@ impl Kernel {
                         lease_expires_at: now,
                         cancelled: true,
                     }),
+                    // A renewal by the attempt's own holder that crossed
+                    // its own report of the end (sent before, read after):
+                    // refused, as nothing is left to renew, but no stale
+                    // holder is at work, so nothing is recorded.
+                    Err(e)
+                        if proof.lease_token == a.token
+                            && proof.epoch == a.epoch
+                            && matches!(
+                                a.state,
+                                AttemptState::Succeeded | AttemptState::Failed
+                            ) =>
+                    {
+                        Err(e)
+                    }
                     Err(e) => {
                         self.record_fenced(&mut w, a, proof, "heartbeat").await?;
                         Err(e)
@@ -1417,6 +1431,7 @@ impl Kernel {
         for pass in [
             self.sweep_nodes().await,
             self.sweep_quota_blocks().await,
+            self.sweep_paused_blocks().await,
             self.fold_counts().await,
         ] {
             if let Err(e) = pass {

@@ -25,6 +25,10 @@ use super::{job_text, Kernel, Work};
 
 /// Largest batch of dead-letter entries one call replays or resolves.
 pub const MAX_DEAD_LETTER_BATCH: usize = 10_000;
+/// The newest attempts a new starts-per-minute limit looks through for the
+/// starts of the last minute (read backwards by id, so at no cost of the
+/// attempts kept).
+const RECENT_STARTS: i64 = 100_000;
 /// Largest number of log lines one append takes.
 pub const MAX_LOG_LINES: usize = 10_000;
 /// Longest stored log line, in bytes.
@@ -566,20 +570,10 @@ impl Kernel {
             .queue(name)
             .data(json!({ "paused": paused }));
             if paused {
-                let jobs = w
-                    .tx
-                    .fetch_all(
-                        "UPDATE jobs SET state = 'blocked', updated_at = $1 WHERE queue = $2 AND state = 'queued' \
-                         RETURNING id, tenant",
-                        args![now, name],
-                    )
-                    .await?;
-                for j in jobs {
-                    let tenant = j.text("tenant")?;
-                    w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
-                        .job(j.i64("id")?)
-                        .data(json!({ "from": "queued", "to": "blocked" }));
-                }
+                // Jobs that wait on it now: queued ones, and running ones
+                // with no task leased (between two tasks, or a retry).
+                let why = json!({ "reason": "queue paused", "queue": name });
+                self.block_waiting_jobs(&mut w, "queue", name, why).await?;
             } else {
                 // A job may still be held by an exhausted quota: derive.
                 self.rederive_blocked_jobs(&mut w, QuotaScope::Queue, name)
@@ -748,6 +742,32 @@ impl Kernel {
                 }
             }
         } else {
+            let counted_before =
+                w.tx.fetch_optional(
+                    "SELECT max_starts_per_minute FROM quotas WHERE scope = $1 AND name = $2",
+                    args![scope.as_str(), name],
+                )
+                .await?
+                .map(|r| r.opt_i64("max_starts_per_minute"))
+                .transpose()?
+                .flatten()
+                .is_some();
+            if limits.max_starts_per_minute.is_some() && !counted_before {
+                // Starts are counted only while a rate is limited: count
+                // those of the last minute now, or a new limit of 3 a
+                // minute would allow 3 more after 6 just made.
+                w.tx.execute(
+                    &format!(
+                        "INSERT INTO quota_starts (scope, name, started_at) \
+                         SELECT $1, $2, started_at FROM \
+                           (SELECT started_at, {column} AS owner FROM attempts ORDER BY id DESC LIMIT $3) recent \
+                         WHERE owner = $2 AND started_at >= $4",
+                        column = super::quotas::scope_column(scope)
+                    ),
+                    args![scope.as_str(), name, RECENT_STARTS, now - 60_000],
+                )
+                .await?;
+            }
             w.tx.execute(
                 "INSERT INTO quotas (scope, name, max_concurrent, max_starts_per_minute, updated_at) \
                  VALUES ($1, $2, $3, $4, $5) \

@@ -132,7 +132,22 @@ impl Kernel {
         scope: QuotaScope,
         name: &str,
     ) -> Result<()> {
-        let column = scope_column(scope);
+        let why = json!({ "reason": "quota", "scope": scope, "name": name });
+        self.block_waiting_jobs(w, scope_column(scope), name, why)
+            .await
+    }
+
+    /// Jobs whose `column` (`tenant` or `queue`) is `name` and that wait on
+    /// it (a full quota, a paused queue): some task ready, none leased.
+    /// Queued and running ones become `blocked`; `why` goes into each
+    /// event.
+    pub(crate) async fn block_waiting_jobs(
+        &self,
+        w: &mut Work,
+        column: &str,
+        name: &str,
+        why: serde_json::Value,
+    ) -> Result<()> {
         let held =
             w.tx.fetch_all(
                 &format!(
@@ -163,12 +178,13 @@ impl Kernel {
                 .await?;
             for j in blocked {
                 let tenant = j.text("tenant")?;
+                let mut data = json!({ "from": from, "to": "blocked" });
+                if let (Some(data), Some(why)) = (data.as_object_mut(), why.as_object()) {
+                    data.extend(why.clone());
+                }
                 w.event(event_type::JOB_STATE_CHANGED, Some(&tenant))
                     .job(j.i64("id")?)
-                    .data(json!({
-                        "from": from, "to": "blocked",
-                        "reason": "quota", "scope": scope, "name": name,
-                    }));
+                    .data(data);
             }
         }
         Ok(())
@@ -200,6 +216,39 @@ impl Kernel {
     /// The sweep's part: blocks the jobs that came to wait on a marked quota
     /// since it was marked. Reads only the (small) quota table when no quota
     /// is marked.
+    /// Jobs of paused queues that came to wait on the pause after it began
+    /// (a task made ready by its upstream's success, which does not look
+    /// at the job's state) become `blocked`, as those waiting when it began
+    /// did.
+    pub(crate) async fn sweep_paused_blocks(&self) -> Result<()> {
+        let paused = self
+            .db()
+            .read_all(
+                "SELECT name FROM queues WHERE paused ORDER BY name",
+                args![],
+            )
+            .await?;
+        if paused.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.begin().await?;
+        for r in &paused {
+            let name = r.text("name")?;
+            // Re-checked in this transaction: a resume meanwhile wins.
+            let still =
+                w.tx.fetch_optional(
+                    "SELECT name FROM queues WHERE name = $1 AND paused @lock",
+                    args![name.as_str()],
+                )
+                .await?;
+            if still.is_some() {
+                let why = json!({ "reason": "queue paused", "queue": name });
+                self.block_waiting_jobs(&mut w, "queue", &name, why).await?;
+            }
+        }
+        self.finish(w).await
+    }
+
     pub(crate) async fn sweep_quota_blocks(&self) -> Result<()> {
         let marked = self
             .db()

@@ -313,16 +313,24 @@ struct Hand {
 /// that a submit's one statement can carry them: one statement takes
 /// [`ID_BLOCK`] of each (more for a big batch) every so often. Ids stay
 /// increasing within a replica; across replicas they interleave, as they
-/// would in the order transactions take them. Ids reserved by a replica
-/// that stops are never used (sequences have gaps anyway).
+/// would in the order transactions take them, within [`ID_MAX_AGE`]: ids
+/// held longer are dropped, or a replica that submits rarely would give
+/// its new jobs ids older than other replicas' jobs of minutes ago (and
+/// the claims, oldest first, and the lists, newest first, go by id). Ids
+/// reserved and not used are never used (sequences have gaps anyway).
 #[derive(Default)]
 pub(super) struct ReservedIds {
     jobs: VecDeque<i64>,
     tasks: VecDeque<i64>,
     attempts: VecDeque<i64>,
+    /// When the oldest ids held were taken.
+    taken_at: Option<std::time::Instant>,
     /// A top-up runs in the background (see [`Kernel::reserve_ids`]).
     topping_up: bool,
 }
+
+/// The longest reserved ids are kept before they are dropped unused.
+const ID_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 const ID_BLOCK: usize = 32;
 /// Below this many ids of a kind, a submit leaves a top-up running behind
@@ -865,6 +873,12 @@ impl Kernel {
         attempts: usize,
     ) -> Result<(Vec<i64>, Vec<i64>, Vec<i64>)> {
         let mut reserve = self.inner.reserved_ids.lock().await;
+        if reserve.taken_at.is_some_and(|t| t.elapsed() > ID_MAX_AGE) {
+            reserve.jobs.clear();
+            reserve.tasks.clear();
+            reserve.attempts.clear();
+            reserve.taken_at = None;
+        }
         self.top_up(&mut reserve, [jobs, tasks, attempts]).await?;
         let taken = (
             reserve.jobs.drain(..jobs).collect(),
@@ -920,6 +934,10 @@ impl Kernel {
         new_jobs.sort_unstable();
         new_tasks.sort_unstable();
         new_attempts.sort_unstable();
+        if reserve.jobs.is_empty() && reserve.tasks.is_empty() && reserve.attempts.is_empty() {
+            reserve.taken_at = None;
+        }
+        reserve.taken_at.get_or_insert_with(std::time::Instant::now);
         reserve.jobs.extend(new_jobs);
         reserve.tasks.extend(new_tasks);
         reserve.attempts.extend(new_attempts);

@@ -292,7 +292,15 @@ impl PoolStats {
 struct Running {
     proof: LeaseProof,
     cancel: CancelHandle,
+    /// When the run ended (its report is on its way).
+    ended_at: Option<std::time::Instant>,
 }
+
+/// How long after a run ends its lease is not renewed: its report is
+/// normally in by then, and a renewal racing it is refused and recorded as
+/// a stale report (`lease.fenced`). A report that takes longer (the server
+/// out of reach) has its lease renewed again meanwhile.
+const REPORT_GRACE: Duration = Duration::from_secs(1);
 
 enum Report {
     Done {
@@ -503,6 +511,7 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Running {
                     proof: proof.clone(),
                     cancel: cancel.clone(),
+                    ended_at: None,
                 },
             );
             let shared = shared.clone();
@@ -525,6 +534,9 @@ async fn claim_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 // lines are in its log before its end is reported.
                 let writer = write_log(shared.source.as_ref(), attempt_id, &proof, buffered, ended);
                 let (outcome, ()) = tokio::join!(run, writer);
+                if let Some(r) = shared.running.lock().expect("running").get_mut(&attempt_id) {
+                    r.ended_at = Some(std::time::Instant::now());
+                }
                 let _ = shared.reports.send(Report::Done {
                     attempt_id,
                     proof,
@@ -554,6 +566,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .lock()
             .expect("running")
             .iter()
+            .filter(|(_, r)| r.ended_at.is_none_or(|at| at.elapsed() >= REPORT_GRACE))
             .map(|(id, r)| (*id, r.proof.clone()))
             .collect();
         if leases.is_empty() {
@@ -569,6 +582,8 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             cancelled: true, ..
                         }) => r.cancel.cancel(CancelReason::JobCancelled),
                         Ok(_) => {}
+                        // Ended meanwhile: its report says what became of it.
+                        Err(_) if r.ended_at.is_some() => {}
                         Err(e) => {
                             tracing::warn!(attempt_id = id, error = %e, "lease lost; stopping the task");
                             r.cancel.cancel(CancelReason::LeaseLost);
