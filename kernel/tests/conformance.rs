@@ -125,6 +125,17 @@ mod postgres_only {
         );
     }
 
+    /// Sessions of this test's database waiting for a lock.
+    async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    }
+
     /// Holds job `job` locked in a transaction of its own while `op` runs;
     /// once `op` waits for that lock, writes attempt `attempt` from the
     /// same transaction, which `op` holds: a cycle that Postgres breaks by
@@ -150,16 +161,7 @@ mod postgres_only {
         let op = tokio::spawn(op);
         eventually("the operation waits for the job's lock", || {
             let pool = pool.clone();
-            async move {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-                (waiting > 0).then_some(())
-            }
+            async move { (lock_waiters(&pool).await > 0).then_some(()) }
         })
         .await;
         sqlx::query("UPDATE attempts SET heartbeat_at = 1 WHERE id = $1")
@@ -198,14 +200,7 @@ mod postgres_only {
             );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
+            if lock_waiters(&pool).await > 0 {
                 break;
             }
             assert!(

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::{client_with, get, wait_ready};
+
 const CANARY: &str = "enrollment-canary-7f3a9";
 
 /// Whether this process runs as root (`Uid:` of `/proc/self/status`).
@@ -87,21 +89,12 @@ async fn an_exec_command_cannot_read_its_workers_secrets() {
     .spawn()
     .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let client = client_with(&token);
+    wait_ready(&client, &base).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !client
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let script = r"echo reading; tr '\000' '\n' < /proc/$PPID/environ";
     let job: Value = client
         .post(format!("{base}/api/v1/jobs"))
-        .bearer_auth(&token)
         .json(
             &json!({ "name": "peek", "tasks": [{ "key": "peek", "kind": "exec",
             "max_attempts": 1, "payload": { "cmd": "sh", "args": ["-c", script] } }] }),
@@ -114,15 +107,7 @@ async fn an_exec_command_cannot_read_its_workers_secrets() {
         .unwrap();
     let id = job["id"].as_i64().expect("a job");
     let detail = loop {
-        let detail: Value = client
-            .get(format!("{base}/api/v1/jobs/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let detail = get(&client, format!("{base}/api/v1/jobs/{id}")).await;
         if ["succeeded", "failed"].contains(&detail["state"].as_str().unwrap()) {
             break detail;
         }
@@ -132,7 +117,6 @@ async fn an_exec_command_cannot_read_its_workers_secrets() {
     let attempt = detail["tasks"][0]["attempts"][0]["id"].as_i64().unwrap();
     let log = client
         .get(format!("{base}/api/v1/attempts/{attempt}/log?limit=500"))
-        .bearer_auth(&token)
         .send()
         .await
         .unwrap()
