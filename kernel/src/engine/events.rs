@@ -17,7 +17,12 @@
 //!   id, so nothing can later appear below what was returned. Seqs are
 //!   increasing and unique but not contiguous. Writers never wait for each
 //!   other and no row is written twice; the cost is that a long-running
-//!   transaction holds back the visibility of newer events until it ends.
+//!   transaction holds back the visibility of newer events until it ends:
+//!   any transaction with an id on the same Postgres server, in any of its
+//!   databases (transaction ids are the server's), so give Switchyard a
+//!   server of its own, or one without long writing transactions. The
+//!   kernel's own sessions end after 10 s idle in a transaction (a
+//!   replica stopped mid-transaction: see `db.rs`).
 //!
 //! This module never interprets events; it stores and orders them.
 
