@@ -821,6 +821,31 @@ async fn submit_is_idempotent(env: Env) {
     assert_eq!(out[1], (first.job.id, false));
     let all = k.list_jobs(&JobFilter::default(), 100, None).await.unwrap();
     assert_eq!(all.items.len(), 3);
+
+    // The key names one job: the same job again (its JSON written another
+    // way) is answered with the first; another job under it is refused
+    // (it was answered with the first, as if it had been created), and
+    // nothing of a refused batch is written.
+    let mut keyed = NewJob::single("deploy", "noop", json!({"env": "prod", "region": "eu"}));
+    keyed.idempotency_key = Some("key-3".into());
+    let original = k.submit(keyed.clone()).await.unwrap();
+    let same: NewJob = serde_json::from_value(json!({
+        "tasks": [{ "payload": {"region": "eu", "env": "prod"}, "kind": "noop", "key": "main" }],
+        "idempotency_key": "key-3", "queue": "default", "name": "deploy",
+    }))
+    .unwrap();
+    let again = k.submit(same).await.unwrap();
+    assert_eq!((again.job.id, again.created), (original.job.id, false));
+    let mut different = keyed.clone();
+    different.tasks[0].payload = json!({"env": "staging", "region": "eu"});
+    let refused = k.submit(different.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), "conflict");
+    assert!(refused.to_string().contains("key-3"), "{refused}");
+    let fresh = NewJob::single("unrelated", "noop", json!({}));
+    let refused = k.submit_many(vec![fresh, different]).await.unwrap_err();
+    assert_eq!(refused.code(), "conflict");
+    let all = k.list_jobs(&JobFilter::default(), 100, None).await.unwrap();
+    assert_eq!(all.items.len(), 4, "nothing of the refused batch");
 }
 
 async fn concurrent_claimers_never_share_a_task(env: Env) {

@@ -3,7 +3,9 @@
 //! whatever the batch size.
 //!
 //! Idempotency: a job with an idempotency key that its tenant already used
-//! is not created again; the earlier job is returned. Two replicas racing on
+//! is not created again; the earlier job is returned, when it is the same
+//! job (a digest of the job as parsed is kept with the key): the key used
+//! for a different job is refused with a conflict. Two replicas racing on
 //! one key meet the unique index; the loser retries and finds the winner.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -123,6 +125,7 @@ struct JobRow<'a> {
     priority: i64,
     state: &'static str,
     idempotency_key: Option<&'a str>,
+    idempotency_fingerprint: Option<String>,
     created_at: i64,
     started_at: Option<i64>,
     updated_at: i64,
@@ -162,6 +165,7 @@ const JOB_COLS: &[(&str, &str)] = &[
     ("priority", "BIGINT"),
     ("state", "TEXT"),
     ("idempotency_key", "TEXT"),
+    ("idempotency_fingerprint", "TEXT"),
     ("created_at", "BIGINT"),
     ("started_at", "BIGINT"),
     ("updated_at", "BIGINT"),
@@ -206,6 +210,7 @@ impl Columns for JobRow<'_> {
             ids(rows, |r| r.priority),
             texts(rows, |r| r.state),
             opt_texts(rows, |r| r.idempotency_key),
+            opt_texts(rows, |r| r.idempotency_fingerprint.as_deref()),
             ids(rows, |r| r.created_at),
             opt_ids(rows, |r| r.started_at),
             ids(rows, |r| r.updated_at),
@@ -374,8 +379,8 @@ struct Prepared {
     /// the batch's: their new jobs start `blocked`.
     held: BTreeSet<(String, String)>,
     /// Jobs that already carry one of the batch's idempotency keys, by
-    /// `(tenant, key)`.
-    existing: HashMap<(String, String), i64>,
+    /// `(tenant, key)`: their id and the digest of what they asked for.
+    existing: HashMap<(String, String), (i64, Option<String>)>,
     /// Fresh ids, increasing: one per job and per task of the batch (those
     /// of repeated jobs go unused).
     job_ids: Vec<i64>,
@@ -506,12 +511,15 @@ impl Kernel {
             if let Some(key) = job.idempotency_key.as_deref() {
                 if let Some(row) =
                     w.tx.fetch_optional(
-                        "SELECT id FROM jobs WHERE tenant = $1 AND idempotency_key = $2",
+                        "SELECT id, idempotency_fingerprint FROM jobs WHERE tenant = $1 AND idempotency_key = $2",
                         args![job.tenant.as_str(), key],
                     )
                     .await?
                 {
-                    existing.insert((job.tenant.clone(), key.to_string()), row.i64("id")?);
+                    existing.insert(
+                        (job.tenant.clone(), key.to_string()),
+                        (row.i64("id")?, row.opt_text("idempotency_fingerprint")?),
+                    );
                 }
             }
         }
@@ -539,7 +547,7 @@ impl Kernel {
             Some(waiter) => self.sqlite_hand(&mut w, waiter, jobs, &prepared).await?,
             None => None,
         };
-        let plan = self.plan(jobs, prepared, now, hand.as_ref());
+        let plan = self.plan(jobs, prepared, now, hand.as_ref())?;
         let insert = |table, cols| recordset_insert_sql(Backend::Sqlite, table, cols, 1);
         let inserts = [
             with_rows(insert("jobs", JOB_COLS), &plan.jobs),
@@ -659,9 +667,9 @@ impl Kernel {
             self.reserve_ids(jobs.len(), task_total, handable).await?;
         // `$1` queues, `$2` tenants, `$3` key tenants, `$4` keys.
         // With one generic plan (see `Db::open_with`): a lookup per key.
-        let earlier = "SELECT k.tenant, k.key, j.id \
+        let earlier = "SELECT k.tenant, k.key, j.id, j.idempotency_fingerprint \
              FROM unnest($3::TEXT[], $4::TEXT[]) AS k(tenant, key) \
-             CROSS JOIN LATERAL (SELECT id FROM jobs \
+             CROSS JOIN LATERAL (SELECT id, idempotency_fingerprint FROM jobs \
                  WHERE tenant = k.tenant AND idempotency_key = k.key) j";
         let has_keys = !keys.is_empty();
         let mut reads = args![queues.clone(), tenants.clone()];
@@ -714,7 +722,8 @@ impl Kernel {
         }
 
         let held_or_earlier = format!(
-            "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id FROM ({HELD}) h{}",
+            "SELECT 'held' AS what, scope AS a, name AS b, NULL::BIGINT AS id, NULL::TEXT AS fp \
+             FROM ({HELD}) h{}",
             if has_keys {
                 format!(" UNION ALL SELECT 'job', e.* FROM ({earlier}) e")
             } else {
@@ -735,9 +744,10 @@ impl Kernel {
             if r.text("what")? == "held" {
                 prepared.held.insert((r.text("a")?, r.text("b")?));
             } else {
-                prepared
-                    .existing
-                    .insert((r.text("a")?, r.text("b")?), r.i64("id")?);
+                prepared.existing.insert(
+                    (r.text("a")?, r.text("b")?),
+                    (r.i64("id")?, r.opt_text("fp")?),
+                );
             }
         }
         match self
@@ -762,7 +772,7 @@ impl Kernel {
         gate: Option<(String, Vec<Arg>)>,
         hand: Option<Hand>,
     ) -> Result<Wrote> {
-        let plan = self.plan(jobs, prepared, now, hand.as_ref());
+        let plan = self.plan(jobs, prepared, now, hand.as_ref())?;
         if plan.jobs.is_empty() {
             return Ok(Wrote::Jobs(plan.outcome));
         }
@@ -953,7 +963,7 @@ impl Kernel {
         prepared: Prepared,
         now: i64,
         hand: Option<&Hand>,
-    ) -> Plan<'a> {
+    ) -> Result<Plan<'a>> {
         let Prepared {
             held,
             existing,
@@ -978,24 +988,35 @@ impl Kernel {
             },
         };
         // Jobs created here by idempotency key, for repeats within the batch.
-        let mut created: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut created: HashMap<(&str, &str), (i64, Option<String>)> = HashMap::new();
         let mut next_job = job_ids.into_iter();
         let mut next_task = task_ids.into_iter();
         // Each task's payload, as `plan.tasks` holds them.
         let mut payloads = Vec::with_capacity(plan.tasks.capacity());
         for job in jobs {
+            let fingerprint = job.idempotency_key.as_ref().map(|_| fingerprint(job));
             if let Some(key) = job.idempotency_key.as_deref() {
                 let earlier = existing
                     .get(&(job.tenant.clone(), key.to_string()))
                     .or_else(|| created.get(&(job.tenant.as_str(), key)));
-                if let Some(&id) = earlier {
-                    plan.outcome.ids.push((id, false));
+                if let Some((id, asked)) = earlier {
+                    if asked.is_some() && *asked != fingerprint {
+                        return Err(KernelError::Conflict {
+                            message: format!(
+                                "idempotency key {key:?} of tenant {} was used for another job \
+                                 (job {id}, with other content); a new job needs a new key",
+                                job.tenant
+                            ),
+                            details: Some(json!({ "idempotency_key": key, "job_id": id })),
+                        });
+                    }
+                    plan.outcome.ids.push((*id, false));
                     continue;
                 }
             }
             let job_id = next_job.next().expect("an id per job");
             if let Some(key) = job.idempotency_key.as_deref() {
-                created.insert((job.tenant.as_str(), key), job_id);
+                created.insert((job.tenant.as_str(), key), (job_id, fingerprint.clone()));
             }
             plan.outcome.ids.push((job_id, true));
             let state = if is_held("queue", &job.queue) || is_held("tenant", &job.tenant) {
@@ -1011,6 +1032,7 @@ impl Kernel {
                 priority: job.priority,
                 state: state.as_str(),
                 idempotency_key: job.idempotency_key.as_deref(),
+                idempotency_fingerprint: fingerprint,
                 created_at: now,
                 started_at: None,
                 updated_at: now,
@@ -1091,11 +1113,52 @@ impl Kernel {
         if let Some(hand) = hand {
             hand_off(&mut plan, &payloads, hand, now);
         }
-        plan
+        Ok(plan)
     }
 }
 
 /// The tasks of `jobs` that are ready as soon as they are written.
+/// What a job with an idempotency key asked for, as a digest: the same for
+/// the same job however its JSON was written (keys in any order, defaults
+/// left out or spelled out).
+fn fingerprint(job: &NewJob) -> String {
+    fn canonical(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::from(k.as_str()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(
+        &serde_json::to_value(job).expect("a job serializes"),
+        &mut text,
+    );
+    super::identity::sha256_hex(&text)
+}
+
 fn ready_at_once(jobs: &[NewJob]) -> impl Iterator<Item = &crate::model::NewTask> {
     jobs.iter()
         .flat_map(|j| &j.tasks)
