@@ -38,6 +38,7 @@ conformance!(
     replay_and_resolve_dead_letters,
     batch_dead_letter_actions,
     a_cancelled_jobs_dead_letters_are_not_replayed,
+    a_replayed_tasks_queue_decides_whether_its_job_waits,
     paused_queue_blocks_and_resumes,
     quotas_limit_concurrency_and_starts,
     drained_node_gets_no_leases,
@@ -1923,6 +1924,47 @@ async fn a_cancelled_jobs_dead_letters_are_not_replayed(env: Env) {
     assert_eq!(f.state, TaskState::Failed);
     assert!(env.claim(node, 10).await.is_empty());
     k.resolve_dead_letter(entry, "job cancelled").await.unwrap();
+}
+
+/// A replay may move a task to another queue than its job's: whether the
+/// job waits is the task's queue's to say. It was the job's: a task
+/// replayed into a paused queue left its job `running` with nothing to
+/// run, and one replayed out of it left its job `blocked` while it ran.
+async fn a_replayed_tasks_queue_decides_whether_its_job_waits(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    let (into_pause, entry) = dead_lettered(&env, node, "into").await;
+    k.pause_queue("held").await.unwrap();
+    let opts = |queue: &str| ReplayOptions {
+        queue: Some(queue.into()),
+        payload: None,
+    };
+    k.replay_dead_letter(entry, &opts("held")).await.unwrap();
+    let state = |id: i64| async move { k.get_job_summary(id).await.unwrap().state };
+    assert_eq!(state(into_pause).await, JobState::Blocked);
+    assert!(env.claim(node, 10).await.is_empty());
+
+    let mut job = NewJob::single("out", "noop", json!({}));
+    job.queue = "p".into();
+    let out_of_pause = k.submit(job).await.unwrap().job.id;
+    let lease = env.claim(node, 1).await.pop().unwrap();
+    let failure = TaskFailure {
+        message: "bad input".into(),
+        retryable: false,
+    };
+    let entry = k
+        .fail(lease.attempt_id, &lease.proof(), &failure)
+        .await
+        .unwrap()
+        .dead_letter_id
+        .unwrap();
+    k.pause_queue("p").await.unwrap();
+    k.replay_dead_letter(entry, &opts("open")).await.unwrap();
+    assert_eq!(state(out_of_pause).await, JobState::Running);
+    let leases = env.claim(node, 10).await;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].job_id, out_of_pause);
+    assert_eq!(state(out_of_pause).await, JobState::Running);
 }
 
 async fn batch_dead_letter_actions(env: Env) {

@@ -551,13 +551,13 @@ impl Kernel {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let jobs = w
-            .tx
-            .fetch_all(
-                "SELECT j.id, j.state, j.tenant, j.started_at, \
-                        (COALESCE(q.paused, false) OR EXISTS (SELECT 1 FROM quotas x WHERE x.exhausted \
-                            AND ((x.scope = 'tenant' AND x.name = j.tenant) OR (x.scope = 'queue' AND x.name = j.queue)))) AS held \
-                 FROM jobs j LEFT JOIN queues q ON q.name = j.queue WHERE j.id @in($1)",
+        let jobs =
+            w.tx.fetch_all(
+                &format!(
+                    "SELECT j.id, j.state, j.tenant, j.started_at, {} AS held \
+                     FROM jobs j WHERE j.id @in($1)",
+                    quotas::JOB_HELD
+                ),
                 args![ids.clone()],
             )
             .await?;

@@ -60,6 +60,16 @@ impl QuotaRow {
 /// In job lookups by state it is written `column || ''`, which keeps the
 /// planners off the tenant and queue indexes (they hold every past job) and
 /// on the state index (unfinished jobs only).
+/// Whether job `j` waits on something it cannot pass: it has a ready task,
+/// and each of its ready tasks is in a paused queue or one whose quota is
+/// full, or its tenant's is. Task by task, as a task's queue may differ
+/// from its job's (replayed to another queue).
+pub(crate) const JOB_HELD: &str = "(EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state = 'ready') \
+     AND NOT EXISTS (SELECT 1 FROM tasks t LEFT JOIN queues q ON q.name = t.queue \
+         WHERE t.job_id = j.id AND t.state = 'ready' AND NOT COALESCE(q.paused, false) \
+           AND NOT EXISTS (SELECT 1 FROM quotas x WHERE x.exhausted \
+               AND ((x.scope = 'tenant' AND x.name = t.tenant) OR (x.scope = 'queue' AND x.name = t.queue)))))";
+
 pub(crate) fn scope_column(scope: QuotaScope) -> &'static str {
     match scope {
         QuotaScope::Tenant => "tenant",
@@ -137,10 +147,10 @@ impl Kernel {
             .await
     }
 
-    /// Jobs whose `column` (`tenant` or `queue`) is `name` and that wait on
-    /// it (a full quota, a paused queue): some task ready, none leased.
-    /// Queued and running ones become `blocked`; `why` goes into each
-    /// event.
+    /// Jobs of the tenant `name`, or with a ready task in the queue `name`
+    /// (`column`), that wait: none of their tasks leased, and every ready
+    /// one held ([`JOB_HELD`]). Queued and running ones become `blocked`;
+    /// `why` goes into each event.
     pub(crate) async fn block_waiting_jobs(
         &self,
         w: &mut Work,
@@ -151,11 +161,18 @@ impl Kernel {
         let held =
             w.tx.fetch_all(
                 &format!(
-                    "SELECT id, state, tenant FROM jobs \
-                 WHERE state IN ('queued', 'running') AND {column} || '' = $1 \
-                   AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state = 'ready') \
-                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = jobs.id AND t.state = 'leased') \
-                 ORDER BY id"
+                    "SELECT j.id, j.state, j.tenant FROM jobs j \
+                 WHERE j.state IN ('queued', 'running') AND {of_it} \
+                   AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state = 'leased') \
+                   AND {JOB_HELD} \
+                 ORDER BY j.id",
+                    // A task's queue may differ from its job's (a replay
+                    // to another queue); a tenant is the job's.
+                    of_it = if column == "queue" {
+                        "EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state = 'ready' AND t.queue = $1)"
+                    } else {
+                        "j.tenant || '' = $1"
+                    }
                 ),
                 args![name],
             )
@@ -213,9 +230,6 @@ impl Kernel {
         self.derive_jobs(w, &ids).await
     }
 
-    /// The sweep's part: blocks the jobs that came to wait on a marked quota
-    /// since it was marked. Reads only the (small) quota table when no quota
-    /// is marked.
     /// Jobs of paused queues that came to wait on the pause after it began
     /// (a task made ready by its upstream's success, which does not look
     /// at the job's state) become `blocked`, as those waiting when it began
@@ -249,6 +263,9 @@ impl Kernel {
         self.finish(w).await
     }
 
+    /// The sweep's part: blocks the jobs that came to wait on a marked quota
+    /// since it was marked. Reads only the (small) quota table when no quota
+    /// is marked.
     pub(crate) async fn sweep_quota_blocks(&self) -> Result<()> {
         let marked = self
             .db()
