@@ -2073,6 +2073,17 @@ async fn paused_queue_blocks_and_resumes(env: Env) {
     let types = env.event_types().await;
     assert!(types.iter().any(|t| t == "queue.paused"));
     assert!(types.iter().any(|t| t == "queue.resumed"));
+    // Resuming a queue that does not exist is refused (it created it).
+    let unknown = k.resume_queue("no-such-queue").await.unwrap_err();
+    assert_eq!(unknown.code(), "not_found");
+    let names: Vec<String> = k
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert!(!names.iter().any(|n| n == "no-such-queue"), "{names:?}");
     k.complete(leases[0].attempt_id, &leases[0].proof(), None)
         .await
         .unwrap();

@@ -547,11 +547,22 @@ impl Kernel {
         check_identifier("queue", name)?;
         let mut w = self.begin().await?;
         let now = w.now;
-        w.tx.execute(
-            "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) ON CONFLICT (name) DO NOTHING",
-            args![name, now],
-        )
-        .await?;
+        if paused {
+            // A queue may be paused before any job uses it.
+            w.tx.execute(
+                "INSERT INTO queues (name, paused, created_at) VALUES ($1, false, $2) ON CONFLICT (name) DO NOTHING",
+                args![name, now],
+            )
+            .await?;
+        } else if w
+            .tx
+            .fetch_optional("SELECT name FROM queues WHERE name = $1", args![name])
+            .await?
+            .is_none()
+        {
+            // Resuming one that does not exist (a typo) would create it.
+            return Err(KernelError::not_found("queue", name));
+        }
         let changed =
             w.tx.execute(
                 "UPDATE queues SET paused = $1, paused_at = $2 WHERE name = $3 AND paused = $4",
