@@ -175,7 +175,57 @@ pub struct ServeArgs {
     pub session_max_hours: i64,
 }
 
+/// `value` within `range`, or an error naming the flag, the value and the range.
+fn within<T: PartialOrd + std::fmt::Display>(
+    flag: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<(), String> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{flag} must be between {} and {}{unit}, got {value}",
+            range.start(),
+            range.end()
+        ))
+    }
+}
+
 impl ServeArgs {
+    /// Checks every numeric flag against its range (large values once
+    /// overflowed: a lease that ended before it began, a retention of
+    /// hours for "years").
+    pub fn check(&self) -> Result<(), String> {
+        within(
+            "--lease-ms",
+            self.lease_ms,
+            1_000..=86_400_000,
+            " (1 s to a day)",
+        )?;
+        within("--embedded-workers", self.embedded_slots(), 0..=10_000, "")?;
+        within(
+            "--event-retention-days",
+            self.event_retention_days,
+            0..=36_500,
+            " (0 keeps them)",
+        )?;
+        within(
+            "--job-retention-days",
+            self.job_retention_days,
+            0..=36_500,
+            " (0 keeps them)",
+        )?;
+        within(
+            "--session-idle-minutes",
+            self.session_idle_minutes,
+            1..=525_600,
+            "",
+        )?;
+        within("--session-max-hours", self.session_max_hours, 1..=8_760, "")
+    }
+
     /// Slots of the embedded pool, 0 when it is off.
     pub fn embedded_slots(&self) -> usize {
         if self.no_embedded_workers {
@@ -218,8 +268,24 @@ pub struct WorkerArgs {
     pub shutdown_grace_s: u64,
 }
 
+impl WorkerArgs {
+    /// Checks the numeric flags against their ranges, before anything is
+    /// sent to the server.
+    pub fn check(&self) -> Result<(), String> {
+        within("--slots", self.slots, 1..=10_000, "")?;
+        within(
+            "--shutdown-grace-s",
+            self.shutdown_grace_s,
+            0..=86_400,
+            " (a day)",
+        )
+    }
+}
+
 fn parse_label(raw: &str) -> Result<(String, String), String> {
-    raw.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("label {raw:?} is not key=value"))
+    match raw.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some(_) => Err(format!("label {raw:?} has no key (key=value)")),
+        None => Err(format!("label {raw:?} is not key=value")),
+    }
 }

@@ -16,11 +16,15 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to stderr (stdout carries what a command answers, e.g. a new
+    // token, which scripts capture), coloured only on a terminal.
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("SWITCHYARD_LOG")
                 .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let cli = Cli::parse();
@@ -67,15 +71,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         leptos_options.env = leptos::config::Env::PROD;
     }
 
-    if args.lease_ms < 1_000 {
-        return Err(format!(
-            "--lease-ms must be at least 1000, got {}",
-            args.lease_ms
-        ));
-    }
-    if args.event_retention_days < 0 || args.job_retention_days < 0 {
-        return Err("retention days must be 0 (keep forever) or more".into());
-    }
+    // Every flag is checked, and the address taken, before the database is
+    // touched: a refused start writes nothing (no admin, no node, no demo).
+    args.check()?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|err| format!("listening on {}: {err}", args.addr))?;
     const DAY_MS: i64 = 86_400_000;
     let config = KernelConfig {
         lease_ms: args.lease_ms,
@@ -88,9 +89,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|err| format!("opening the database {}: {err}", redact(&args.database_url)))?;
     tracing::info!(backend = %kernel.backend(), "database ready");
     admin::bootstrap_admin(&kernel).await?;
-    if args.session_idle_minutes < 1 || args.session_max_hours < 1 {
-        return Err("--session-idle-minutes and --session-max-hours must be at least 1".into());
-    }
     let auth = AuthSettings {
         session: kernel::SessionPolicy {
             idle_ms: args.session_idle_minutes * 60_000,
@@ -111,9 +109,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|err| format!("submitting the demo jobs: {err}"))?;
     }
 
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .map_err(|err| format!("listening on {}: {err}", args.addr))?;
     tracing::info!(
         site_root = %site_root.display(),
         "Switchyard console at http://{}/ops",

@@ -268,6 +268,7 @@ pub async fn run(
     args: WorkerArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    args.check()?;
     let executors = executors_for(&args.kinds)?;
     let name = args.name.clone().unwrap_or_else(default_node_name);
     check_server_url(&args.server)?;
@@ -345,12 +346,22 @@ pub fn executors_for(kinds: &[String]) -> Result<Executors, String> {
         })
 }
 
-/// `--server` must be an `http://` or `https://` base URL.
+/// `--server` must be an `http://` or `https://` base URL: scheme, host and
+/// port, nothing after (the API's paths are joined to it).
 fn check_server_url(server: &str) -> Result<(), String> {
     match reqwest::Url::parse(server) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && matches!(url.path(), "" | "/")
+                && url.query().is_none()
+                && url.fragment().is_none() =>
+        {
+            Ok(())
+        }
         _ => Err(format!(
-            "--server {server:?} is not an http:// or https:// URL (e.g. http://127.0.0.1:3000)"
+            "--server {server:?} is not the server's base URL: http:// or https://, a host and \
+             a port, nothing after (e.g. http://127.0.0.1:3000)"
         )),
     }
 }
@@ -415,7 +426,27 @@ fn node_name_on(host: &str, kind: &str, suffix: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{node_name, node_name_on};
+    use super::{check_server_url, node_name, node_name_on};
+
+    #[test]
+    fn the_server_url_is_a_base_url() {
+        for ok in [
+            "http://127.0.0.1:3000",
+            "https://sy.example.com/",
+            "http://h:1",
+        ] {
+            assert!(check_server_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:3000",
+            "ftp://h:1",
+            "http://h:3000/api/v1",
+            "http://h:3000/?x=1",
+            "http://h:3000/#f",
+        ] {
+            assert!(check_server_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn node_names_are_identifiers_of_this_machine() {

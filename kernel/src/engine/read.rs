@@ -102,11 +102,18 @@ fn node_from_row(r: &Row) -> Result<Node> {
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
     match cursor.map(str::trim).filter(|c| !c.is_empty()) {
         None => Ok(None),
-        Some(c) => c.parse::<i64>().map(Some).map_err(|_| {
-            KernelError::validation(format!(
-                "invalid cursor {c:?}: pass back a next_cursor value"
-            ))
-        }),
+        // Only what `next_cursor` gives: digits (no sign).
+        Some(c) => c
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| c.parse::<i64>().ok())
+            .flatten()
+            .map(Some)
+            .ok_or_else(|| {
+                KernelError::validation(format!(
+                    "invalid cursor {c:?}: pass back a next_cursor value"
+                ))
+            }),
     }
 }
 

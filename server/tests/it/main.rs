@@ -6,6 +6,7 @@ mod common;
 
 mod api;
 mod auth;
+mod cli;
 mod console_api;
 mod console_http;
 mod crash;
