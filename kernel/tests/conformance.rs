@@ -2475,6 +2475,14 @@ async fn lists_filter_and_paginate(env: Env) {
         .await
         .unwrap();
     assert_eq!(by_q.items.len(), 3, "report-1, report-10, report-11");
+    // A cursor is what `next_cursor` gave: digits, nothing else.
+    for bad in ["+2", "-2", "2x", "x"] {
+        let refused = k
+            .list_jobs(&JobFilter::default(), 5, Some(bad))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), "validation_failed", "{bad}");
+    }
     let by_id = k
         .list_jobs(
             &JobFilter {
