@@ -36,6 +36,20 @@ pub async fn bootstrap_admin(kernel: &Kernel) -> Result<(), String> {
 }
 
 async fn open(db: &DbArgs) -> Result<Kernel, String> {
+    // The default is relative to where the command runs: run elsewhere than
+    // `serve`, it would create a second, empty database and act on that.
+    if db.database_url == crate::config::DEFAULT_DATABASE_URL {
+        let path = crate::config::DEFAULT_DATABASE_URL.trim_start_matches("sqlite:");
+        if !std::path::Path::new(path).exists() {
+            return Err(format!(
+                "no database at {path} (relative to {}): run this where `switchyard serve` runs, \
+                 or name the database with --database-url or DATABASE_URL",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_else(|_| "this folder".into())
+            ));
+        }
+    }
     Kernel::open(&db.database_url, KernelConfig::default())
         .await
         .map_err(|err| format!("opening the database: {err}"))

@@ -40,3 +40,24 @@ fn a_refused_start_names_its_flag_and_writes_nothing() {
         assert!(!db.exists(), "{flags:?} created the database");
     }
 }
+
+/// `users` and `tokens` on the default database, run where there is none
+/// (elsewhere than `serve`), once created one there and acted on it.
+#[test]
+fn an_admin_command_away_from_the_database_says_so_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["users", "list"])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("SWITCHYARD_LOG", "warn")
+        .output()
+        .expect("run switchyard users list");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no database at data/switchyard.db"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("data").exists(), "a database was created");
+}
