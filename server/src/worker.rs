@@ -248,17 +248,12 @@ impl LeaseSource for HttpLeaseSource {
     }
 
     fn sign_off(&self, node_id: i64) -> BoxFuture<'_, SourceResult<()>> {
-        Box::pin(self.post_sign_off(node_id))
-    }
-}
-
-impl HttpLeaseSource {
-    /// `POST /nodes/{id}/offline` with the node token.
-    async fn post_sign_off(&self, node_id: i64) -> SourceResult<()> {
-        let _: serde_json::Value = self
-            .post(&format!("/nodes/{node_id}/offline"), &serde_json::json!({}))
-            .await?;
-        Ok(())
+        Box::pin(async move {
+            let _: serde_json::Value = self
+                .post(&format!("/nodes/{node_id}/offline"), &serde_json::json!({}))
+                .await?;
+            Ok(())
+        })
     }
 }
 

@@ -583,8 +583,7 @@ impl Kernel {
             if paused {
                 // Jobs that wait on it now: queued ones, and running ones
                 // with no task leased (between two tasks, or a retry).
-                let why = json!({ "reason": "queue paused", "queue": name });
-                self.block_waiting_jobs(&mut w, "queue", name, why).await?;
+                self.block_paused_jobs(&mut w, name).await?;
             } else {
                 // A job may still be held by an exhausted quota: derive.
                 self.rederive_blocked_jobs(&mut w, QuotaScope::Queue, name)
@@ -912,8 +911,6 @@ impl Kernel {
     }
 }
 
-/// What a batch does to each open dead-letter entry it selects.
-#[derive(Clone, Copy)]
 /// What `replay_one` did.
 #[derive(Debug, PartialEq, Eq)]
 enum Replay {
@@ -924,6 +921,8 @@ enum Replay {
     JobCancelled(i64),
 }
 
+/// What a batch does to each open dead-letter entry it selects.
+#[derive(Clone, Copy)]
 enum BatchAction<'a> {
     Replay {
         opts: &'a ReplayOptions,

@@ -55,11 +55,6 @@ impl QuotaRow {
     }
 }
 
-/// The column of jobs, tasks and attempts a quota of `scope` counts by.
-///
-/// In job lookups by state it is written `column || ''`, which keeps the
-/// planners off the tenant and queue indexes (they hold every past job) and
-/// on the state index (unfinished jobs only).
 /// Whether job `j` waits on something it cannot pass: it has a ready task,
 /// and each of its ready tasks is in a paused queue or one whose quota is
 /// full, or its tenant's is. Task by task, as a task's queue may differ
@@ -70,6 +65,11 @@ pub(crate) const JOB_HELD: &str = "(EXISTS (SELECT 1 FROM tasks t WHERE t.job_id
            AND NOT EXISTS (SELECT 1 FROM quotas x WHERE x.exhausted \
                AND ((x.scope = 'tenant' AND x.name = t.tenant) OR (x.scope = 'queue' AND x.name = t.queue)))))";
 
+/// The column of jobs, tasks and attempts a quota of `scope` counts by.
+///
+/// In job lookups by state it is written `column || ''`, which keeps the
+/// planners off the tenant and queue indexes (they hold every past job) and
+/// on the state index (unfinished jobs only).
 pub(crate) fn scope_column(scope: QuotaScope) -> &'static str {
     match scope {
         QuotaScope::Tenant => "tenant",
@@ -143,18 +143,24 @@ impl Kernel {
         name: &str,
     ) -> Result<()> {
         let why = json!({ "reason": "quota", "scope": scope, "name": name });
-        self.block_waiting_jobs(w, scope_column(scope), name, why)
+        self.block_waiting_jobs(w, scope, name, why).await
+    }
+
+    /// Jobs that wait on the paused queue `name` become `blocked`.
+    pub(crate) async fn block_paused_jobs(&self, w: &mut Work, name: &str) -> Result<()> {
+        let why = json!({ "reason": "queue paused", "queue": name });
+        self.block_waiting_jobs(w, QuotaScope::Queue, name, why)
             .await
     }
 
     /// Jobs of the tenant `name`, or with a ready task in the queue `name`
-    /// (`column`), that wait: none of their tasks leased, and every ready
+    /// (`scope`), that wait: none of their tasks leased, and every ready
     /// one held ([`JOB_HELD`]). Queued and running ones become `blocked`;
     /// `why` goes into each event.
     pub(crate) async fn block_waiting_jobs(
         &self,
         w: &mut Work,
-        column: &str,
+        scope: QuotaScope,
         name: &str,
         why: serde_json::Value,
     ) -> Result<()> {
@@ -168,10 +174,10 @@ impl Kernel {
                  ORDER BY j.id",
                     // A task's queue may differ from its job's (a replay
                     // to another queue); a tenant is the job's.
-                    of_it = if column == "queue" {
-                        "EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.state = 'ready' AND t.queue = $1)"
-                    } else {
-                        "j.tenant || '' = $1"
+                    of_it = match scope {
+                        QuotaScope::Queue => "EXISTS (SELECT 1 FROM tasks t \
+                            WHERE t.job_id = j.id AND t.state = 'ready' AND t.queue = $1)",
+                        QuotaScope::Tenant => "j.tenant || '' = $1",
                     }
                 ),
                 args![name],
@@ -256,8 +262,7 @@ impl Kernel {
                 )
                 .await?;
             if still.is_some() {
-                let why = json!({ "reason": "queue paused", "queue": name });
-                self.block_waiting_jobs(&mut w, "queue", &name, why).await?;
+                self.block_paused_jobs(&mut w, &name).await?;
             }
         }
         self.finish(w).await

@@ -317,10 +317,8 @@ pub(crate) async fn audit_export(
             )
                 .into_response())
         }
-        other => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("format must be json or csv, got {other:?}"),
-        )),
+        other => Err(ApiError::invalid_query(format!(
+            "format must be json or csv, got {other:?}"
+        ))),
     }
 }

@@ -52,9 +52,7 @@ async fn bulk(
         (Some(ids), None) => JobSelection::Ids(ids),
         (None, Some(filter)) => JobSelection::Filter(filter),
         _ => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+            return Err(ApiError::invalid(
                 "give exactly one of \"ids\" or \"filter\"",
             ))
         }
@@ -99,13 +97,10 @@ where
 {
     match super::jobs::non_empty(value) {
         None => Ok(None),
-        Some(v) => v.parse::<T>().map(Some).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("{name}: {e}"),
-            )
-        }),
+        Some(v) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|e| ApiError::invalid_query(format!("{name}: {e}"))),
     }
 }
 
@@ -126,11 +121,7 @@ pub(crate) async fn search(
     let sort = match super::jobs::non_empty(query.sort) {
         None => JobSort::Newest,
         Some(s) => JobSort::parse(&s).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("sort must be newest or oldest, got {s:?}"),
-            )
+            ApiError::invalid_query(format!("sort must be newest or oldest, got {s:?}"))
         })?,
     };
     let search = JobSearch {
@@ -232,11 +223,9 @@ pub(crate) async fn export_quotas(
         "json" => false,
         "csv" => true,
         other => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("format must be json or csv, not {other:?}"),
-            ))
+            return Err(ApiError::invalid_query(format!(
+                "format must be json or csv, not {other:?}"
+            )))
         }
     };
     let tenants = caller.tenant_restriction();

@@ -58,13 +58,10 @@ pub(crate) async fn list(
 ) -> ApiResult<Json<Page<DeadLetterEntry>>> {
     caller.require(Scope::RunsRead)?;
     let status = match non_empty(query.status) {
-        Some(s) => Some(s.parse::<DeadLetterStatus>().map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::BAD_REQUEST,
-                "invalid_query",
-                e.to_string(),
-            )
-        })?),
+        Some(s) => Some(
+            s.parse::<DeadLetterStatus>()
+                .map_err(|e| ApiError::invalid_query(e.to_string()))?,
+        ),
         None => None,
     };
     let filter = DeadLetterFilter {
@@ -230,9 +227,7 @@ impl BatchSelection {
                 tenants: caller.tenant_restriction(),
                 ..filter.clone()
             })),
-            _ => Err(ApiError::new(
-                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+            _ => Err(ApiError::invalid(
                 "give exactly one of \"ids\" or \"filter\"",
             )),
         }

@@ -86,13 +86,13 @@ pub(crate) async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Page<Job>>> {
     caller.require(Scope::RunsRead)?;
-    let state =
-        match query.state.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => Some(s.parse::<JobState>().map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
-            })?),
-            None => None,
-        };
+    let state = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::invalid_query(e.to_string()))?,
+        ),
+        None => None,
+    };
     let filter = JobFilter {
         state,
         queue: non_empty(query.queue),
