@@ -35,6 +35,7 @@ conformance!(
     one_lease_that_cannot_be_recovered_does_not_hold_up_the_others,
     retries_back_off_then_dead_letter,
     non_retryable_failure_dead_letters_at_once,
+    a_dead_letter_keeps_every_attempt_of_its_spent_budget,
     replay_and_resolve_dead_letters,
     batch_dead_letter_actions,
     a_cancelled_jobs_dead_letters_are_not_replayed,
@@ -1742,6 +1743,63 @@ async fn non_retryable_failure_dead_letters_at_once(env: Env) {
         JobState::Failed
     );
     assert!(env.event_types().await.iter().any(|t| t == "dlq.added"));
+}
+
+/// A dead-letter entry keeps the attempts that spent its task's budget,
+/// and the ones the worker gave back among them: a released attempt spends
+/// nothing, so the budget's first attempt can be older than its count says.
+async fn a_dead_letter_keeps_every_attempt_of_its_spent_budget(env: Env) {
+    let k = &env.kernel;
+    let node = env.node("n1").await;
+    k.submit(NewJob::single("flaky", "noop", json!({})).tap(|j| j.tasks[0].max_attempts = Some(2)))
+        .await
+        .unwrap();
+    let fail = |lease: Lease| async move {
+        let failure = TaskFailure {
+            message: format!("attempt {} failed", lease.epoch),
+            retryable: true,
+        };
+        k.fail(lease.attempt_id, &lease.proof(), &failure)
+            .await
+            .unwrap()
+    };
+    // 1 fails, 2 is given back, 3 fails: two attempts spent the budget of two.
+    let first = env.claim(node, 1).await.pop().unwrap();
+    let retry_at = fail(first).await.retry_at.unwrap();
+    env.clock.advance(retry_at - env.clock_now());
+    let second = env.claim(node, 1).await.pop().unwrap();
+    k.release(second.attempt_id, &second.proof()).await.unwrap();
+    let third = env.claim(node, 1).await.pop().unwrap();
+    assert_eq!((third.epoch, third.attempt_number), (3, 2));
+    let out = fail(third).await;
+    assert_eq!(out.task_state, TaskState::Failed);
+    let entry = k
+        .get_dead_letter(out.dead_letter_id.unwrap())
+        .await
+        .unwrap();
+    let numbers: Vec<i64> = entry.attempts.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(entry.attempts[1].state, AttemptState::Cancelled);
+
+    // Replayed, the task has a new budget: its entry, when it fails again,
+    // holds the attempts of that budget only.
+    k.replay_dead_letter(entry.id, &Default::default())
+        .await
+        .unwrap();
+    let fourth = env.claim(node, 1).await.pop().unwrap();
+    let retry_at = fail(fourth).await.retry_at.unwrap();
+    env.clock.advance(retry_at - env.clock_now());
+    let fifth = env.claim(node, 1).await.pop().unwrap();
+    let again = fail(fifth).await.dead_letter_id.unwrap();
+    let numbers: Vec<i64> = k
+        .get_dead_letter(again)
+        .await
+        .unwrap()
+        .attempts
+        .iter()
+        .map(|a| a.number)
+        .collect();
+    assert_eq!(numbers, [4, 5]);
 }
 
 /// Dead-letters task `a` of an `a → b` job; returns (job id, entry id).
@@ -3836,6 +3894,38 @@ async fn retention_deletes_old_finished_jobs_and_events(env: Env) {
     let r = env.claim(node, 1).await.pop().unwrap();
     assert_eq!(r.job_id, recent);
     k.complete(r.attempt_id, &r.proof(), None).await.unwrap();
+    // The newest job, task, attempt and dead-letter entry of all, resolved
+    // (ahead of the unfinished job).
+    let env = &env;
+    let dead_letter_urgent = |name: &'static str| async move {
+        let job = NewJob {
+            priority: 10,
+            ..NewJob::single(name, "noop", json!({}))
+        };
+        let job_id = k.submit(job).await.unwrap().job.id;
+        let lease = env.claim(node, 1).await.pop().unwrap();
+        assert_eq!(lease.job_id, job_id);
+        let failure = TaskFailure {
+            message: "disk full".into(),
+            retryable: false,
+        };
+        let out = k
+            .fail(lease.attempt_id, &lease.proof(), &failure)
+            .await
+            .unwrap();
+        (job_id, out.dead_letter_id.unwrap())
+    };
+    let (late_job, late_entry) = dead_letter_urgent("late").await;
+    k.resolve_dead_letter(late_entry, "known").await.unwrap();
+    let late = k.get_job(late_job).await.unwrap();
+    let newest_task = late.tasks.iter().map(|t| t.id).max().unwrap();
+    let newest_attempt = late
+        .tasks
+        .iter()
+        .flat_map(|t| &t.attempts)
+        .map(|a| a.id)
+        .max()
+        .unwrap();
 
     let report = k.apply_retention().await.unwrap();
     assert_eq!(report.jobs, 3, "done, resolved and cancelled");
@@ -3902,11 +3992,24 @@ async fn retention_deletes_old_finished_jobs_and_events(env: Env) {
     let last_seq = events.last().unwrap().seq;
     env.clock.advance(31 * DAY);
     let report = k.apply_retention().await.unwrap();
-    assert_eq!(report.jobs, 1, "the recent job");
+    assert_eq!(report.jobs, 2, "the recent job and the late one");
     assert!(env.all_events().await.is_empty());
-    k.submit(NewJob::single("after", "noop", json!({})))
-        .await
-        .unwrap();
+    // New rows take no id a deleted row had (SQLite numbers from the rows
+    // left, which are all older).
+    let (after, after_entry) = dead_letter_urgent("after").await;
+    assert!(after > late_job, "job {after} after {late_job}");
+    assert!(
+        after_entry > late_entry,
+        "entry {after_entry} after {late_entry}"
+    );
+    let detail = k.get_job(after).await.unwrap();
+    assert!(detail.tasks.iter().all(|t| t.id > newest_task));
+    let attempt = &detail.tasks[0].attempts[0];
+    assert!(
+        attempt.id > newest_attempt,
+        "attempt {} after {newest_attempt}",
+        attempt.id
+    );
     let events = env.all_events().await;
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| e.seq > last_seq));

@@ -23,14 +23,15 @@ use serde_json::{json, Value};
 use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{
-    event_type, AttemptState, ClaimRequest, Completion, FailOutcome, HeartbeatOutcome, JobState,
-    Lease, LeaseProof, NodeStatus, QuotaScope, TaskFailure, TaskState,
+    event_type, Attempt, AttemptState, ClaimRequest, Completion, FailOutcome, HeartbeatOutcome,
+    JobState, Lease, LeaseProof, NodeStatus, QuotaScope, TaskFailure, TaskState,
 };
 use crate::sql::{args, Conns, Row};
 
 use super::batch::Batcher;
 use super::dag::{without_nul, JobGraph};
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
+use super::retention::sqlite_next_id;
 use super::{by_node_and_kinds, error_fingerprint, ClaimTurn, Kernel, Work};
 
 /// Most tasks one claim may lease.
@@ -599,14 +600,21 @@ impl Kernel {
             .collect::<Result<_, _>>()?;
         // The epoch is the task's lease counter, so it is also the attempt's
         // number in the task's history.
+        // SQLite numbers them above every attempt retention deleted.
+        let id = match backend {
+            Backend::Postgres => "nextval('attempts_id_seq')".to_string(),
+            Backend::Sqlite => sqlite_next_id("attempts", "ROW_NUMBER() OVER (ORDER BY id)"),
+        };
         let attempts = w
             .tx
             .fetch_all(
-                "INSERT INTO attempts (task_id, job_id, tenant, queue, number, state, node_id, lease_token, \
-                                       epoch, lease_expires_at, started_at) \
-                 SELECT id, job_id, tenant, queue, epoch, 'active', $1, @token, epoch, $2, $3 \
-                 FROM tasks WHERE id @in($4) \
-                 RETURNING id, task_id, lease_token",
+                &format!(
+                    "INSERT INTO attempts (id, task_id, job_id, tenant, queue, number, state, node_id, \
+                                           lease_token, epoch, lease_expires_at, started_at) \
+                     SELECT {id}, id, job_id, tenant, queue, epoch, 'active', $1, @token, epoch, $2, $3 \
+                     FROM tasks WHERE id @in($4) \
+                     RETURNING id, task_id, lease_token"
+                ),
                 args![node_id, expires, now, task_ids],
             )
             .await?;
@@ -1180,9 +1188,9 @@ impl Kernel {
             }
         }
         w.tx.execute(
-            "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = 'released by the worker' \
-             WHERE id = $2 AND state = 'active'",
-            args![w.now, attempt_id],
+            "UPDATE attempts SET state = 'cancelled', finished_at = $1, error = $2 \
+             WHERE id = $3 AND state = 'active'",
+            args![w.now, RELEASED, attempt_id],
         )
         .await?;
         let n = w
@@ -1295,20 +1303,20 @@ impl Kernel {
                 "from": "leased", "to": "failed", "error": message,
                 "attempts_used": used, "max_attempts": max, "retryable": retryable,
             }));
-        // The attempts of the spent budget, oldest first.
-        let history = self.attempts_of(&mut w.tx, &[task_id]).await?;
-        let first_of_budget = history.last().map(|a| a.number - used + 1).unwrap_or(1);
-        let history: Vec<_> = history
-            .into_iter()
-            .filter(|a| a.number >= first_of_budget)
-            .collect();
+        let history = spent_budget(self.attempts_of(&mut w.tx, &[task_id]).await?, used);
         let queue = t.text("queue")?;
         let dl = w
             .tx
             .fetch_one(
-                "INSERT INTO dead_letters (job_id, task_id, job_name, task_key, kind, tenant, queue, error, \
-                                           fingerprint, payload, attempts, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $12) RETURNING id",
+                &format!(
+                    "INSERT INTO dead_letters (id, job_id, task_id, job_name, task_key, kind, tenant, queue, \
+                                               error, fingerprint, payload, attempts, status, created_at, updated_at) \
+                     VALUES ({}, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $12) RETURNING id",
+                    match w.tx.backend() {
+                        Backend::Postgres => "nextval('dead_letters_id_seq')".to_string(),
+                        Backend::Sqlite => sqlite_next_id("dead_letters", "1"),
+                    }
+                ),
                 args![
                     job_id,
                     task_id,
@@ -1634,6 +1642,29 @@ async fn store_outputs(w: &mut Work, outputs: Vec<(i64, String)>) -> Result<()> 
 
 /// The data of the event of a task's success (`single_task` passes the same
 /// to its statement).
+/// The error of an attempt its worker gave back: it did not spend the
+/// task's budget.
+const RELEASED: &str = "released by the worker";
+
+/// The attempts of a task's spent budget, oldest first, from its whole
+/// history (oldest first): the last `used` that spent the budget, with the
+/// released ones among them. A release gives its attempt back, and a retry
+/// or replay starts a new budget, so neither numbers nor counts alone
+/// say where the budget began.
+fn spent_budget(mut history: Vec<Attempt>, used: i64) -> Vec<Attempt> {
+    let spent =
+        |a: &Attempt| !(a.state == AttemptState::Cancelled && a.error.as_deref() == Some(RELEASED));
+    let mut left = used;
+    let mut first = history.len();
+    while first > 0 && left > 0 {
+        first -= 1;
+        if spent(&history[first]) {
+            left -= 1;
+        }
+    }
+    history.split_off(first)
+}
+
 pub(super) fn task_succeeded_data() -> Value {
     json!({ "from": "leased", "to": "succeeded", "attempt_state": "succeeded" })
 }

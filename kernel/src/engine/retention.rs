@@ -21,6 +21,7 @@
 //! When nothing is old enough, a pass costs three reads on the read side
 //! and no write transaction.
 
+use crate::db::Backend;
 use crate::error::Result;
 use crate::sql::args;
 
@@ -41,6 +42,48 @@ pub(super) async fn deleted_through(tx: &mut crate::sql::Tx) -> Result<i64> {
         Some(r) => r.text("value")?.parse().unwrap_or(0),
         None => 0,
     })
+}
+
+/// Tables whose ids SQLite numbers from the rows that are left: a new row
+/// gets the highest id in its table plus one, so deleting the newest rows
+/// would hand their ids out again (to a job whose page, events and
+/// bookmarks were another's). Before retention deletes any of them, the
+/// highest id of each is kept (`instance_meta`, `id_floor.<table>`), and
+/// SQLite numbers new rows above it ([`sqlite_next_id`]). Postgres
+/// sequences never go back.
+const FLOORED: [&str; 4] = ["jobs", "tasks", "attempts", "dead_letters"];
+
+/// SQLite: the first id a new row of `table` may take, with `offset`
+/// added (an SQL expression: `1` for one row, a row number for several).
+pub(super) fn sqlite_next_id(table: &str, offset: &str) -> String {
+    debug_assert!(FLOORED.contains(&table));
+    format!(
+        "(MAX(COALESCE((SELECT MAX(id) FROM {table}), 0), \
+              COALESCE((SELECT CAST(value AS INTEGER) FROM instance_meta WHERE key = 'id_floor.{table}'), 0)) \
+          + {offset})"
+    )
+}
+
+/// SQLite: keeps the highest id of each [`FLOORED`] table, before
+/// retention deletes rows of them.
+async fn keep_id_floors(tx: &mut crate::sql::Tx, now: i64) -> Result<()> {
+    let highest: Vec<String> = FLOORED
+        .iter()
+        .map(|t| format!("SELECT 'id_floor.{t}' AS key, (SELECT MAX(id) FROM {t}) AS id"))
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO instance_meta (key, value, updated_at) \
+             SELECT key, CAST(id AS TEXT), $1 FROM ({}) WHERE id IS NOT NULL \
+             ON CONFLICT (key) DO UPDATE SET \
+                 value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT), \
+                 updated_at = excluded.updated_at",
+            highest.join(" UNION ALL ")
+        ),
+        args![now],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Events deleted per transaction.
@@ -204,6 +247,9 @@ impl Kernel {
             // Retried meanwhile, or another replica has them: next pass.
             self.finish(w).await?;
             return Ok((0, false));
+        }
+        if w.tx.backend() == Backend::Sqlite {
+            keep_id_floors(&mut w.tx, w.now).await?;
         }
         const OF_JOBS: &str = "SELECT id FROM tasks WHERE job_id @in($1)";
         for sql in [

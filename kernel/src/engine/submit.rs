@@ -19,6 +19,7 @@ use crate::model::{event_type, Job, JobState, Lease, NewJob, Submitted, TaskCoun
 use crate::sql::{args, Arg, Conns, Row};
 
 use super::handoff::Waiter;
+use super::retention::sqlite_next_id;
 use super::{dag, events, job_text, Kernel, NewEvent, Work};
 
 /// `INSERT INTO table (cols) SELECT … FROM <JSON array of objects in $param>`.
@@ -527,8 +528,11 @@ impl Kernel {
         // take these ids before we commit.
         let row =
             w.tx.fetch_one(
-                "SELECT CAST(COALESCE((SELECT MAX(id) FROM jobs), 0) AS BIGINT) AS jobs, \
-                        CAST(COALESCE((SELECT MAX(id) FROM tasks), 0) AS BIGINT) AS tasks",
+                &format!(
+                    "SELECT {} AS jobs, {} AS tasks",
+                    sqlite_next_id("jobs", "0"),
+                    sqlite_next_id("tasks", "0")
+                ),
                 args![],
             )
             .await?;
@@ -604,8 +608,9 @@ impl Kernel {
         // With the last attempt id: the writer holds the write lock, so
         // nobody else takes the next ones before the submit commits.
         let sql = format!(
-            "SELECT {} AS handable, COALESCE((SELECT MAX(id) FROM attempts), 0) AS last_attempt",
-            handable_sql(1)
+            "SELECT {} AS handable, {} AS last_attempt",
+            handable_sql(1),
+            sqlite_next_id("attempts", "0")
         );
         let row =
             w.tx.fetch_one(&sql, args![waiter.node_id, w.now, waiter.kinds.clone()])
