@@ -251,6 +251,14 @@ impl Caller {
         }
     }
 
+    /// `403` unless the caller manages identity: `admin` over every tenant
+    /// (see [`Principal::manages_identity`]).
+    pub fn require_identity_admin(&self) -> ApiResult<&Principal> {
+        self.require(Scope::Admin)?;
+        self.require_all_tenants("managing users, tokens and nodes")?;
+        Ok(&self.0)
+    }
+
     /// The node a node token speaks for; `403` for any other caller.
     pub fn node(&self) -> ApiResult<i64> {
         match (self.0.kind, self.0.node_id) {
@@ -325,7 +333,7 @@ fn is_open(path: &str) -> bool {
 }
 
 /// The built site's files: the wasm, its JS and CSS, the favicon.
-fn is_asset(path: &str) -> bool {
+pub(crate) fn is_asset(path: &str) -> bool {
     path.starts_with("/pkg/") || path == "/favicon.svg" || path == "/favicon.ico"
 }
 
@@ -340,13 +348,12 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme's
+/// name in any case, as RFC 9110 has it).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {

@@ -103,6 +103,37 @@ pub fn app(state: AppState) -> Router {
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(legacy_redirect::redirect_legacy))
+        .layer(axum::middleware::from_fn(protective_headers))
         .layer(CompressionLayer::new())
         .with_state(state)
+}
+
+/// Headers on every answer: no other site may frame the console (a
+/// click-jacking page could steer its buttons), browsers take each
+/// answer's declared type, no address leaves with a link, and nothing but
+/// the built assets is cached (pages carry the session's CSRF token and
+/// tenants' data; answers that chose their own caching keep it).
+async fn protective_headers(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{
+        CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+        X_FRAME_OPTIONS,
+    };
+    use axum::http::HeaderValue;
+    let asset = auth::is_asset(request.uri().path());
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if !asset && !h.contains_key(CACHE_CONTROL) {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }

@@ -12,12 +12,17 @@ pub struct AccessView {
     pub tokens: Vec<ApiToken>,
 }
 
-/// Users and tokens; only an admin may read them.
+/// Users and tokens; only an admin of every tenant may read them.
 #[server(input = GetUrl)]
 pub async fn get_access_view() -> Result<AccessView, ServerFnError> {
     use super::{kernel, kernel_error, require};
 
-    require(kernel::model::Scope::Admin)?;
+    let caller = require(kernel::model::Scope::Admin)?;
+    if !caller.manages_identity() {
+        return Err(ServerFnError::new(
+            "forbidden: users and tokens are managed by an admin of every tenant, with every tenant picked",
+        ));
+    }
     let kernel = kernel()?;
     Ok(AccessView {
         users: kernel.list_users().await.map_err(kernel_error)?,

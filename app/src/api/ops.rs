@@ -265,7 +265,7 @@ pub async fn get_ops_snapshot() -> Result<OpsSnapshot, ServerFnError> {
         .await
         .map_err(kernel_error)?
         .into_iter()
-        .filter(|e| on_timeline(e) && caller.sees_event(e.tenant.as_deref()))
+        .filter(|e| on_timeline(e) && caller.sees_event(&e.event_type, e.tenant.as_deref()))
         .collect();
     timeline.truncate(TIMELINE_LEN);
 

@@ -40,6 +40,20 @@ impl CurrentSession {
         }
     }
 
+    /// `Ok` if the operator manages users and tokens (`admin` over every
+    /// tenant, with every tenant picked), else the reason.
+    pub fn allows_identity(&self) -> Result<(), String> {
+        self.allows(Scope::Admin)?;
+        match &self.0 {
+            Some(s) if s.principal.manages_identity() => Ok(()),
+            _ => Err(
+                "Users and tokens are managed with every tenant in view: your admin scope \
+                      covers only some tenants, or only some are picked."
+                    .into(),
+            ),
+        }
+    }
+
     pub fn csrf_token(&self) -> Option<String> {
         self.0.as_ref().and_then(|s| s.csrf_token.clone())
     }
@@ -103,13 +117,18 @@ pub fn use_session() -> CurrentSession {
 }
 
 /// Where to go after signing in: `next` if it is a path on this site,
-/// else the operator snapshot. Never another origin (`//host`, `/\host`).
+/// else the operator snapshot. Never another origin (`//host`, `/\host`):
+/// browsers read a backslash as a slash and drop tabs and line breaks
+/// anywhere in a URL (`/<tab>/host` is `//host`), so a path holding any of
+/// them, or any other control character or space, is refused whole.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
             if n.starts_with('/')
                 && !n.starts_with("//")
-                && !n.starts_with("/\\")
+                && !n
+                    .chars()
+                    .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
                 && !n.starts_with(LOGIN_PATH) =>
         {
             n.to_string()
@@ -203,6 +222,16 @@ mod tests {
         assert_eq!(safe_next(Some("/ops/x?a=1")), "/ops/x?a=1");
         assert_eq!(safe_next(Some("//evil.example/")), "/ops");
         assert_eq!(safe_next(Some("/\\evil.example/")), "/ops");
+        // Browsers drop tabs and line breaks: these are `//evil.example/`.
+        for sneaky in [
+            "/\t/evil.example/",
+            "/\n/evil.example/",
+            "/\r/evil.example",
+            "/ /x",
+            "/ops\\..\\x",
+        ] {
+            assert_eq!(safe_next(Some(sneaky)), "/ops", "{sneaky:?}");
+        }
         assert_eq!(safe_next(Some("https://evil.example/")), "/ops");
         assert_eq!(safe_next(None), "/ops");
     }

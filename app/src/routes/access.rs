@@ -19,7 +19,7 @@ use crate::routes::ops::LoadError;
 pub fn AccessPage() -> impl IntoView {
     let spec = page_by_id("access");
     let params = Signal::derive(Vec::new);
-    let allowed = use_session().allows(Scope::Admin);
+    let allowed = use_session().allows_identity();
     view! {
         <PageFrame spec params>
             {match allowed {

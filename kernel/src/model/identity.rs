@@ -108,6 +108,11 @@ pub struct Principal {
     pub node_id: Option<i64>,
 }
 
+/// Whether an event type is of the audit trail (`audit.*`).
+pub fn is_audit_event(event_type: &str) -> bool {
+    event_type.starts_with("audit.")
+}
+
 impl Principal {
     /// Whether the caller holds `scope` (directly or through `admin`, and
     /// `runs.read` through `runs.manage`).
@@ -123,13 +128,29 @@ impl Principal {
         self.tenants.allows(tenant)
     }
 
-    /// Whether an event of `tenant` is visible: events of granted tenants;
-    /// events of no tenant (nodes, queues, audit) only with every tenant.
-    pub fn sees_event(&self, tenant: Option<&str>) -> bool {
-        match tenant {
-            Some(t) => self.sees_tenant(t),
-            None => self.tenants.is_all(),
-        }
+    /// Whether it may manage users, tokens and node enrollment: `admin`
+    /// over every tenant. Every token, user and node is a grant of
+    /// tenants, so an admin of some tenants could otherwise issue itself
+    /// a grant of all of them.
+    pub fn manages_identity(&self) -> bool {
+        self.has(Scope::Admin) && self.tenants.is_all()
+    }
+
+    /// Whether an event of `event_type` and `tenant` is visible: events of
+    /// granted tenants; events of no tenant (nodes, queues, audit) only with
+    /// every tenant; and the audit trail (`audit.*`: who did what, from
+    /// where) only with `downloads.read`, as its export (SPEC §6: evidence).
+    pub fn sees_event(&self, event_type: &str, tenant: Option<&str>) -> bool {
+        (self.sees_audit() || !is_audit_event(event_type))
+            && match tenant {
+                Some(t) => self.sees_tenant(t),
+                None => self.tenants.is_all(),
+            }
+    }
+
+    /// Whether it may read the audit trail.
+    pub fn sees_audit(&self) -> bool {
+        self.has(Scope::DownloadsRead)
     }
 
     /// A short description for audit records and logs, e.g. `user:alice`.

@@ -160,7 +160,7 @@ pub(crate) async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<Tokens>> {
-    caller.require(Scope::Admin)?;
+    caller.require_identity_admin()?;
     Ok(Json(Tokens {
         items: state.kernel.list_tokens().await?,
     }))
@@ -179,7 +179,7 @@ pub(crate) async fn create_token(
     caller: Caller,
     ApiJson(new): ApiJson<NewToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
-    caller.require(Scope::Admin)?;
+    caller.require_identity_admin()?;
     let created = state.kernel.create_token(&new, &caller.0.actor()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -197,7 +197,7 @@ pub(crate) async fn revoke_token(
     caller: Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<ApiToken>> {
-    caller.require(Scope::Admin)?;
+    caller.require_identity_admin()?;
     Ok(Json(state.kernel.revoke_token(id).await?))
 }
 
@@ -217,7 +217,7 @@ pub(crate) async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<Users>> {
-    caller.require(Scope::Admin)?;
+    caller.require_identity_admin()?;
     Ok(Json(Users {
         items: state.kernel.list_users().await?,
     }))

@@ -140,8 +140,22 @@ impl From<PathRejection> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The typed body; an error that says how long to wait
+    /// (`details.retry_after_s`) says it in `Retry-After` too.
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let wait = self
+            .body
+            .details
+            .as_ref()
+            .and_then(|d| d.get("retry_after_s"))
+            .and_then(|w| w.as_u64());
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(wait) = wait {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, wait.into());
+        }
+        response
     }
 }
 

@@ -68,7 +68,7 @@ pub(crate) async fn events(
     let mut page = kernel.events_after(after, limit).await?;
     page.deleted_through = check.deleted_through;
     page.items
-        .retain(|e| caller.0.sees_event(e.tenant.as_deref()));
+        .retain(|e| caller.0.sees_event(&e.event_type, e.tenant.as_deref()));
     Ok(Json(page))
 }
 

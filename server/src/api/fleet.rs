@@ -61,7 +61,7 @@ pub(crate) async fn register(
     let enrolled_by = match (enrollment_ok(&state, &headers), caller) {
         (true, _) => "enrollment".to_string(),
         (false, Some(caller)) => {
-            caller.require(Scope::Admin)?;
+            caller.require_identity_admin()?;
             caller.0.actor()
         }
         (false, None) => {

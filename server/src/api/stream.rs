@@ -46,7 +46,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use kernel::model::{Event, Scope};
+use kernel::model::{is_audit_event, Event, Scope};
 use kernel::Kernel;
 use serde::Deserialize;
 use serde_json::json;
@@ -229,12 +229,16 @@ pub(crate) async fn events_stream(
         None | Some("") => Vec::new(),
         Some(list) => parse_families(list)?,
     };
+    if families.iter().any(|f| f == "audit") {
+        caller.require(Scope::DownloadsRead)?;
+    }
     let filter = Filter {
         families,
         tenant: query.tenant.filter(|t| !t.is_empty()),
         job: query.job,
         run: query.run.filter(|r| !r.is_empty()),
         tenants: caller.tenant_restriction(),
+        audit: caller.0.sees_audit(),
     };
     let after = resume_point(&headers, query.after)?;
     open(kernel, live, filter, after).await
@@ -263,6 +267,7 @@ pub(crate) async fn job_stream(
     let filter = Filter {
         job: Some(id),
         tenants: caller.tenant_restriction(),
+        audit: caller.0.sees_audit(),
         ..Filter::default()
     };
     let after = resume_point(&headers, query.after)?;
@@ -338,11 +343,15 @@ pub struct Filter {
     /// The subscriber's tenant grant (`None`: every tenant). With a list,
     /// only events of those tenants pass; events of no tenant do not.
     pub tenants: Option<Vec<String>>,
+    /// Whether the subscriber may read the audit trail (`audit.*`; see
+    /// `Principal::sees_event`).
+    pub audit: bool,
 }
 
 impl Filter {
     fn matches(&self, frame: &Frame) -> bool {
-        (self.families.is_empty() || self.families.iter().any(|f| f == frame.family()))
+        (self.audit || !is_audit_event(&frame.event_type))
+            && (self.families.is_empty() || self.families.iter().any(|f| f == frame.family()))
             && self.tenants.as_ref().is_none_or(|granted| {
                 frame
                     .tenant
@@ -849,6 +858,7 @@ mod tests {
                 job,
                 run: run.map(str::to_string),
                 tenants: None,
+                audit: false,
             }
             .matches(&frame)
         };

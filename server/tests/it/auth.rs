@@ -481,6 +481,75 @@ async fn a_tenant_sees_only_its_own_jobs_and_events() {
     served.abort();
 }
 
+/// Every token, user and node is a grant of tenants: an admin of some
+/// tenants may not list, issue or revoke them, nor enroll a node (whose
+/// token serves every tenant), or it could grant itself all tenants.
+#[tokio::test]
+async fn an_admin_of_some_tenants_cannot_manage_identity() {
+    let h = harness().await;
+    let (_, acme_admin) = token(&h.kernel, "acme-admin", &[Scope::Admin], &["acme"]).await;
+    let (other, _) = token(&h.kernel, "other", &[Scope::RunsRead], &["*"]).await;
+    let new_token = json!({ "name": "escalate", "scopes": ["admin"], "tenants": ["*"] });
+    let node = json!({ "name": "rogue", "kinds": ["noop"], "capacity": 1, "labels": {} });
+    let tokens = || async {
+        let all = h.kernel.list_tokens().await.unwrap();
+        all.into_iter()
+            .map(|t| (t.id, t.revoked_at))
+            .collect::<Vec<_>>()
+    };
+    let before = tokens().await;
+    let refused = [
+        h.get("/api/v1/auth/tokens", As::Bearer(&acme_admin)).await,
+        h.post(
+            "/api/v1/auth/tokens",
+            As::Bearer(&acme_admin),
+            new_token.clone(),
+        )
+        .await,
+        h.post(
+            &format!("/api/v1/auth/tokens/{other}/revoke"),
+            As::Bearer(&acme_admin),
+            json!({}),
+        )
+        .await,
+        h.get("/api/v1/auth/users", As::Bearer(&acme_admin)).await,
+        h.post(
+            "/api/v1/nodes/register",
+            As::Bearer(&acme_admin),
+            node.clone(),
+        )
+        .await,
+    ];
+    for (i, a) in refused.iter().enumerate() {
+        assert_code(a, StatusCode::FORBIDDEN, "forbidden", &format!("call {i}"));
+        assert!(a.text.contains("every tenant"), "call {i}: {}", a.text);
+    }
+    assert_eq!(tokens().await, before, "nothing issued or revoked");
+    assert!(
+        h.kernel.list_nodes().await.unwrap().is_empty(),
+        "no node enrolled"
+    );
+    // Its own tenant's work it still manages.
+    let job = h.submit("acme-job", "acme").await;
+    let a = h
+        .post(
+            &format!("/api/v1/jobs/{job}/cancel"),
+            As::Bearer(&acme_admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    // An admin of every tenant does all of it.
+    let a = h
+        .post("/api/v1/auth/tokens", As::Bearer(&h.admin), new_token)
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let a = h
+        .post("/api/v1/nodes/register", As::Bearer(&h.admin), node)
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+}
+
 #[tokio::test]
 async fn a_session_needs_its_csrf_token_to_change_anything() {
     let h = harness().await;
@@ -554,6 +623,19 @@ async fn revoked_tokens_and_ended_sessions_are_refused() {
         h.get("/api/v1/jobs", As::Bearer(&secret)).await.status,
         StatusCode::OK
     );
+    // The scheme's name in any case (RFC 9110).
+    for scheme in ["bearer", "BEARER"] {
+        let value = format!("{scheme} {secret}");
+        let request = common::request(
+            Method::GET,
+            "/api/v1/jobs",
+            None,
+            &[("authorization", &value)],
+            None,
+        );
+        let (status, _, _) = common::send(&h.router, request).await;
+        assert_eq!(status, StatusCode::OK, "{scheme}");
+    }
     let a = h
         .post(
             &format!("/api/v1/auth/tokens/{id}/revoke"),
@@ -704,6 +786,9 @@ async fn repeated_wrong_passwords_lock_the_account_for_a_while() {
         "the right password, too late",
     );
     assert!(a.headers.get(header::SET_COOKIE).is_none());
+    let wait = a.body["details"]["retry_after_s"].as_u64().unwrap();
+    assert!(wait > 0, "{}", a.text);
+    assert_eq!(a.headers[header::RETRY_AFTER], wait.to_string().as_str());
     let events = h.events().await;
     assert!(
         events
@@ -869,4 +954,69 @@ async fn the_audit_log_exports_as_json_and_csv_to_whom_may_download_it() {
     let (_, tenant) = token(&h.kernel, "acme", &[Scope::DownloadsRead], &["acme"]).await;
     let a = h.get("/api/v1/audit", As::Bearer(&tenant)).await;
     assert_code(&a, StatusCode::FORBIDDEN, "forbidden", "one tenant");
+
+    // Nor does the event log or its stream hand the records to a reader.
+    let a = h
+        .get("/api/v1/events?after=0&limit=1000", As::Bearer(&reader))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let types: Vec<&str> = a.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(types.iter().any(|t| t.starts_with("job.")), "{types:?}");
+    assert!(!types.iter().any(|t| t.starts_with("audit.")), "{types:?}");
+    let a = h
+        .get("/api/v1/events/stream?family=audit", As::Bearer(&reader))
+        .await;
+    assert_code(&a, StatusCode::FORBIDDEN, "forbidden", "the audit family");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = h.router.clone();
+    let served = tokio::spawn(async move { axum::serve(listener, router).await });
+    let types = stream_types_through_a_new_job(&h, &base, &reader).await;
+    assert!(!types.iter().any(|t| t.starts_with("audit.")), "{types:?}");
+    // Whoever may download it reads it in the log too.
+    let types = stream_types_through_a_new_job(&h, &base, &h.admin).await;
+    assert!(types.iter().any(|t| t.starts_with("audit.")), "{types:?}");
+    served.abort();
+}
+
+/// The event types the global stream sends `token`, from the log's start
+/// through the submission of a job submitted once it is connected.
+async fn stream_types_through_a_new_job(h: &Harness, base: &str, token: &str) -> Vec<String> {
+    let mut response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events/stream?after=0"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let marker = h.submit("marker", "default").await;
+    let mut buffer = String::new();
+    let mut types = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
+            .await
+            .expect("the stream went silent")
+            .unwrap()
+            .expect("the stream ended");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            if !block.lines().any(|l| l.starts_with("id: ")) {
+                continue;
+            }
+            let event: Value = serde_json::from_str(data).unwrap();
+            types.push(event["type"].as_str().unwrap().to_string());
+            if event["subject"]["job_id"] == marker {
+                return types;
+            }
+        }
+    }
 }

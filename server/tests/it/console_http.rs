@@ -165,6 +165,33 @@ async fn every_canonical_page_renders_with_its_title() {
     }
 }
 
+/// No other site may frame a page; pages and API answers (the session's
+/// CSRF token, tenants' data) are never cached.
+#[tokio::test]
+async fn answers_carry_protective_headers() {
+    let app = test_app().await;
+    for path in ["/ops", "/api/v1/auth/me", "/login", "/no-such-page"] {
+        let (_, headers, _) = get(&app, path).await;
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(header("x-frame-options").as_deref(), Some("DENY"), "{path}");
+        assert_eq!(
+            header("content-security-policy").as_deref(),
+            Some("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(
+            header("x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(
+            header("cache-control").as_deref(),
+            Some("no-store"),
+            "{path}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_root_redirects_to_the_operator_snapshot() {
     let app = test_app().await;
