@@ -1875,7 +1875,7 @@ async fn replay_and_resolve_dead_letters(env: Env) {
         JobState::Succeeded
     );
     assert!(k
-        .list_queues()
+        .list_queues(None)
         .await
         .unwrap()
         .iter()
@@ -2116,7 +2116,7 @@ async fn paused_queue_blocks_and_resumes(env: Env) {
     let leases = env.claim(node, 10).await;
     assert_eq!(leases.len(), 1, "only the open queue is served");
     assert_eq!(leases[0].job_id, other.job.id);
-    let queues = k.list_queues().await.unwrap();
+    let queues = k.list_queues(None).await.unwrap();
     let default = queues.iter().find(|q| q.name == "default").unwrap();
     assert_eq!(default.depth.ready, 1);
     let resumed = k.resume_queue("default").await.unwrap();
@@ -2135,7 +2135,7 @@ async fn paused_queue_blocks_and_resumes(env: Env) {
     let unknown = k.resume_queue("no-such-queue").await.unwrap_err();
     assert_eq!(unknown.code(), "not_found");
     let names: Vec<String> = k
-        .list_queues()
+        .list_queues(None)
         .await
         .unwrap()
         .into_iter()

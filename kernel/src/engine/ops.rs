@@ -592,7 +592,7 @@ impl Kernel {
             w.wake_claimers = !paused;
         }
         self.finish(w).await?;
-        self.get_queue(name).await
+        self.get_queue(name, None).await
     }
 
     /// Registers a worker node (or re-registers one by name: its kinds,

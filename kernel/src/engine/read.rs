@@ -435,18 +435,22 @@ impl Kernel {
     }
 
     /// Every queue with its depth figures.
-    pub async fn list_queues(&self) -> Result<Vec<Queue>> {
-        self.queues(None).await
+    /// Every queue, its depth counting the tasks and dead-letter entries
+    /// of `tenants` only (`None`: every tenant). A queue is shared; what
+    /// waits in it is each tenant's own.
+    pub async fn list_queues(&self, tenants: Option<&[String]>) -> Result<Vec<Queue>> {
+        self.queues(None, tenants).await
     }
 
-    pub async fn get_queue(&self, name: &str) -> Result<Queue> {
-        self.queues(Some(name))
+    /// One queue, its depth as [`Kernel::list_queues`] counts it.
+    pub async fn get_queue(&self, name: &str, tenants: Option<&[String]>) -> Result<Queue> {
+        self.queues(Some(name), tenants)
             .await?
             .pop()
             .ok_or_else(|| KernelError::not_found("queue", name))
     }
 
-    async fn queues(&self, only: Option<&str>) -> Result<Vec<Queue>> {
+    async fn queues(&self, only: Option<&str>, tenants: Option<&[String]>) -> Result<Vec<Queue>> {
         let (filter, a) = match only {
             Some(n) => ("WHERE name = $1", args![n]),
             None => ("", args![]),
@@ -458,7 +462,16 @@ impl Kernel {
                 a.clone(),
             )
             .await?;
-        let qfilter = if only.is_some() { "AND queue = $1" } else { "" };
+        let mut qfilter = if only.is_some() {
+            "AND queue = $1".to_string()
+        } else {
+            String::new()
+        };
+        let mut a = a;
+        if let Some(tenants) = tenants {
+            a.push(crate::sql::Arg::Texts(tenants.to_vec()));
+            qfilter.push_str(&format!(" AND tenant @in(${})", a.len()));
+        }
         let depth_rows = self
             .db()
             .read_all(

@@ -208,7 +208,9 @@ pub(crate) async fn list_queues(
 ) -> ApiResult<Json<Items<Queue>>> {
     caller.require(Scope::RunsRead)?;
     Ok(Json(Items {
-        items: kernel.list_queues().await?,
+        items: kernel
+            .list_queues(caller.tenant_restriction().as_deref())
+            .await?,
     }))
 }
 
@@ -226,7 +228,11 @@ pub(crate) async fn queue(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Queue>> {
     caller.require(Scope::RunsRead)?;
-    Ok(Json(kernel.get_queue(&name).await?))
+    Ok(Json(
+        kernel
+            .get_queue(&name, caller.tenant_restriction().as_deref())
+            .await?,
+    ))
 }
 
 #[utoipa::path(

@@ -430,6 +430,16 @@ async fn a_tenant_sees_only_its_own_jobs_and_events() {
     for event in page.body["items"].as_array().unwrap() {
         assert_eq!(event["tenant"], "a", "{event}");
     }
+    // A queue is shared, what waits in it is not: A counts its own task.
+    for uri in ["/api/v1/queues", "/api/v1/queues/default"] {
+        let a = h.get(uri, As::Bearer(&a_token)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let queue = a.body["items"].get(0).unwrap_or(&a.body);
+        assert_eq!(queue["name"], "default", "{}", a.text);
+        assert_eq!(queue["depth"]["ready"], 1, "{uri}: {}", a.text);
+    }
+    let a = h.get("/api/v1/queues/default", As::Bearer(&h.admin)).await;
+    assert_eq!(a.body["depth"]["ready"], 2, "{}", a.text);
 
     // The live stream on a real socket: A's events, never B's.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
