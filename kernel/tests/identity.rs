@@ -165,6 +165,36 @@ async fn sessions_expire_when_idle_or_old_and_can_be_revoked(env: Env) {
     env.clock.advance(POLICY.idle_ms + 1);
     assert!(k.session(&idle, POLICY).await.unwrap().is_none());
 
+    // A short idle limit (a minute) keeps a session used every 20 s alive.
+    let short = SessionPolicy {
+        idle_ms: 60_000,
+        ..POLICY
+    };
+    let (busy, _) = k.create_session(&user, None, short).await.unwrap();
+    for step in 0..9 {
+        env.clock.advance(20_000);
+        assert!(
+            k.session(&busy, short).await.unwrap().is_some(),
+            "step {step}"
+        );
+    }
+    // Checking it without using it (a live stream's check) is no use: it
+    // idles out as if it had not been checked.
+    let (watched, _) = k.create_session(&user, None, short).await.unwrap();
+    env.clock.advance(40_000);
+    assert!(k
+        .session_still_valid(&watched, short)
+        .await
+        .unwrap()
+        .is_some());
+    env.clock.advance(20_001);
+    assert!(k
+        .session_still_valid(&watched, short)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(k.session(&watched, short).await.unwrap().is_none());
+
     // Revoked.
     let (gone, _) = k.create_session(&user, None, POLICY).await.unwrap();
     let view = k.session(&gone, POLICY).await.unwrap().unwrap();
@@ -177,10 +207,10 @@ async fn sessions_expire_when_idle_or_old_and_can_be_revoked(env: Env) {
     assert!(k.session(&before, POLICY).await.unwrap().is_none());
 
     // Retention deletes the sessions that ended: the expired first one and
-    // the three the password change revoked (the idle one among them). A
+    // the five the password change revoked (the idle ones among them). A
     // live session stays until its absolute expiry.
     let (live, _) = k.create_session(&user, None, POLICY).await.unwrap();
-    assert_eq!(k.apply_retention().await.unwrap().sessions, 4);
+    assert_eq!(k.apply_retention().await.unwrap().sessions, 6);
     assert!(k.session(&live, POLICY).await.unwrap().is_some());
     env.clock.advance(POLICY.absolute_ms + 1);
     assert_eq!(k.apply_retention().await.unwrap().sessions, 1);

@@ -393,6 +393,44 @@ async fn credentials(kernel: &Kernel, auth: &Auth, headers: &HeaderMap) -> ApiRe
     Ok(Credentials::None)
 }
 
+/// The credential a request was let in with, for an answer that lasts (a
+/// live stream) to check again while it does: a revoked token, an ended
+/// session or a changed grant ends it, as it would refuse the next request.
+#[derive(Clone)]
+pub struct Recheck {
+    credential: Credential,
+    /// The grant as it was (before the console's tenant pick narrowed it).
+    scopes: Vec<Scope>,
+    tenants: TenantGrant,
+    policy: SessionPolicy,
+}
+
+#[derive(Clone)]
+enum Credential {
+    Bearer(String),
+    Session(String),
+}
+
+impl Recheck {
+    /// Whether the credential still grants what it did. A failed read
+    /// counts as yes: the next check decides, and an outage of the
+    /// database should not drop every stream.
+    pub async fn still_holds(&self, kernel: &Kernel) -> bool {
+        let now = match &self.credential {
+            Credential::Bearer(secret) => kernel.token_principal(secret).await,
+            Credential::Session(secret) => kernel
+                .session_still_valid(secret, self.policy)
+                .await
+                .map(|s| s.map(|s| s.principal)),
+        };
+        match now {
+            Ok(Some(p)) => p.scopes == self.scopes && p.tenants == self.tenants,
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+}
+
 /// The middleware described in the module documentation.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
@@ -408,6 +446,19 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Credentials::Session(s) => (Some(s.principal.clone()), Some(s)),
         Credentials::None | Credentials::Invalid => (None, None),
     };
+    let credential = match (&principal, &session) {
+        (Some(_), Some(_)) => session_cookie(req.headers()).map(|s| Credential::Session(s.into())),
+        (Some(_), None) => bearer(req.headers()).map(|s| Credential::Bearer(s.into())),
+        (None, _) => None,
+    };
+    if let (Some(credential), Some(p)) = (credential, &principal) {
+        req.extensions_mut().insert(Recheck {
+            credential,
+            scopes: p.scopes.clone(),
+            tenants: p.tenants.clone(),
+            policy: state.auth.settings().session,
+        });
+    }
     let api = is_api(&path);
     if principal.is_none() && !is_open(&path) {
         if !api {

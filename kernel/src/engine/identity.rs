@@ -27,7 +27,8 @@ use super::{Kernel, NewEvent};
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 12;
 /// A session is touched (its idle clock restarted) at most this often, so a
-/// busy console does not write on every request.
+/// busy console does not write on every request; and at least four times
+/// per idle limit, so a short limit does not end a busy session.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// How long sessions live.
@@ -433,6 +434,27 @@ impl Kernel {
         secret: &str,
         policy: SessionPolicy,
     ) -> Result<Option<SessionView>> {
+        self.session_seen(secret, policy, true).await
+    }
+
+    /// The session of `secret` if it is still valid, as [`Kernel::session`]
+    /// answers, without counting as activity: what a long-lived answer (a
+    /// live stream) checks while it lasts, which must not keep an
+    /// unattended console signed in.
+    pub async fn session_still_valid(
+        &self,
+        secret: &str,
+        policy: SessionPolicy,
+    ) -> Result<Option<SessionView>> {
+        self.session_seen(secret, policy, false).await
+    }
+
+    async fn session_seen(
+        &self,
+        secret: &str,
+        policy: SessionPolicy,
+        touch: bool,
+    ) -> Result<Option<SessionView>> {
         let now = self.now();
         let row = self
             .db()
@@ -453,7 +475,7 @@ impl Kernel {
             return Ok(None);
         }
         let session_id = r.i64("id")?;
-        if now - last_seen >= TOUCH_EVERY_MS {
+        if touch && now - last_seen >= TOUCH_EVERY_MS.min(policy.idle_ms / 4) {
             let mut w = self.begin().await?;
             w.tx.execute(
                 "UPDATE sessions SET last_seen_at = $1 WHERE id = $2",

@@ -45,6 +45,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::Router;
 use kernel::model::{is_audit_event, Event, Scope};
 use kernel::Kernel;
@@ -56,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiPath, ApiQuery};
-use crate::auth::Caller;
+use crate::auth::{Caller, Recheck};
 use crate::AppState;
 
 /// Event families a `family` filter may name (SPEC §5, plus `queue`, which
@@ -221,6 +222,7 @@ pub(crate) async fn events_stream(
     State(kernel): State<Kernel>,
     State(live): State<LiveStreams>,
     caller: Caller,
+    recheck: Option<Extension<Recheck>>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> ApiResult<Response> {
@@ -241,7 +243,7 @@ pub(crate) async fn events_stream(
         audit: caller.0.sees_audit(),
     };
     let after = resume_point(&headers, query.after)?;
-    open(kernel, live, filter, after).await
+    open(kernel, live, filter, after, recheck.map(|e| e.0)).await
 }
 
 #[utoipa::path(
@@ -256,6 +258,7 @@ pub(crate) async fn job_stream(
     State(kernel): State<Kernel>,
     State(live): State<LiveStreams>,
     caller: Caller,
+    recheck: Option<Extension<Recheck>>,
     headers: HeaderMap,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(query): ApiQuery<ResumeQuery>,
@@ -271,7 +274,7 @@ pub(crate) async fn job_stream(
         ..Filter::default()
     };
     let after = resume_point(&headers, query.after)?;
-    open(kernel, live, filter, after).await
+    open(kernel, live, filter, after, recheck.map(|e| e.0)).await
 }
 
 fn parse_families(list: &str) -> ApiResult<Vec<String>> {
@@ -314,8 +317,10 @@ async fn open(
     live: LiveStreams,
     filter: Filter,
     after: Option<i64>,
+    recheck: Option<Recheck>,
 ) -> ApiResult<Response> {
-    let stream = Subscription::open(kernel, &live, filter, after).await?;
+    let mut stream = Subscription::open(kernel, &live, filter, after).await?;
+    stream.recheck = recheck;
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
         s.next_chunk()
             .await
@@ -582,6 +587,10 @@ struct Subscription {
     next_heartbeat: Instant,
     page: i64,
     shutdown: CancellationToken,
+    /// The subscriber's credential, checked again at every heartbeat: the
+    /// stream ends once it would refuse a new request (revoked, signed
+    /// out, expired, or granted something else).
+    recheck: Option<Recheck>,
 }
 
 impl Subscription {
@@ -620,6 +629,7 @@ impl Subscription {
             next_heartbeat: Instant::now() + config.heartbeat_every,
             page: config.page.clamp(1, 10_000),
             shutdown: live.shutdown_token(),
+            recheck: None,
         })
     }
 
@@ -649,6 +659,11 @@ impl Subscription {
         }
         loop {
             if Instant::now() >= self.next_heartbeat {
+                if let Some(recheck) = &self.recheck {
+                    if !recheck.still_holds(&self.kernel).await {
+                        return None;
+                    }
+                }
                 return Some(self.heartbeat());
             }
             let head = *self.head.borrow_and_update();

@@ -563,6 +563,114 @@ async fn node(kernel: &Kernel) -> i64 {
         .id
 }
 
+/// A stream ends once its credential would refuse a new request: a revoked
+/// token, a signed-out session, a changed grant. Others go on.
+#[tokio::test]
+async fn a_stream_ends_once_its_credential_would_be_refused() {
+    use kernel::model::{NewToken, Scope};
+    let dir = tempfile::tempdir().unwrap();
+    let server = sqlite_server(
+        &dir,
+        LiveConfig {
+            heartbeat_every: Duration::from_millis(100),
+            ..LiveConfig::default()
+        },
+    )
+    .await;
+    let k = &server.kernel;
+    let url = format!("{}/api/v1/events/stream", server.base);
+    let reader = k
+        .create_token(
+            &NewToken {
+                name: "reader".into(),
+                scopes: vec![Scope::RunsRead],
+                tenants: vec!["*".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let password = "carol's long password";
+    for name in ["carol", "dave"] {
+        k.create_user(name, password, &[Scope::RunsRead], &["*".into()])
+            .await
+            .unwrap();
+    }
+    let client = reqwest::Client::new();
+    let login = |name: &'static str| {
+        let client = client.clone();
+        let base = server.base.clone();
+        async move {
+            let r = client
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&json!({ "username": name, "password": password }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let cookie = r.headers()["set-cookie"].to_str().unwrap();
+            let cookie = cookie.split(';').next().unwrap().to_string();
+            let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (cookie, csrf)
+        }
+    };
+    let (carol, carol_csrf) = login("carol").await;
+    let (dave, _) = login("dave").await;
+    let open = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        Sse {
+            response,
+            buffer: String::new(),
+            frames: VecDeque::new(),
+        }
+    };
+    let mut by_token = open(client.get(&url).bearer_auth(&reader.secret)).await;
+    let mut by_carol = open(client.get(&url).header("cookie", &carol)).await;
+    let mut by_dave = open(client.get(&url).header("cookie", &dave)).await;
+    let mut by_admin = Sse::open(&url, None).await;
+    for s in [&mut by_token, &mut by_carol, &mut by_dave, &mut by_admin] {
+        assert_eq!(s.next().await.unwrap().event, "connection.connected");
+        assert_eq!(s.next().await.unwrap().event, "connection.heartbeat");
+    }
+
+    k.revoke_token(reader.token.id).await.unwrap();
+    let r = client
+        .post(format!("{}/api/v1/auth/logout", server.base))
+        .header("cookie", &carol)
+        .header("x-csrf-token", &carol_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    k.grant_user("dave", &[Scope::RunsRead], &["acme".into()])
+        .await
+        .unwrap();
+    for (who, s) in [
+        ("token", &mut by_token),
+        ("carol", &mut by_carol),
+        ("dave", &mut by_dave),
+    ] {
+        let ended = tokio::time::timeout(PATIENCE, async {
+            while let Some(frame) = s.next().await {
+                assert!(frame.event.starts_with("connection."), "{who}: {frame:?}");
+            }
+        });
+        ended
+            .await
+            .unwrap_or_else(|_| panic!("{who}'s stream went on"));
+    }
+    // The admin's stream goes on (with the audit records of the above).
+    let mut beats = 0;
+    while beats < 3 {
+        let frame = by_admin.next().await.expect("the admin's stream goes on");
+        beats += usize::from(frame.event == "connection.heartbeat");
+    }
+}
+
 #[tokio::test]
 async fn graceful_shutdown_ends_open_streams() {
     let dir = tempfile::tempdir().unwrap();
