@@ -52,7 +52,12 @@ async fn open(db: &DbArgs) -> Result<Kernel, String> {
     }
     Kernel::open(&db.database_url, KernelConfig::default())
         .await
-        .map_err(|err| format!("opening the database: {err}"))
+        .map_err(|err| {
+            format!(
+                "opening the database {}: {err}",
+                crate::config::redact(&db.database_url)
+            )
+        })
 }
 
 /// `SWITCHYARD_PASSWORD`, else the first line of standard input.
