@@ -349,3 +349,30 @@ async fn migrations(url: &str, sql: Option<&str>) -> Vec<i64> {
     };
     rows.into_iter().map(|(v,)| v).collect()
 }
+
+/// An unknown scope was refused without saying which ones there are.
+#[test]
+fn an_unknown_scope_is_named_with_the_known_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("never.db").display());
+    let grant = ["--scope", "runs.read,bogus", "--tenant", "acme"];
+    let commands: [&[&str]; 3] = [
+        &["tokens", "create", "--name", "ci"],
+        &["users", "add", "alice"],
+        &["users", "grant", "alice"],
+    ];
+    for command in commands {
+        let args: Vec<&str> = [command, &grant, &["--database-url", &url]].concat();
+        let (out, _) = run(&args, "a long enough password\n", Duration::from_secs(20));
+        let stderr = stderr_of(&out);
+        assert!(!out.status.success(), "{command:?}: {stderr}");
+        assert!(stderr.contains("unknown scope \"bogus\""), "{stderr}");
+        for scope in kernel::model::Scope::ALL {
+            assert!(stderr.contains(scope.as_str()), "{scope} in {stderr}");
+        }
+    }
+    assert!(
+        !dir.path().join("never.db").exists(),
+        "a database was created"
+    );
+}
