@@ -376,3 +376,68 @@ fn an_unknown_scope_is_named_with_the_known_ones() {
         "a database was created"
     );
 }
+
+/// What the kernel refuses is refused from the command line, with nothing
+/// written: a name with a control character, `*` with named tenants, a
+/// user named like another but for letter case.
+#[test]
+fn bad_names_and_grants_are_refused_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_with_admin(dir.path());
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "tokens",
+                "create",
+                "--name",
+                "ci\ndeploy",
+                "--scope",
+                "admin",
+                "--tenant",
+                "*",
+            ],
+            "control characters",
+        ),
+        (
+            &[
+                "tokens", "create", "--name", "ci", "--scope", "admin", "--tenant", "*,acme",
+            ],
+            "not both",
+        ),
+        (
+            &[
+                "users",
+                "add",
+                "alice",
+                "--scope",
+                "runs.read",
+                "--tenant",
+                "acme,*",
+            ],
+            "not both",
+        ),
+        (
+            &["users", "add", "Admin", "--scope", "admin", "--tenant", "*"],
+            "a user named \"admin\" already exists",
+        ),
+    ];
+    for (command, says) in cases {
+        let args: Vec<&str> = [command, &["--database-url", &url]].concat();
+        let (out, _) = run(&args, "a long enough password\n", Duration::from_secs(20));
+        let stderr = stderr_of(&out);
+        assert!(!out.status.success(), "{command:?}: {stderr}");
+        assert!(stderr.contains(says), "{command:?}: {stderr}");
+    }
+    for (list, only) in [("users", "admin\t"), ("tokens", "")] {
+        let (out, _) = run(
+            &[list, "list", "--database-url", &url],
+            "",
+            Duration::from_secs(20),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.lines().count() == usize::from(!only.is_empty()) && stdout.starts_with(only),
+            "{list}: {stdout}"
+        );
+    }
+}
