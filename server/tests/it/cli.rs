@@ -2,7 +2,7 @@
 //! nothing (it once created the database, the admin, the embedded node and
 //! the demo jobs before it found its address taken or a flag out of range).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -440,4 +440,82 @@ fn bad_names_and_grants_are_refused_and_write_nothing() {
             "{list}: {stdout}"
         );
     }
+}
+
+/// On a terminal, `users add` echoed the password as it was typed, with no
+/// prompt. Driven through a pseudo-terminal (`script`), answering the
+/// prompt only once it is shown.
+#[test]
+fn a_password_typed_at_a_terminal_is_asked_for_and_not_echoed() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping: no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("switchyard.db").display());
+    let command = format!(
+        "{} users add alice --scope runs.read --tenant acme --database-url {url}",
+        env!("CARGO_BIN_EXE_switchyard")
+    );
+    let mut child = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("SWITCHYARD_LOG", "warn")
+        .env_remove("SWITCHYARD_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script");
+    let mut terminal = child.stdout.take().unwrap();
+    let (seen, shown) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = terminal.read(&mut buf) {
+            if seen.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&screen).contains("Password: ") {
+        match shown.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(bytes) => screen.extend(bytes),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "no prompt; the terminal shows {:?}",
+                    String::from_utf8_lossy(&screen)
+                );
+            }
+        }
+    }
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"typed at a terminal\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("wait for script");
+    drop(input);
+    while let Ok(bytes) = shown.recv_timeout(Duration::from_secs(1)) {
+        screen.extend(bytes);
+    }
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("added user alice"), "{screen}");
+    assert!(!screen.contains("typed at a terminal"), "echoed: {screen}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kernel = kernel::Kernel::open(&url, kernel::KernelConfig::default())
+            .await
+            .unwrap();
+        assert!(kernel
+            .verify_login("alice", "typed at a terminal")
+            .await
+            .unwrap()
+            .is_some());
+    });
 }
