@@ -15,10 +15,11 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::Connection as _;
 
 use crate::sql::Conns;
 
@@ -89,6 +90,22 @@ pub enum DbError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the SQLite database {path} is not writable: {source}")]
+    NotWritable {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot connect to Postgres: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("Postgres did not answer within {} s", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimedOut,
+    #[error(
+        "the database was written by a newer Switchyard: its schema is at version {found}, \
+         the newest this binary knows is {known}. Nothing was changed; run that newer \
+         Switchyard (or restore a backup from before it)"
+    )]
+    NewerSchema { found: i64, known: i64 },
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -97,6 +114,45 @@ pub enum DbError {
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// How long opening waits for Postgres to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Refuses a database migrations newer than this binary's were applied to:
+/// `newest` is the newest applied (`None`: no migration table yet). The
+/// migrator would only say that one of them is missing.
+fn check_not_newer(newest: Option<i64>, migrator: &sqlx::migrate::Migrator) -> Result<(), DbError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match newest {
+        Some(found) if found > known => Err(DbError::NewerSchema { found, known }),
+        _ => Ok(()),
+    }
+}
+
+/// SQLite: whether this process can write the database (not so for a
+/// read-only file or folder, or `mode=ro`). SQLite opens such a file
+/// read-only without a word, and every write would fail later. The probe
+/// writes the header's `user_version` back as it is: nothing changes.
+async fn probe_write(write: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut conn = write.acquire().await?;
+    let (version,): (i64,) = sqlx::query_as("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(&format!("PRAGMA user_version = {version}"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// SQLite's answer to opening for writing what may not be written:
+/// `SQLITE_READONLY` and its extended codes (a read-only folder, say), or
+/// `SQLITE_CANTOPEN` (no file can be made in the folder).
+fn is_not_writable(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 8 | 14))
+}
 
 /// Options for [`Db::open_with`].
 #[derive(Debug, Clone)]
@@ -164,6 +220,23 @@ impl Db {
                 // `Db::checkpoint`); the writer's own checkpoint, an fsync
                 // inside some commit, is only a backstop at ~16 MiB.
                 .pragma("wal_autocheckpoint", "4000");
+            let not_writable =
+                |source: Box<dyn std::error::Error + Send + Sync>| DbError::NotWritable {
+                    path: options.get_filename().display().to_string(),
+                    source,
+                };
+            // A read-only file is refused before SQLite opens it: SQLite
+            // would open it read-only, and make its journal files beside it
+            // read-only too, which would outlive this refusal.
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .open(options.get_filename())
+            {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(not_writable(err.into()))
+                }
+                _ => {}
+            }
             if let Some(parent) = Path::new(options.get_filename()).parent() {
                 if !parent.as_os_str().is_empty() && !parent.exists() {
                     std::fs::create_dir_all(parent).map_err(|source| DbError::CreateDir {
@@ -181,7 +254,30 @@ impl Db {
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.clone())
-                .await?;
+                .await
+                .map_err(|err| {
+                    if is_not_writable(&err) {
+                        not_writable(err.into())
+                    } else {
+                        err.into()
+                    }
+                })?;
+            probe_write(&write)
+                .await
+                .map_err(|err| not_writable(err.into()))?;
+            let (migrated,): (bool,) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = '_sqlx_migrations')",
+            )
+            .fetch_one(&write)
+            .await?;
+            if migrated {
+                let (newest,): (Option<i64>,) =
+                    sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations")
+                        .fetch_one(&write)
+                        .await?;
+                check_not_newer(newest, &SQLITE_MIGRATIONS)?;
+            }
             SQLITE_MIGRATIONS.run(&write).await?;
             let checkpoint = SqlitePoolOptions::new()
                 .test_before_acquire(false)
@@ -218,6 +314,29 @@ impl Db {
                 ("jit", "off"),
                 ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION),
             ]);
+            // One connection first, alone: a pool retries a refused
+            // connection until its acquire timeout, then says only that
+            // it timed out.
+            let mut first =
+                match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+                    .await
+                {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(err)) => return Err(DbError::Connect(err)),
+                    Err(_) => return Err(DbError::ConnectTimedOut),
+                };
+            let (migrated,): (bool,) =
+                sqlx::query_as("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(&mut first)
+                    .await?;
+            if migrated {
+                let (newest,): (Option<i64>,) =
+                    sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations")
+                        .fetch_one(&mut first)
+                        .await?;
+                check_not_newer(newest, &POSTGRES_MIGRATIONS)?;
+            }
+            first.close().await?;
             let pool = ping_when_idle(PgPoolOptions::new())
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(Duration::from_secs(60))

@@ -15,6 +15,9 @@ conformance!(
     tokens_are_shown_once_and_revocable,
     enrollment_issues_a_node_token_and_revokes_the_previous_one,
     audit_records_are_events,
+    names_with_control_characters_are_refused,
+    grants_keep_each_scope_and_tenant_once_and_every_tenant_alone,
+    usernames_differ_in_more_than_letter_case,
 );
 
 const POLICY: SessionPolicy = SessionPolicy {
@@ -319,4 +322,158 @@ async fn audit_records_are_events(env: Env) {
     assert_eq!(audit.data["outcome"], "denied");
     assert_eq!(audit.data["from"], "10.0.0.1");
     assert_eq!(audit.tenant, None);
+}
+
+/// A name is shown in lists, logs and audit records: a newline or an escape
+/// in it could forge or hide a line there. Refused before anything is
+/// written, from the command line and the API alike (both come here).
+async fn names_with_control_characters_are_refused(env: Env) {
+    let k = &env.kernel;
+    for name in ["ci\ndeploy", "ci\u{1b}[2Jdeploy", "tab\there", "del\u{7f}"] {
+        let err = k
+            .create_token(
+                &NewToken {
+                    name: name.into(),
+                    scopes: vec![Scope::RunsRead],
+                    tenants: vec!["acme".into()],
+                },
+                "test",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "validation_failed", "{name:?}");
+        assert!(err.to_string().contains("control characters"), "{err}");
+        let err = k
+            .create_user(
+                name,
+                "correct horse battery",
+                &[Scope::RunsRead],
+                &["acme".into()],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "validation_failed", "{name:?}");
+    }
+    assert!(k.list_tokens().await.unwrap().is_empty());
+    assert!(k.list_users().await.unwrap().is_empty());
+    // Other characters a person types stay allowed.
+    k.create_token(
+        &NewToken {
+            name: "CI – déploiement (nuit)".into(),
+            scopes: vec![Scope::RunsRead],
+            tenants: vec!["acme".into()],
+        },
+        "test",
+    )
+    .await
+    .unwrap();
+}
+
+/// `--scope runs.read,runs.read --tenant acme,acme` is stored once each;
+/// `*` next to named tenants is ambiguous (every tenant, or those?) and
+/// refused, for users and tokens alike, with nothing written.
+async fn grants_keep_each_scope_and_tenant_once_and_every_tenant_alone(env: Env) {
+    let k = &env.kernel;
+    let ambiguous = ["*".to_string(), "acme".to_string()];
+    let err = k
+        .create_user(
+            "carol",
+            "carol's long password",
+            &[Scope::RunsRead],
+            &ambiguous,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "validation_failed");
+    assert!(err.to_string().contains("not both"), "{err}");
+    assert!(k.find_user("carol").await.is_err(), "nothing was written");
+    let err = k
+        .create_token(
+            &NewToken {
+                name: "ci".into(),
+                scopes: vec![Scope::RunsRead],
+                tenants: vec!["acme".into(), "*".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "validation_failed");
+    assert!(k.list_tokens().await.unwrap().is_empty());
+
+    let carol = k
+        .create_user(
+            "carol",
+            "carol's long password",
+            &[Scope::RunsRead, Scope::RunsManage, Scope::RunsRead],
+            &["acme".into(), "beta".into(), "acme".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(carol.scopes, vec![Scope::RunsRead, Scope::RunsManage]);
+    assert_eq!(carol.tenants, TenantGrant::only(["acme", "beta"]));
+    let err = k
+        .grant_user("carol", &[Scope::Admin], &ambiguous)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "validation_failed");
+    assert_eq!(k.find_user("carol").await.unwrap(), carol, "unchanged");
+    let regranted = k
+        .grant_user(
+            "carol",
+            &[Scope::Admin, Scope::Admin],
+            &["*".into(), "*".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(regranted.scopes, vec![Scope::Admin]);
+    assert_eq!(regranted.tenants, TenantGrant::all());
+
+    let token = k
+        .create_token(
+            &NewToken {
+                name: "ci".into(),
+                scopes: vec![Scope::RunsRead, Scope::RunsRead],
+                tenants: vec!["acme".into(), "acme".into()],
+            },
+            "test",
+        )
+        .await
+        .unwrap()
+        .token;
+    assert_eq!(token.scopes, vec![Scope::RunsRead]);
+    assert_eq!(token.tenants, TenantGrant::only(["acme"]));
+}
+
+/// `admin` and `Admin` would be two accounts a reader takes for one.
+async fn usernames_differ_in_more_than_letter_case(env: Env) {
+    let k = &env.kernel;
+    k.ensure_admin(Some("the admin's password")).await.unwrap();
+    for name in ["Admin", "ADMIN", "aDmIn"] {
+        let err = k
+            .create_user(
+                name,
+                "correct horse battery",
+                &[Scope::Admin],
+                &["*".into()],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "conflict", "{name}");
+        assert!(err.to_string().contains("\"admin\""), "{err}");
+    }
+    assert_eq!(
+        k.list_users().await.unwrap().len(),
+        1,
+        "nothing was written"
+    );
+    // Names that differ in more than case stay distinct users.
+    k.create_user(
+        "admin2",
+        "correct horse battery",
+        &[Scope::RunsRead],
+        &["*".into()],
+    )
+    .await
+    .unwrap();
 }

@@ -1,7 +1,7 @@
 //! The first admin account and the `users` and `tokens` commands: identity
 //! managed from the command line, straight on the database.
 
-use std::io::BufRead;
+use std::io::{BufRead, IsTerminal};
 
 use kernel::model::NewToken;
 use kernel::{Kernel, KernelConfig};
@@ -52,19 +52,27 @@ async fn open(db: &DbArgs) -> Result<Kernel, String> {
     }
     Kernel::open(&db.database_url, KernelConfig::default())
         .await
-        .map_err(|err| format!("opening the database: {err}"))
+        .map_err(|err| {
+            format!(
+                "opening the database {}: {err}",
+                crate::config::redact(&db.database_url)
+            )
+        })
 }
 
-/// `SWITCHYARD_PASSWORD`, else the first line of standard input.
+/// `SWITCHYARD_PASSWORD`, else the first line of standard input: asked for,
+/// and not echoed, when standard input is a terminal.
 fn read_password() -> Result<String, String> {
     if let Ok(p) = std::env::var(PASSWORD_ENV) {
         return Ok(p);
     }
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|err| format!("reading the password from standard input: {err}"))?;
+    let stdin = std::io::stdin();
+    let line = if stdin.is_terminal() {
+        read_line_unechoed(&stdin, "Password: ")
+    } else {
+        read_line(&stdin)
+    }
+    .map_err(|err| format!("reading the password from standard input: {err}"))?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     if password.is_empty() {
         return Err(format!(
@@ -72,6 +80,36 @@ fn read_password() -> Result<String, String> {
         ));
     }
     Ok(password)
+}
+
+fn read_line(stdin: &std::io::Stdin) -> std::io::Result<String> {
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    Ok(line)
+}
+
+/// Shows `prompt` (on stderr: stdout carries the command's answer), then
+/// reads a line from the terminal with its echo off, restored afterwards.
+/// Enter still ends the line on screen. The echo goes off before the prompt
+/// shows, so nothing typed after it appears.
+#[cfg(unix)]
+fn read_line_unechoed(stdin: &std::io::Stdin, prompt: &str) -> std::io::Result<String> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let shown = tcgetattr(stdin)?;
+    let mut hidden = shown.clone();
+    hidden.local_modes.remove(LocalModes::ECHO);
+    hidden.local_modes.insert(LocalModes::ECHONL);
+    tcsetattr(stdin, OptionalActions::Now, &hidden)?;
+    eprint!("{prompt}");
+    let line = read_line(stdin);
+    tcsetattr(stdin, OptionalActions::Now, &shown)?;
+    line
+}
+
+#[cfg(not(unix))]
+fn read_line_unechoed(stdin: &std::io::Stdin, prompt: &str) -> std::io::Result<String> {
+    eprint!("{prompt}");
+    read_line(stdin)
 }
 
 pub async fn users(command: UsersCommand) -> Result<(), String> {

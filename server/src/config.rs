@@ -41,12 +41,28 @@ pub struct DbArgs {
     pub database_url: String,
 }
 
+/// A database URL without its password, for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+                }
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Scopes and tenants of a user or token.
 #[derive(Debug, Clone, Args)]
 pub struct GrantArgs {
     /// A scope: runs.read, runs.manage, downloads.read, approvals.decide,
     /// admin (repeatable or comma-separated).
-    #[arg(long = "scope", value_delimiter = ',', required = true)]
+    #[arg(long = "scope", value_delimiter = ',', required = true, value_parser = parse_scope)]
     pub scopes: Vec<kernel::model::Scope>,
     /// A tenant the grant covers, or `*` for every tenant (repeatable or
     /// comma-separated).
@@ -280,6 +296,17 @@ impl WorkerArgs {
             " (a day)",
         )
     }
+}
+
+/// A scope by name; an unknown one is answered with the list of known ones.
+fn parse_scope(raw: &str) -> Result<kernel::model::Scope, String> {
+    raw.parse().map_err(|_| {
+        let known: Vec<&str> = kernel::model::Scope::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        format!("unknown scope {raw:?}; the scopes are {}", known.join(", "))
+    })
 }
 
 fn parse_label(raw: &str) -> Result<(String, String), String> {

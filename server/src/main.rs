@@ -10,7 +10,7 @@ use kernel::worker::{Executors, PoolConfig, Shutdown, WorkerPool};
 use kernel::{Kernel, KernelConfig};
 use leptos::prelude::get_configuration;
 use server::auth::AuthSettings;
-use server::config::{Cli, Command, ServeArgs};
+use server::config::{redact, Cli, Command, ServeArgs};
 use server::{admin, app, demo, site, worker, AppState};
 use tracing_subscriber::EnvFilter;
 
@@ -227,21 +227,5 @@ async fn shutdown_signal() {
             tracing::warn!("second signal: stopping now, without finishing");
             std::process::exit(143);
         });
-    }
-}
-
-/// A database URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => {
-                    format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
-                }
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }

@@ -14,6 +14,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::db::Backend;
 use crate::error::{KernelError, Result};
 use crate::model::{
     ApiToken, CreatedToken, Enrollment, NewNode, NewToken, Principal, PrincipalKind, Scope,
@@ -148,7 +149,10 @@ fn check_password(password: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_tenants(tenants: &[String]) -> Result<TenantGrant> {
+/// A grant as it is stored: each scope and tenant once, in the order given.
+/// `*` stands alone: next to named tenants a reader could not tell whether
+/// every tenant or only those was meant.
+fn check_grant(scopes: &[Scope], tenants: &[String]) -> Result<(Vec<Scope>, TenantGrant)> {
     if tenants.is_empty() {
         return Err(KernelError::validation(
             "grant at least one tenant (or \"*\" for every tenant)",
@@ -159,7 +163,44 @@ fn check_tenants(tenants: &[String]) -> Result<TenantGrant> {
             check_identifier("tenant", t)?;
         }
     }
-    Ok(TenantGrant(tenants.to_vec()))
+    let tenants = once_each(tenants);
+    if tenants.len() > 1 && tenants.iter().any(|t| t == ALL_TENANTS) {
+        return Err(KernelError::Validation {
+            message: format!(
+                "grant either \"*\" (every tenant) or named tenants, not both: {}",
+                tenants.join(",")
+            ),
+            details: Some(json!({ "field": "tenants", "value": tenants })),
+        });
+    }
+    Ok((once_each(scopes), TenantGrant(tenants)))
+}
+
+/// `items` without repeats, in the order they first appear.
+fn once_each<T: PartialEq + Clone>(items: &[T]) -> Vec<T> {
+    let mut once = Vec::with_capacity(items.len());
+    for item in items {
+        if !once.contains(item) {
+            once.push(item.clone());
+        }
+    }
+    once
+}
+
+/// A token's name is shown in lists, logs and audit records, where a
+/// control character (a newline, an escape sequence) could forge or hide a
+/// line.
+fn check_token_name(name: &str) -> Result<()> {
+    super::dag::check_name("token name", name, 100)?;
+    if name.chars().any(char::is_control) {
+        return Err(KernelError::Validation {
+            message: format!(
+                "token name {name:?} must not contain control characters (newlines, tabs, escapes)"
+            ),
+            details: Some(json!({ "field": "token name", "value": name })),
+        });
+    }
+    Ok(())
 }
 
 fn scopes_json(scopes: &[Scope]) -> String {
@@ -220,16 +261,37 @@ impl Kernel {
     ) -> Result<User> {
         check_identifier("username", username)?;
         check_password(password)?;
-        let tenants = check_tenants(tenants)?;
+        let (scopes, tenants) = check_grant(scopes, tenants)?;
         let hash = hash_password(password.to_string()).await?;
         let mut w = self.begin().await?;
-        let exists =
-            w.tx.fetch_optional("SELECT id FROM users WHERE username = $1", args![username])
-                .await?;
-        if exists.is_some() {
-            return Err(KernelError::conflict(format!(
-                "a user named {username:?} already exists"
-            )));
+        if self.backend() == Backend::Postgres {
+            // Held to the commit: two creations of one name in different
+            // cases would otherwise both find no user below. (SQLite has
+            // one writer.)
+            w.tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('switchyard.usernames'))",
+                args![],
+            )
+            .await?;
+        }
+        // `admin` and `Admin` would be two accounts a reader takes for one.
+        // Usernames are ASCII (`check_identifier`), so LOWER folds them alike
+        // on both backends.
+        let existing =
+            w.tx.fetch_optional(
+                "SELECT username FROM users WHERE LOWER(username) = LOWER($1)",
+                args![username],
+            )
+            .await?;
+        if let Some(row) = existing {
+            let existing = row.text("username")?;
+            return Err(KernelError::conflict(if existing == username {
+                format!("a user named {username:?} already exists")
+            } else {
+                format!(
+                    "a user named {existing:?} already exists (usernames must differ in more than letter case)"
+                )
+            }));
         }
         let now = w.now;
         let id = w
@@ -240,7 +302,7 @@ impl Kernel {
                 args![
                     username,
                     hash,
-                    scopes_json(scopes),
+                    scopes_json(&scopes),
                     serde_json::to_string(&tenants).expect("tenants"),
                     now
                 ],
@@ -320,14 +382,14 @@ impl Kernel {
         scopes: &[Scope],
         tenants: &[String],
     ) -> Result<User> {
-        let tenants = check_tenants(tenants)?;
+        let (scopes, tenants) = check_grant(scopes, tenants)?;
         let user = self.find_user(username).await?;
         let mut w = self.begin().await?;
         let now = w.now;
         w.tx.execute(
             "UPDATE users SET scopes = $1, tenants = $2, updated_at = $3 WHERE id = $4",
             args![
-                scopes_json(scopes),
+                scopes_json(&scopes),
                 serde_json::to_string(&tenants).expect("tenants"),
                 now,
                 user.id
@@ -514,20 +576,14 @@ impl Kernel {
 
     /// Creates an API token; its secret is in the answer and nowhere else.
     pub async fn create_token(&self, new: &NewToken, created_by: &str) -> Result<CreatedToken> {
-        super::dag::check_name("token name", &new.name, 100)?;
+        check_token_name(&new.name)?;
         if new.scopes.is_empty() {
             return Err(KernelError::validation("a token needs at least one scope"));
         }
-        let tenants = check_tenants(&new.tenants)?;
+        let (scopes, tenants) = check_grant(&new.scopes, &new.tenants)?;
         let mut w = self.begin().await?;
         let (id, secret) = insert_token(
-            &mut w,
-            "api",
-            &new.name,
-            &new.scopes,
-            &tenants,
-            None,
-            created_by,
+            &mut w, "api", &new.name, &scopes, &tenants, None, created_by,
         )
         .await?;
         self.finish(w).await?;

@@ -734,7 +734,7 @@ async fn on_postgres_an_event_written_through_one_instance_reaches_a_subscriber_
 
 /// The test server's URL, or `None` (with a note) when there is none;
 /// with `SWITCHYARD_REQUIRE_POSTGRES=1` a missing server fails the test.
-fn postgres_url() -> Option<String> {
+pub(crate) fn postgres_url() -> Option<String> {
     match std::env::var("SWITCHYARD_TEST_POSTGRES_URL") {
         Ok(url) => Some(url),
         Err(_) => {
@@ -749,7 +749,7 @@ fn postgres_url() -> Option<String> {
 
 /// A new, empty database on the test server, so this test does not share
 /// tables with others running at the same time.
-async fn fresh_postgres_database(url: &str) -> String {
+pub(crate) async fn fresh_postgres_database(url: &str) -> String {
     use sqlx::Connection;
     let name = format!(
         "sse_{}_{}",
