@@ -24,6 +24,31 @@ test.describe('signed out', () => {
     await expect(page.locator('.signed-in .who')).toHaveText('admin');
   });
 
+  test('until the console has loaded, the sign-in form sends nothing', async ({ page, errors }) => {
+    // The wasm never arrives (a slow link, a blocked asset).
+    await page.route('**/pkg/*.wasm', (route) => route.abort());
+    await page.goto('/login?next=/ops/access');
+    const form = page.locator('form.login-form');
+    await expect(form).toHaveAttribute('method', 'post');
+    await expect(page.getByRole('button', { name: 'Sign in' })).toBeDisabled();
+    await page.getByLabel('Username').fill(ADMIN.username);
+    await page.getByLabel('Password').fill(ADMIN.password);
+    // Enter on a form whose button is disabled submits nothing: no
+    // navigation comes, and the address keeps no password.
+    const navigation = page.waitForEvent('framenavigated', { timeout: 1_500 }).then(
+      () => true,
+      () => false,
+    );
+    await page.getByLabel('Password').press('Enter');
+    expect(await navigation, 'the form was sent').toBe(false);
+    await expect(page.locator('h1')).toHaveText('Sign in to Switchyard');
+    expect(page.url()).not.toContain(encodeURIComponent(ADMIN.password));
+    expect(new URL(page.url()).search).toBe('?next=/ops/access');
+    // The aborted wasm is the only error (the loader's "Failed to fetch").
+    const others = errors.filter((e) => !e.includes('Failed to fetch') && !e.includes('Failed to load resource'));
+    errors.splice(0, errors.length, ...others);
+  });
+
   test('a wrong password is refused with a clear message', async ({ page, errors }) => {
     await page.goto('/login');
     await hydrated(page);

@@ -80,6 +80,21 @@ test('filter the jobs list by state and text; a reload restores the view', async
   await expect(page).toHaveURL(/state=cancelled/);
   await expect(rows).toHaveCount(1);
   await expect(page.locator(`tr[data-job="${c}"]`)).toBeVisible();
+
+  // Back shows the filters of the address it goes back to, not what was
+  // typed for the next one.
+  await form.getByLabel('Search').fill(`${t}-none`);
+  await form.getByRole('button', { name: 'Apply filters' }).click();
+  await expect(page).toHaveURL(new RegExp(`q=${t}-none`));
+  await expect(page.locator('[data-empty="jobs"]')).toBeVisible();
+  await page.goBack();
+  await expect(page).toHaveURL(/state=cancelled/);
+  await expect(rows).toHaveCount(1);
+  await expect(form.getByLabel('Search')).toHaveValue(t);
+  await page.goBack();
+  await expect(page).toHaveURL(/state=queued/);
+  await expect(rows).toHaveCount(2);
+  await expect(form.getByLabel('State')).toHaveValue('queued');
 });
 
 test('bulk-cancel everything matching a filter after the dry-run count', async ({ page, csrf }) => {
@@ -192,4 +207,13 @@ test('the jobs list follows its rows live and counts new submissions', async ({ 
   await page.getByRole('button', { name: 'Read again' }).click();
   await expect(page.locator(`tr[data-job="${second}"]`)).toHaveCount(1);
   await expect(page.locator('tbody tr[data-job]')).toHaveCount(2);
+
+  // A filter that matches nothing yet watches for the jobs that will.
+  await page.goto(`/ops/operations/jobengine/jobs?q=${name}-later`);
+  await hydrated(page);
+  await expect(page.locator('[data-empty="jobs"]')).toBeVisible();
+  const later = await submit(page, csrf, { name: `${name}-later` });
+  await expect(page.locator('[data-new-jobs]')).toBeVisible({ timeout: 10_000 });
+  await page.getByRole('button', { name: 'Read again' }).click();
+  await expect(page.locator(`tr[data-job="${later}"]`)).toHaveCount(1);
 });

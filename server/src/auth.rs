@@ -246,7 +246,7 @@ impl Caller {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("{action} affects every tenant and requires a grant of all tenants"),
+                format!("{action} affects every tenant: it needs a grant of all tenants (in the console, with All tenants picked)"),
             ))
         }
     }

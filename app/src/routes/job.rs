@@ -62,7 +62,7 @@ pub(crate) fn NoSuchJob(id: String) -> impl IntoView {
     view! {
         <section class="not-found-state" aria-label="Not found">
             <h2>"No such job"</h2>
-            <p>"The kernel has no job with id " <code>{id}</code> "."</p>
+            <p>"There is no job with id " <code>{id}</code> " among the tenants in view (your grant, and the tenants picked above)."</p>
             <p><a href="/ops/operations/jobengine/jobs">"Go to the jobs list"</a></p>
         </section>
     }

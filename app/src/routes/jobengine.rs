@@ -88,7 +88,7 @@ fn QueueTable(initial: QueueHealthView) -> impl IntoView {
         match session.0.as_ref().map(|s| s.principal.tenants.is_all()) {
             Some(true) => Ok(()),
             _ => Err(
-                "Pausing a queue affects every tenant and requires a grant of all tenants."
+                "Pausing a queue affects every tenant: it needs a grant of all tenants, with All tenants picked above."
                     .to_string(),
             ),
         }

@@ -115,7 +115,10 @@ fn JobsBody(
 }
 
 /// The filters, as a GET form: it works before hydration too (a plain
-/// page load); after hydration it navigates inside the app.
+/// page load); after hydration it navigates inside the app. Each field's
+/// value is also set as a property: a new address (Back, a link) rebuilds
+/// the form in place, and a field the operator has typed in no longer
+/// follows its `value` attribute.
 #[component]
 fn FilterForm(q: JobsQuery, bulk: RwSignal<BulkState>) -> impl IntoView {
     let navigate = use_navigate();
@@ -174,6 +177,7 @@ fn FilterForm(q: JobsQuery, bulk: RwSignal<BulkState>) -> impl IntoView {
                     name=name
                     placeholder=placeholder
                     value=signal.get_untracked()
+                    prop:value=signal.get_untracked()
                     on:input=move |ev| signal.set(event_target_value(&ev))
                 />
             </label>
@@ -188,6 +192,7 @@ fn FilterForm(q: JobsQuery, bulk: RwSignal<BulkState>) -> impl IntoView {
                     step="1"
                     name=name
                     value=signal.get_untracked()
+                    prop:value=signal.get_untracked()
                     on:input=move |ev| signal.set(event_target_value(&ev))
                 />
             </label>
@@ -201,7 +206,7 @@ fn FilterForm(q: JobsQuery, bulk: RwSignal<BulkState>) -> impl IntoView {
             {text_input("q", "Search", text_q, "job id, name or payload text")}
             <label>
                 "State"
-                <select name="state" on:change=move |ev| state.set(event_target_value(&ev))>
+                <select name="state" prop:value=state_now.clone() on:change=move |ev| state.set(event_target_value(&ev))>
                     <option value="" selected=state_now.is_empty()>"any"</option>
                     {JobState::ALL.iter().map(|s| {
                         let s = s.as_str();
@@ -211,7 +216,7 @@ fn FilterForm(q: JobsQuery, bulk: RwSignal<BulkState>) -> impl IntoView {
             </label>
             <label>
                 "Has a task that is"
-                <select name="task_state" on:change=move |ev| task_state.set(event_target_value(&ev))>
+                <select name="task_state" prop:value=task_state_now.clone() on:change=move |ev| task_state.set(event_target_value(&ev))>
                     <option value="" selected=task_state_now.is_empty()>"any"</option>
                     {SEARCHABLE_TASK_STATES.iter().map(|s| {
                         let s = s.as_str();
@@ -227,7 +232,7 @@ fn FilterForm(q: JobsQuery, bulk: RwSignal<BulkState>) -> impl IntoView {
             {time_input("finished_from", "Finished from (UTC)", finished_from)}
             <label>
                 "Order"
-                <select name="sort" on:change=move |ev| sort.set(event_target_value(&ev))>
+                <select name="sort" prop:value=sort_now.clone() on:change=move |ev| sort.set(event_target_value(&ev))>
                     <option value="newest" selected=sort_now == "newest">"newest first"</option>
                     <option value="oldest" selected=sort_now == "oldest">"oldest first"</option>
                 </select>
@@ -396,14 +401,21 @@ fn ConfirmBulk(
     };
     let covered = match &scope {
         BulkScope::Selected(ids) => format!(
-            "{} of the {} selected {} exist for you",
+            "{} of the {} selected {} {} for you",
             dry.matched,
             ids.len(),
-            job_word(ids.len() as i64)
+            job_word(ids.len() as i64),
+            if dry.matched == 1 { "exists" } else { "exist" }
         ),
-        BulkScope::Filter(_) => {
-            format!("{} {} match the filter", dry.matched, job_word(dry.matched))
-        }
+        BulkScope::Filter(_) => format!(
+            "{} {} the filter",
+            dry.matched,
+            if dry.matched == 1 {
+                "job matches"
+            } else {
+                "jobs match"
+            }
+        ),
     };
     let needs_typing = action == BulkJobAction::Cancel;
     let expected = acting.to_string();
@@ -576,8 +588,23 @@ fn JobsTable(
     let paged = q.with_value(|q| q.cursor.is_some());
     let n = page.items.len();
 
+    // Also on an empty page: a filter that matches nothing yet (`failed`,
+    // a new queue) is watched for the jobs that will.
+    let new_jobs = move || {
+        (submitted.get() > 0).then(|| {
+            let n = submitted.get();
+            view! {
+                <p class="toast" role="status" data-new-jobs=n>
+                    {format!("{n} {} submitted since this page was read. ", job_word(n))}
+                    <button type="button" class="link-button" on:click=move |_| refresh.update(|r| *r += 1)>"Read again"</button>
+                </p>
+            }
+        })
+    };
+
     if page.items.is_empty() {
         return view! {
+            {new_jobs}
             <section class="empty-state" aria-label="Empty state" data-empty="jobs">
                 <h2>"No jobs"</h2>
                 <p>
@@ -617,15 +644,7 @@ fn JobsTable(
                 format_utc(read_at)
             )}
         </p>
-        {move || (submitted.get() > 0).then(|| {
-            let n = submitted.get();
-            view! {
-                <p class="toast" role="status" data-new-jobs=n>
-                    {format!("{n} {} submitted since this page was read. ", job_word(n))}
-                    <button type="button" class="link-button" on:click=move |_| refresh.update(|r| *r += 1)>"Read again"</button>
-                </p>
-            }
-        })}
+        {new_jobs}
         <table class="data-table jobs">
             <thead>
                 <tr>

@@ -17,6 +17,11 @@ pub fn LoginPage() -> impl IntoView {
     let query = use_query_map();
     let (error, set_error) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
+    // Until the console has loaded, the form cannot be sent: the browser's
+    // own submission would put the password in the address (a GET) or post
+    // it to no handler. Effects run in the browser only, once hydrated.
+    let (ready, set_ready) = signal(false);
+    Effect::new(move |_| set_ready.set(true));
     let username = NodeRef::<leptos::html::Input>::new();
     let password = NodeRef::<leptos::html::Input>::new();
     let next = move || query.read().get("next");
@@ -58,7 +63,10 @@ pub fn LoginPage() -> impl IntoView {
                     _ => "Sign in to the operator console.".to_string(),
                 }}
             </p>
-            <form class="login-form" on:submit=submit>
+            <noscript>
+                <p class="form-error">"Signing in needs JavaScript, which this browser has turned off."</p>
+            </noscript>
+            <form class="login-form" method="post" on:submit=submit>
                 <label>
                     "Username"
                     <input node_ref=username name="username" autocomplete="username" required=true/>
@@ -73,7 +81,7 @@ pub fn LoginPage() -> impl IntoView {
                         required=true
                     />
                 </label>
-                <button type="submit" disabled=move || busy.get()>
+                <button type="submit" disabled=move || busy.get() || !ready.get()>
                     {move || if busy.get() { "Signing in…" } else { "Sign in" }}
                 </button>
                 <Show when=move || error.get().is_some()>

@@ -96,7 +96,7 @@ fn LiveSnapshot(initial: OpsSnapshot) -> impl IntoView {
             <div class="card" data-card="blocked-jobs">
                 <h2>"Blocked jobs"</h2>
                 <p class="card-value">{blocked}</p>
-                <p class="card-note">"Work remains but cannot start (paused queue)."</p>
+                <p class="card-note">"Work remains but cannot start: its queue is paused or a quota is used up. Each job's page says which."</p>
             </div>
             <div class="card card-unavailable" data-card="pending-approvals">
                 <h2>"Pending approvals"</h2>

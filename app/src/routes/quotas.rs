@@ -307,7 +307,7 @@ fn QuotaLine(
             .is_some_and(|s| s.principal.tenants.is_all());
         if item.scope == QuotaScope::Queue && !all {
             Err(
-                "A queue quota affects every tenant and requires a grant of all tenants."
+                "A queue quota affects every tenant: it needs a grant of all tenants, with All tenants picked above."
                     .to_string(),
             )
         } else {
