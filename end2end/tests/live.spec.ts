@@ -235,3 +235,42 @@ test('after a server restart the page reconnects and catches up', async ({ page,
   restarting.on = false;
   expect(await page.evaluate(() => (window as any).__sameDocument)).toBe(true);
 });
+
+test('a stream that goes quiet is taken for dropped, and the page catches up once it can', async ({ page, server, csrf, restarting }) => {
+  // Two missed heartbeats (15 s apart) and the slack: about 35 s of silence.
+  test.setTimeout(120_000);
+  await page.goto(`${server.base}/ops`);
+  await hydrated(page);
+  const indicator = page.locator('.live-indicator');
+  await expect(indicator).toHaveAttribute('data-status', 'live');
+
+  // A stopped server keeps its connections open and says nothing: what a
+  // hung proxy or a half-open connection looks like.
+  restarting.on = true;
+  server.child!.kill('SIGSTOP');
+  try {
+    await expect(indicator).not.toHaveAttribute('data-status', 'live', { timeout: 60_000 });
+    await expect(indicator).toContainText(/Disconnected|polling|unreachable/);
+  } finally {
+    server.child!.kill('SIGCONT');
+  }
+  const id = await submit(page.request, server, csrf, quick('after-the-stall'));
+  await expect(indicator).toHaveAttribute('data-status', 'live', { timeout: 60_000 });
+  await expect(entry(page, 'job.stateChanged', id, '→ succeeded')).toHaveCount(1, { timeout: 20_000 });
+  restarting.on = false;
+});
+
+test('with neither the stream nor the log in reach, the header says the server is unreachable', async ({ page, server, csrf, restarting }) => {
+  void csrf; // signed in
+  test.setTimeout(120_000);
+  restarting.on = true;
+  await page.route('**/api/v1/events**', (route) => route.abort('connectionrefused'));
+  await page.goto(`${server.base}/ops`);
+  await hydrated(page);
+  const indicator = page.locator('.live-indicator');
+  await expect(indicator).toHaveAttribute('data-status', 'unreachable', { timeout: 30_000 });
+  await expect(indicator).toContainText('Server unreachable');
+  await page.unroute('**/api/v1/events**');
+  await expect(indicator).toHaveAttribute('data-status', 'live', { timeout: 60_000 });
+  restarting.on = false;
+});

@@ -29,6 +29,15 @@ pub const MAX_BACKOFF_MS: f64 = 30_000.0;
 /// Failed attempts in a row, without the stream ever opening, before the
 /// feed falls back to polling.
 pub const FAILURES_BEFORE_POLLING: u32 = 3;
+/// A stream that has said nothing for two of the server's heartbeats and
+/// this much more is taken for dropped (a stopped server, a half-open
+/// connection, a proxy holding it): closed and opened again.
+pub const STALL_SLACK_MS: i64 = 5_000;
+/// The server's heartbeat interval until its `connection.connected` says.
+pub const HEARTBEAT_MS: i64 = 15_000;
+/// How often the feed checks that its stream is still talking.
+#[cfg(feature = "hydrate")]
+const WATCH_EVERY_MS: u64 = 5_000;
 
 /// What a feed is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +52,8 @@ pub enum LiveStatus {
     Reconnecting,
     /// The stream is unavailable; polling every 30 s (and still retrying it).
     Polling,
+    /// Polling, and the last poll failed too: the server is out of reach.
+    Unreachable,
 }
 
 /// Signals of one feed.
@@ -213,6 +224,11 @@ mod browser {
         poll: Option<IntervalHandle>,
         polling_in_flight: bool,
         stopped: bool,
+        /// Browser clock of the stream's last word (or of its opening).
+        last_heard: i64,
+        /// The server's heartbeat interval, as its stream said.
+        heartbeat_ms: i64,
+        watchdog: Option<IntervalHandle>,
     }
 
     type Shared = Rc<RefCell<Conn>>;
@@ -235,11 +251,15 @@ mod browser {
             poll: None,
             polling_in_flight: false,
             stopped: false,
+            last_heard: 0,
+            heartbeat_ms: HEARTBEAT_MS,
+            watchdog: None,
         }));
         let for_effect = SendWrapper::new(conn.clone());
         // Effects run only in the browser, after hydration.
         Effect::new(move |_| {
             connect(&for_effect);
+            watch(&for_effect);
         });
         let for_cleanup = SendWrapper::new(conn);
         on_cleanup(move || stop(&for_cleanup));
@@ -255,11 +275,39 @@ mod browser {
         if let Some(h) = c.poll.take() {
             h.clear();
         }
+        if let Some(h) = c.watchdog.take() {
+            h.clear();
+        }
         if let Some(b) = c.set.board {
             b.status.set(LiveStatus::Idle);
             b.last_heartbeat_at.set(None);
             b.retry_at.set(None);
         }
+    }
+
+    /// Checks every few seconds that an open (or opening) stream still
+    /// talks: the browser reports no error for a stream that merely goes
+    /// quiet, and would show it as live for good.
+    fn watch(conn: &Shared) {
+        let weak = Rc::downgrade(conn);
+        let handle = set_interval_with_handle(
+            move || {
+                let Some(conn) = weak.upgrade() else { return };
+                let stalled = {
+                    let c = conn.borrow();
+                    !c.stopped
+                        && c.source.is_some()
+                        && now() - c.last_heard > 2 * c.heartbeat_ms + STALL_SLACK_MS
+                };
+                if stalled {
+                    leptos::logging::warn!("live: the stream went quiet; reconnecting");
+                    on_failure(&conn);
+                }
+            },
+            Duration::from_millis(WATCH_EVERY_MS),
+        )
+        .ok();
+        conn.borrow_mut().watchdog = handle;
     }
 
     /// Closes the stream. Its listeners stay until the next `connect`
@@ -288,6 +336,7 @@ mod browser {
         close_source(&mut c);
         c.listeners.clear();
         c.on_error = None;
+        c.last_heard = now();
         let source = match web_sys::EventSource::new(&stream_url(&c)) {
             Ok(source) => source,
             Err(_) => {
@@ -324,9 +373,12 @@ mod browser {
         c.source = Some(source);
     }
 
-    /// What `connection.connected` says of the resume point.
+    /// What `connection.connected` says of the resume point (and of the
+    /// heartbeats to expect).
     #[derive(serde::Deserialize)]
     struct Connected {
+        #[serde(default)]
+        heartbeat_ms: Option<i64>,
         /// Retention deleted events after it before they were read.
         #[serde(default)]
         deleted_through: Option<i64>,
@@ -352,12 +404,17 @@ mod browser {
     fn on_message(conn: &Shared, message: web_sys::MessageEvent) {
         let name = message.type_();
         let data = message.data().as_string().unwrap_or_default();
+        conn.borrow_mut().last_heard = now();
         match name.as_str() {
             "connection.connected" => {
-                if crate::api::from_json::<Connected>(&data).is_ok_and(|c| c.missed()) {
+                let connected = crate::api::from_json::<Connected>(&data).ok();
+                if connected.as_ref().is_some_and(Connected::missed) {
                     return resync();
                 }
                 let mut c = conn.borrow_mut();
+                if let Some(ms) = connected.and_then(|c| c.heartbeat_ms).filter(|ms| *ms > 0) {
+                    c.heartbeat_ms = ms;
+                }
                 c.attempts = 0;
                 c.failures_without_open = 0;
                 if let Some(h) = c.poll.take() {
@@ -490,12 +547,21 @@ mod browser {
                         c.last = c.last.max(next);
                     }
                     set.heartbeat(now());
+                    if conn.borrow().poll.is_some() {
+                        set.status(LiveStatus::Polling);
+                    }
                     let more = next > after && conn.borrow().poll.is_some();
                     if more && next - after >= 1_000 {
                         poll_once(&conn);
                     }
                 }
-                Err(e) => leptos::logging::warn!("live: polling the event log failed: {e}"),
+                Err(e) => {
+                    leptos::logging::warn!("live: polling the event log failed: {e}");
+                    let c = conn.borrow();
+                    if c.poll.is_some() {
+                        c.set.status(LiveStatus::Unreachable);
+                    }
+                }
             }
         });
     }
@@ -564,6 +630,7 @@ pub fn LiveIndicator() -> impl IntoView {
             _ => "Disconnected · retrying".to_string(),
         },
         LiveStatus::Polling => "Live stream unavailable · polling every 30 s".to_string(),
+        LiveStatus::Unreachable => "Server unreachable · trying again every 30 s".to_string(),
     };
     let status = move || match board.status.get() {
         LiveStatus::Idle => "idle",
@@ -571,6 +638,7 @@ pub fn LiveIndicator() -> impl IntoView {
         LiveStatus::Live => "live",
         LiveStatus::Reconnecting => "reconnecting",
         LiveStatus::Polling => "polling",
+        LiveStatus::Unreachable => "unreachable",
     };
     view! {
         <span class="live-indicator" data-status=status role="status" aria-live="polite">
