@@ -80,7 +80,13 @@ test('an admin creates and revokes a token, then signs out', async ({ page }) =>
   const row = page.locator(`table.tokens tr[data-token="${name}"]`);
   await expect(row).toContainText('runs.read');
   await row.getByRole('button', { name: 'Revoke' }).click();
-  await row.getByRole('button', { name: 'Confirm: Revoke' }).click();
+  // Revoking cannot be undone: the token's name is typed first (SPEC §4).
+  const confirm = row.getByRole('button', { name: 'Confirm: Revoke' });
+  await expect(confirm).toBeDisabled();
+  await row.getByLabel(`Type ${name} to confirm`).fill('not-the-name');
+  await expect(confirm).toBeDisabled();
+  await row.getByLabel(`Type ${name} to confirm`).fill(name);
+  await confirm.click();
   await expect(row.getByRole('status')).toHaveText('Revoked.');
 
   // The revoked token is refused by the API.

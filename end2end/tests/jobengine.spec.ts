@@ -217,3 +217,22 @@ test('the jobs list follows its rows live and counts new submissions', async ({ 
   await page.getByRole('button', { name: 'Read again' }).click();
   await expect(page.locator(`tr[data-job="${later}"]`)).toHaveCount(1);
 });
+
+test('cancelling a job, which cannot be undone, asks for its name', async ({ page, csrf }) => {
+  const name = token('cancel-me');
+  const id = await submit(page, csrf, { name });
+  await page.goto(`/ops/operations/jobengine/jobs/${id}`);
+  await hydrated(page);
+  const action = page.locator('[data-action="Cancel job"]');
+  await action.getByRole('button', { name: 'Cancel job' }).click();
+  const confirm = action.getByRole('button', { name: 'Confirm: Cancel job' });
+  await expect(confirm).toBeDisabled();
+  await action.getByLabel(`Type ${name} to confirm`).fill(`${name}x`);
+  await expect(confirm).toBeDisabled();
+  expect(await jobState(page, id)).toBe('queued');
+  await action.getByLabel(`Type ${name} to confirm`).fill(name);
+  await confirm.click();
+  await expect.poll(() => jobState(page, id)).toBe('cancelled');
+  // The job is over: the page follows live and offers no cancel.
+  await expect(page.locator('[data-action="Cancel job"]')).toHaveCount(0);
+});

@@ -1,7 +1,8 @@
 //! A button that performs one operation through the API, honestly: it is
 //! disabled with the reason when the operator lacks the scope, asks for
-//! confirmation first when the operation is destructive, and reports what
-//! the server answered. The page's live feed shows the effect.
+//! confirmation first when the operation is destructive (and for the
+//! target's name, typed, when it cannot be undone: SPEC §4), and reports
+//! what the server answered. The page's live feed shows the effect.
 
 use kernel::model::Scope;
 use leptos::prelude::*;
@@ -21,7 +22,8 @@ enum Outcome {
 }
 
 /// `POST path` (no body) when pressed. With `confirm`, a first press asks
-/// `confirm` and a second one acts.
+/// `confirm` and a second one acts; with `type_to_confirm` as well, only
+/// once that text (the target's name) has been typed.
 #[component]
 pub fn ActionButton(
     /// The button's text, e.g. "Cancel job".
@@ -34,11 +36,22 @@ pub fn ActionButton(
     /// The question asked before a destructive operation.
     #[prop(optional)]
     confirm: Option<&'static str>,
+    /// For an operation that cannot be undone: the target's name, which
+    /// the operator types to confirm.
+    #[prop(optional, into)]
+    type_to_confirm: Option<String>,
     /// What to say when it worked.
     done: &'static str,
 ) -> impl IntoView {
     let allowed = use_session().allows(scope);
     let outcome = RwSignal::new(Outcome::Idle);
+    let typed = RwSignal::new(String::new());
+    let target = StoredValue::new(type_to_confirm);
+    // Confirming an irreversible operation waits for its target's name.
+    let unconfirmed = move || {
+        outcome.get() == Outcome::Confirming
+            && target.with_value(|t| t.as_ref().is_some_and(|t| typed.with(|s| s.trim() != t)))
+    };
     let path = StoredValue::new(path);
     let act = move || {
         outcome.set(Outcome::Sending);
@@ -59,15 +72,20 @@ pub fn ActionButton(
         let _ = (path, done);
     };
     let press = move |_| match (confirm, outcome.get_untracked()) {
-        (Some(_), Outcome::Confirming) | (None, _) => act(),
-        (Some(_), _) => outcome.set(Outcome::Confirming),
+        (Some(_), Outcome::Confirming) if !unconfirmed() => act(),
+        (Some(_), Outcome::Confirming) => {}
+        (None, _) => act(),
+        (Some(_), _) => {
+            typed.set(String::new());
+            outcome.set(Outcome::Confirming)
+        }
     };
     let reason = allowed.clone().err();
     view! {
         <span class="action" data-action=label>
             <button
                 type="button"
-                disabled=move || allowed.is_err() || outcome.get() == Outcome::Sending
+                disabled=move || allowed.is_err() || outcome.get() == Outcome::Sending || unconfirmed()
                 title=reason.clone()
                 on:click=press
             >
@@ -82,6 +100,19 @@ pub fn ActionButton(
                 Outcome::Confirming => view! {
                     <span class="confirm-question">
                         {confirm.unwrap_or_default()}
+                        " "
+                        {target.get_value().map(|t| view! {
+                            <label class="type-to-confirm">
+                                "It cannot be undone: type " <code>{t.clone()}</code> " to confirm. "
+                                <input
+                                    type="text"
+                                    autocomplete="off"
+                                    aria-label=format!("Type {t} to confirm")
+                                    prop:value=move || typed.get()
+                                    on:input=move |ev| typed.set(event_target_value(&ev))
+                                />
+                            </label>
+                        })}
                         " "
                         <button type="button" class="link-button" on:click=move |_| outcome.set(Outcome::Idle)>
                             "Keep it"

@@ -186,6 +186,10 @@ pub async fn send_json(
     let text = sent.text().await.unwrap_or_default();
     if ok {
         Ok(text)
+    } else if status == 401 {
+        // The API's own words ("sign in, or send a bearer token") are for
+        // programs; an operator's session has simply ended.
+        Err("Your session has ended: reload the page to sign in again.".to_string())
     } else {
         Err(api_error_message(&text).unwrap_or_else(|| format!("the server answered {status}")))
     }

@@ -146,6 +146,7 @@ fn TokenRow(t: ApiToken) -> impl IntoView {
                             path=format!("/api/v1/auth/tokens/{}/revoke", t.id)
                             scope=Scope::Admin
                             confirm="Revoke this token? Its next request is refused."
+                            type_to_confirm=t.name.clone()
                             done="Revoked."
                         />
                     }

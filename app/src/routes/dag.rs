@@ -201,6 +201,7 @@ fn TaskInspector(job_id: i64, key: String, state: RwSignal<JobView>) -> impl Int
         encode_segment(&key)
     );
     let job_terminal = move || state.with(|v| v.job.job.state.is_terminal());
+    let job_name = move || state.with(|v| v.job.job.name.clone());
     let retry_path = format!("/api/v1/jobs/{job_id}/tasks/{}/retry", encode_segment(&key));
     view! {
         <h2 data-task=key.clone()>"Task " {key.clone()}</h2>
@@ -229,6 +230,7 @@ fn TaskInspector(job_id: i64, key: String, state: RwSignal<JobView>) -> impl Int
                     path=format!("/api/v1/jobs/{job_id}/cancel")
                     scope=Scope::RunsManage
                     confirm="Cancel every unfinished task of this job? Running tasks are told to stop."
+                    type_to_confirm=job_name()
                     done="Cancelled; the graph follows live."
                 />
             })}

@@ -187,6 +187,7 @@ fn LiveJob(initial: JobView) -> impl IntoView {
                         path=format!("/api/v1/jobs/{id}/cancel")
                         scope=Scope::RunsManage
                         confirm="Cancel every unfinished task of this job? Running tasks are told to stop."
+                        type_to_confirm=job().name
                         done="Cancelled; the job's state follows live."
                     />
                 })}
