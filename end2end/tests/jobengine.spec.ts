@@ -236,3 +236,20 @@ test('cancelling a job, which cannot be undone, asks for its name', async ({ pag
   // The job is over: the page follows live and offers no cancel.
   await expect(page.locator('[data-action="Cancel job"]')).toHaveCount(0);
 });
+
+test('an action after the session has ended says so, and how to sign in again', async ({ page, csrf, errors }) => {
+  const name = token('ended');
+  const id = await submit(page, csrf, { name });
+  await page.goto(`/ops/operations/jobengine/jobs/${id}`);
+  await hydrated(page);
+  // Signed out elsewhere (another tab, an admin, an expiry).
+  const out = await page.request.post('/api/v1/auth/logout', { headers: { 'X-CSRF-Token': csrf } });
+  expect(out.status()).toBe(204);
+  const action = page.locator('[data-action="Cancel job"]');
+  await action.getByRole('button', { name: 'Cancel job' }).click();
+  await action.getByLabel(`Type ${name} to confirm`).fill(name);
+  await action.getByRole('button', { name: 'Confirm: Cancel job' }).click();
+  await expect(action.getByRole('alert')).toHaveText('Your session has ended: reload the page to sign in again.');
+  // The refused request is the console error this test causes.
+  errors.splice(0, errors.length, ...errors.filter((e) => !e.includes('status of 401')));
+});
