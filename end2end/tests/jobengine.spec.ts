@@ -186,7 +186,7 @@ test('the jobs list follows its rows live and counts new submissions', async ({ 
   const name = token('live-list');
   const first = await page.request.post('/api/v1/jobs', {
     headers: { 'X-CSRF-Token': csrf },
-    data: { name: `${name}-a`, tasks: [{ key: 'wait', kind: 'sleep', payload: { ms: 3000 } }] },
+    data: { name: `${name}-a`, tasks: [{ key: 'wait', kind: 'sleep', payload: { ms: 8000 } }] },
   });
   expect(first.status(), await first.text()).toBe(201);
   const id = (await first.json()).id;
@@ -197,6 +197,17 @@ test('the jobs list follows its rows live and counts new submissions', async ({ 
   await expect(row).toHaveCount(1);
   // Read before the task finished; the state and progress change without a reload.
   expect(['queued', 'running']).toContain(await row.getAttribute('data-state'));
+  // A running job's time so far counts on.
+  await expect(row).toHaveAttribute('data-state', 'running', { timeout: 10_000 });
+  const soFar = row.locator('td[data-col="duration"]');
+  await expect(soFar).toContainText('so far');
+  const firstSoFar = await soFar.innerText();
+  await expect
+    .poll(async () => {
+      const now = await soFar.innerText();
+      return now !== firstSoFar && now.includes('so far');
+    }, { timeout: 5_000 })
+    .toBe(true);
   await expect(row).toHaveAttribute('data-state', 'succeeded', { timeout: 15_000 });
   await expect(row).toContainText('1/1 succeeded');
   await expect(row.locator('td').last()).toHaveText('1'); // attempts

@@ -97,7 +97,17 @@ impl JobsQuery {
                     .push(("sort".into(), format!("{s:?} is not newest or oldest"))),
             }
         }
-        q.cursor = text(map, "cursor").filter(|c| c.parse::<i64>().is_ok());
+        if let Some(c) = text(map, "cursor") {
+            // Only what the list's own links carry: an id, digits only.
+            if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) && c.parse::<i64>().is_ok() {
+                q.cursor = Some(c);
+            } else {
+                q.invalid.push((
+                    "cursor".into(),
+                    format!("{c:?} is not a page of this list: the first page is shown"),
+                ));
+            }
+        }
         q
     }
 
@@ -484,5 +494,20 @@ mod tests {
             "nope".to_string(),
         )]));
         assert_eq!(bad.invalid.len(), 1);
+        // A cursor the list never gave is said to be so, not ignored.
+        for cursor in ["zzz", "-5", "99999999999999999999"] {
+            let q = JobsQuery::from_map(&ParamsMap::from_iter([(
+                "cursor".to_string(),
+                cursor.to_string(),
+            )]));
+            assert_eq!(q.cursor, None, "{cursor}");
+            assert_eq!(q.invalid.len(), 1, "{cursor}");
+            assert_eq!(q.invalid[0].0, "cursor");
+        }
+        let q = JobsQuery::from_map(&ParamsMap::from_iter([(
+            "cursor".to_string(),
+            "42".to_string(),
+        )]));
+        assert_eq!((q.cursor.as_deref(), q.invalid.len()), (Some("42"), 0));
     }
 }

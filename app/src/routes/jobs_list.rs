@@ -26,7 +26,7 @@ use crate::api::jobengine::{
     apply_to_row, format_utc_input, get_jobs_page, parse_selection, JobsPage, JobsQuery, JOBS_PAGE,
     JOBS_PATH,
 };
-use crate::components::live::{format_age, format_utc, use_live_feed, LiveOptions};
+use crate::components::live::{format_age, format_utc, use_live_feed, LiveBoard, LiveOptions};
 use crate::components::page::PageFrame;
 use crate::components::session::use_session;
 use crate::pages::page_by_id;
@@ -730,10 +730,14 @@ fn JobLine(
         })
     };
     let started = move || row.with(|r| r.job.started_at.map(format_utc));
+    // A running job's time so far counts on with the shell's clock (the
+    // read time until the page has hydrated, so both renders agree).
+    let clock = use_context::<LiveBoard>().map(|b| b.now);
     let duration = move || {
+        let now = clock.and_then(|c| c.get()).unwrap_or(read_at);
         row.with(|r| match (r.job.started_at, r.job.finished_at) {
             (Some(s), Some(f)) => format_age(f - s),
-            (Some(s), None) => format!("{} so far", format_age(read_at.max(s) - s)),
+            (Some(s), None) => format!("{} so far", format_age(now.max(s) - s)),
             (None, _) => String::new(),
         })
     };
@@ -758,7 +762,7 @@ fn JobLine(
                 Some(s) => view! { <span>{s}</span> }.into_any(),
                 None => view! { <span class="muted">"not started"</span> }.into_any(),
             }}</td>
-            <td>{duration}</td>
+            <td data-col="duration">{duration}</td>
             <td>{move || row.with(|r| r.attempts)}</td>
         </tr>
     }
