@@ -47,6 +47,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const LOGIN_FAILURES_PER_ACCOUNT: usize = 5;
 pub const LOGIN_FAILURES_PER_ADDRESS: usize = 20;
 pub const LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Wrong enrollment secrets allowed per client address within
+/// [`LOGIN_WINDOW`] before that address may not enroll for a while.
+pub const ENROLLMENT_FAILURES_PER_ADDRESS: usize = 20;
 
 /// Settings of identity and access.
 #[derive(Debug, Clone, Default)]
@@ -104,6 +107,28 @@ impl Auth {
             .fail(username, addr, Instant::now());
     }
 
+    /// `Err(seconds to wait)` when this address has sent too many wrong
+    /// enrollment secrets lately (never without an address).
+    pub fn enrollment_allowed(&self, addr: Option<&str>) -> Result<(), u64> {
+        let Some(addr) = addr else { return Ok(()) };
+        let mut limiter = self.inner.limiter.lock().expect("limiter lock");
+        let failures = window(&mut limiter.enrollments, addr, Instant::now());
+        match blocked_for(failures, ENROLLMENT_FAILURES_PER_ADDRESS, Instant::now()) {
+            0 => Ok(()),
+            wait => Err(wait),
+        }
+    }
+
+    pub fn enrollment_failed(&self, addr: Option<&str>) {
+        let Some(addr) = addr else { return };
+        let mut limiter = self.inner.limiter.lock().expect("limiter lock");
+        let now = Instant::now();
+        window(&mut limiter.enrollments, addr, now).push_back(now);
+        if limiter.enrollments.len() > 100_000 {
+            limiter.enrollments.retain(|_, v| !v.is_empty());
+        }
+    }
+
     pub fn login_succeeded(&self, username: &str) {
         self.inner
             .limiter
@@ -133,11 +158,13 @@ impl Auth {
     }
 }
 
-/// Failed logins in a sliding window, per account and per address.
+/// Failed logins in a sliding window, per account and per address, and
+/// wrong enrollment secrets per address.
 #[derive(Debug, Default)]
 struct LoginLimiter {
     accounts: HashMap<String, VecDeque<Instant>>,
     addresses: HashMap<String, VecDeque<Instant>>,
+    enrollments: HashMap<String, VecDeque<Instant>>,
 }
 
 impl LoginLimiter {

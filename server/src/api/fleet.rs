@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiPath};
-use crate::auth::Caller;
+use crate::auth::{Caller, ClientAddr};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -55,9 +55,24 @@ pub struct Registered {
 pub(crate) async fn register(
     State(state): State<AppState>,
     caller: Option<Caller>,
+    ClientAddr(from): ClientAddr,
     headers: HeaderMap,
     ApiJson(node): ApiJson<NewNode>,
 ) -> ApiResult<(StatusCode, Json<Registered>)> {
+    // The secret is guessed at no faster than a password is.
+    let secret_given = headers.contains_key(ENROLLMENT_HEADER);
+    if secret_given {
+        if let Err(wait) = state.auth.enrollment_allowed(from.as_deref()) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many wrong enrollment secrets from this address; try again in {wait} s"
+                ),
+            )
+            .with_details(serde_json::json!({ "retry_after_s": wait })));
+        }
+    }
     let enrolled_by = match (enrollment_ok(&state, &headers), caller) {
         (true, _) => "enrollment".to_string(),
         (false, Some(caller)) => {
@@ -65,11 +80,14 @@ pub(crate) async fn register(
             caller.0.actor()
         }
         (false, None) => {
+            if secret_given {
+                state.auth.enrollment_failed(from.as_deref());
+            }
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 format!("enroll with the `{ENROLLMENT_HEADER}` header (the server's enrollment secret) or an admin token"),
-            ))
+            ));
         }
     };
     let enrollment = state.kernel.enroll_node(&node, &enrolled_by).await?;

@@ -560,6 +560,44 @@ async fn an_admin_of_some_tenants_cannot_manage_identity() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
 }
 
+/// The enrollment secret is guessed no faster than a password: after
+/// too many wrong ones from an address, that address waits, even with the
+/// right one; other addresses enroll.
+#[tokio::test]
+async fn wrong_enrollment_secrets_are_limited_per_address() {
+    use axum::extract::ConnectInfo;
+    use std::net::SocketAddr;
+    let h = harness().await;
+    let node = json!({ "name": "n", "kinds": ["noop"], "capacity": 1, "labels": {} });
+    let enroll = |secret: &str, ip: [u8; 4]| {
+        let mut request = common::request(
+            Method::POST,
+            "/api/v1/nodes/register",
+            None,
+            &[("x-enrollment-secret", secret)],
+            Some(&node),
+        );
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 40_000))));
+        common::send(&h.router, request)
+    };
+    let guesser = [10, 0, 0, 7];
+    for i in 0..server::auth::ENROLLMENT_FAILURES_PER_ADDRESS {
+        let (status, _, _) = enroll(&format!("guess-{i}"), guesser).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let (status, headers, body) = enroll(ENROLLMENT_SECRET, guesser).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body:?}");
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    assert!(
+        h.kernel.list_nodes().await.unwrap().is_empty(),
+        "nothing enrolled"
+    );
+    let (status, _, body) = enroll(ENROLLMENT_SECRET, [10, 0, 0, 8]).await;
+    assert_eq!(status, StatusCode::CREATED, "{body:?}");
+}
+
 #[tokio::test]
 async fn a_session_needs_its_csrf_token_to_change_anything() {
     let h = harness().await;
