@@ -165,7 +165,11 @@ async fn start_embedded_pool(
                 name: worker::node_name("embedded", &addr.port().to_string()),
                 kinds: executors.kinds(),
                 capacity: slots as i64,
-                labels: [("embedded".to_string(), "true".to_string())].into(),
+                labels: [(
+                    server::api::fleet::EMBEDDED_LABEL.to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
                 file_scopes: vec![],
             },
             "embedded",

@@ -90,6 +90,27 @@ pub(crate) async fn register(
             ));
         }
     };
+    // A serve process's embedded pool is not a remote worker's to take
+    // over (its leases, its drain), nor to pose as.
+    if node.labels.contains_key(EMBEDDED_LABEL) {
+        return Err(ApiError::invalid(format!(
+            "the label {EMBEDDED_LABEL:?} is kept for serve's embedded worker pool"
+        )));
+    }
+    let taken = state.kernel.list_nodes().await?;
+    if taken
+        .iter()
+        .any(|n| n.name == node.name && n.labels.contains_key(EMBEDDED_LABEL))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "the node name {:?} is a serve process's embedded worker pool: pick another",
+                node.name
+            ),
+        ));
+    }
     let enrollment = state.kernel.enroll_node(&node, &enrolled_by).await?;
     Ok((
         StatusCode::CREATED,
@@ -101,6 +122,9 @@ pub(crate) async fn register(
         }),
     ))
 }
+
+/// The label serve's embedded worker pool registers with.
+pub const EMBEDDED_LABEL: &str = "embedded";
 
 /// The header a node sends the enrollment secret in.
 pub const ENROLLMENT_HEADER: &str = "x-enrollment-secret";

@@ -598,6 +598,60 @@ async fn wrong_enrollment_secrets_are_limited_per_address() {
     assert_eq!(status, StatusCode::CREATED, "{body:?}");
 }
 
+/// A serve process's embedded pool keeps its node: a remote worker may not
+/// register under its name (and take its leases and drain), nor wear its
+/// label.
+#[tokio::test]
+async fn a_remote_worker_cannot_take_the_embedded_pools_node() {
+    let h = harness().await;
+    let embedded = h
+        .kernel
+        .enroll_node(
+            &kernel::model::NewNode {
+                name: "embedded-host-3000".into(),
+                kinds: vec!["noop".into()],
+                capacity: 4,
+                labels: [("embedded".to_string(), "true".to_string())].into(),
+                file_scopes: vec![],
+            },
+            "embedded",
+        )
+        .await
+        .unwrap();
+    let register = |name: &str, labels: Value| {
+        let body = json!({ "name": name, "kinds": ["evil"], "capacity": 1, "labels": labels });
+        let request = common::request(
+            Method::POST,
+            "/api/v1/nodes/register",
+            None,
+            &[("x-enrollment-secret", ENROLLMENT_SECRET)],
+            Some(&body),
+        );
+        common::send(&h.router, request)
+    };
+    let (status, _, body) = register("embedded-host-3000", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body:?}");
+    let (status, _, body) = register("impostor", json!({ "embedded": "true" })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body:?}");
+    // The embedded node is as it was, its token still good.
+    let node = h.kernel.get_node(embedded.node.id).await.unwrap();
+    assert_eq!(node.kinds, ["noop"]);
+    assert_eq!(
+        node.labels.get("embedded").map(String::as_str),
+        Some("true")
+    );
+    assert!(h
+        .kernel
+        .token_principal(&embedded.token)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(h.kernel.list_nodes().await.unwrap().len(), 1);
+    // Any other name enrolls.
+    let (status, _, body) = register("remote-1", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body:?}");
+}
+
 #[tokio::test]
 async fn a_session_needs_its_csrf_token_to_change_anything() {
     let h = harness().await;
