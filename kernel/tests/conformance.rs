@@ -69,6 +69,7 @@ conformance!(
     late_completion_leaves_a_fenced_attempt,
     quota_blocks_jobs_until_it_has_room,
     retention_deletes_old_finished_jobs_and_events,
+    a_tenant_sees_only_the_queues_its_work_used,
     free_text_searches_names_and_payloads_through_the_index,
     the_kind_filter_reads_the_kinds_of_each_job,
 );
@@ -3822,6 +3823,54 @@ async fn quota_blocks_jobs_until_it_has_room(env: Env) {
         .unwrap();
     assert_eq!(state(slow.job.id).await, JobState::Queued);
     assert_eq!(env.claim(node, 10).await.len(), 1);
+}
+
+/// Queues are shared, but one only other tenants use is theirs to know of:
+/// queue health and the quota board name to a tenant's reader only the
+/// queues its work has used.
+async fn a_tenant_sees_only_the_queues_its_work_used(env: Env) {
+    let k = &env.kernel;
+    for (tenant, queue) in [("a", "a-work"), ("b", "b-secret-project")] {
+        let job = NewJob {
+            tenant: tenant.into(),
+            queue: queue.into(),
+            ..NewJob::single(queue, "noop", json!({}))
+        };
+        k.submit(job).await.unwrap();
+    }
+    let limits = QuotaLimits {
+        max_concurrent: Some(2),
+        max_starts_per_minute: None,
+    };
+    k.set_quota(QuotaScope::Queue, "b-secret-project", &limits)
+        .await
+        .unwrap();
+    let a = ["a".to_string()];
+    let health: Vec<String> = k
+        .queue_health(Some(&a))
+        .await
+        .unwrap()
+        .queues
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(health, ["a-work"]);
+    let board = |tenants: Option<Vec<String>>| async move {
+        k.quota_board(tenants.as_deref())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|i| i.scope == QuotaScope::Queue)
+            .map(|i| i.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(board(Some(a.to_vec())).await, ["a-work"]);
+    // Every tenant's reader sees every queue.
+    let all = board(None).await;
+    assert!(all.contains(&"b-secret-project".to_string()), "{all:?}");
+    let health = k.queue_health(None).await.unwrap().queues;
+    assert!(health.iter().any(|q| q.name == "b-secret-project"));
 }
 
 async fn retention_deletes_old_finished_jobs_and_events(env: Env) {

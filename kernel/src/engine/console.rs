@@ -14,7 +14,7 @@
 //! trigram index of job documents ([`job_text`]), a task kind the
 //! `job_kinds` index (migration 0010).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::json;
 
@@ -681,6 +681,7 @@ impl Kernel {
     /// counted (queues themselves are shared).
     pub async fn queue_health(&self, tenants: Option<&[String]>) -> Result<QueueHealthReport> {
         let now = self.now();
+        let used = self.queues_used_by(tenants).await?;
         let mut queues: BTreeMap<String, QueueHealth> = BTreeMap::new();
         let blank = |name: String| QueueHealth {
             name,
@@ -698,6 +699,9 @@ impl Kernel {
             .await?
         {
             let name = r.text("name")?;
+            if !used.as_ref().is_none_or(|u| u.contains(&name)) {
+                continue;
+            }
             let mut q = blank(name.clone());
             q.paused = r.bool("paused")?;
             q.paused_at = r.opt_i64("paused_at")?;
@@ -772,6 +776,29 @@ impl Kernel {
         })
     }
 
+    /// The queues `tenants` have had work in (`None` for every tenant:
+    /// every queue). A queue is shared, but one only other tenants use is
+    /// theirs to know of. The kept counts hold a row per queue, tenant and
+    /// state once a task of that tenant has been active in that queue.
+    async fn queues_used_by(&self, tenants: Option<&[String]>) -> Result<Option<BTreeSet<String>>> {
+        let Some(tenants) = tenants else {
+            return Ok(None);
+        };
+        let counts = super::counts::TASK_COUNTS.source(self.backend());
+        let rows = self
+            .db()
+            .read_all(
+                &format!("SELECT DISTINCT queue FROM {counts} WHERE tenant @in($1)"),
+                args![tenants.to_vec()],
+            )
+            .await?;
+        let mut used = BTreeSet::new();
+        for r in rows {
+            used.insert(r.text("queue")?);
+        }
+        Ok(Some(used))
+    }
+
     /// Every tenant (of `tenants`, when given) and every queue with its
     /// quota, if any, and live usage: active leases now, and starts in the
     /// last minute where a starts limit makes the kernel count them.
@@ -788,8 +815,10 @@ impl Kernel {
             exhausted: false,
             updated_at: None,
         };
-        let visible = |scope: QuotaScope, name: &str| {
-            scope == QuotaScope::Queue || tenants.is_none_or(|t| t.iter().any(|x| x == name))
+        let used = self.queues_used_by(tenants).await?;
+        let visible = |scope: QuotaScope, name: &str| match scope {
+            QuotaScope::Queue => used.as_ref().is_none_or(|u| u.contains(name)),
+            QuotaScope::Tenant => tenants.is_none_or(|t| t.iter().any(|x| x == name)),
         };
         for (scope, table) in [
             (QuotaScope::Tenant, "tenants"),
