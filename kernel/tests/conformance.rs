@@ -3866,6 +3866,22 @@ async fn a_tenant_sees_only_the_queues_its_work_used(env: Env) {
             .collect::<Vec<_>>()
     };
     assert_eq!(board(Some(a.to_vec())).await, ["a-work"]);
+    let listed: Vec<String> = k
+        .list_queues(Some(&a))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(listed, ["a-work"]);
+    assert_eq!(
+        k.get_queue("b-secret-project", Some(&a))
+            .await
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    assert!(k.get_queue("b-secret-project", None).await.is_ok());
     // Every tenant's reader sees every queue.
     let all = board(None).await;
     assert!(all.contains(&"b-secret-project".to_string()), "{all:?}");

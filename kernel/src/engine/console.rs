@@ -780,7 +780,10 @@ impl Kernel {
     /// every queue). A queue is shared, but one only other tenants use is
     /// theirs to know of. The kept counts hold a row per queue, tenant and
     /// state once a task of that tenant has been active in that queue.
-    async fn queues_used_by(&self, tenants: Option<&[String]>) -> Result<Option<BTreeSet<String>>> {
+    pub(super) async fn queues_used_by(
+        &self,
+        tenants: Option<&[String]>,
+    ) -> Result<Option<BTreeSet<String>>> {
         let Some(tenants) = tenants else {
             return Ok(None);
         };

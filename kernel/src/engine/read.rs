@@ -435,9 +435,10 @@ impl Kernel {
     }
 
     /// Every queue with its depth figures.
-    /// Every queue, its depth counting the tasks and dead-letter entries
-    /// of `tenants` only (`None`: every tenant). A queue is shared; what
-    /// waits in it is each tenant's own.
+    /// Every queue `tenants` have had work in (`None`: every queue), its
+    /// depth counting their tasks and dead-letter entries only. A queue is
+    /// shared; what waits in it is each tenant's own, and one only other
+    /// tenants use is theirs to know of.
     pub async fn list_queues(&self, tenants: Option<&[String]>) -> Result<Vec<Queue>> {
         self.queues(None, tenants).await
     }
@@ -455,13 +456,23 @@ impl Kernel {
             Some(n) => ("WHERE name = $1", args![n]),
             None => ("", args![]),
         };
-        let rows = self
+        let used = self.queues_used_by(tenants).await?;
+        let mut rows = self
             .db()
             .read_all(
                 &format!("SELECT name, paused, paused_at FROM queues {filter} ORDER BY name"),
                 a.clone(),
             )
             .await?;
+        if let Some(used) = &used {
+            let mut kept = Vec::with_capacity(rows.len());
+            for r in rows {
+                if used.contains(&r.text("name")?) {
+                    kept.push(r);
+                }
+            }
+            rows = kept;
+        }
         let mut qfilter = if only.is_some() {
             "AND queue = $1".to_string()
         } else {
