@@ -112,8 +112,9 @@ impl Auth {
     pub fn enrollment_allowed(&self, addr: Option<&str>) -> Result<(), u64> {
         let Some(addr) = addr else { return Ok(()) };
         let mut limiter = self.inner.limiter.lock().expect("limiter lock");
-        let failures = window(&mut limiter.enrollments, addr, Instant::now());
-        match blocked_for(failures, ENROLLMENT_FAILURES_PER_ADDRESS, Instant::now()) {
+        let now = Instant::now();
+        let failures = window(&mut limiter.enrollments, addr, now);
+        match blocked_for(failures, ENROLLMENT_FAILURES_PER_ADDRESS, now) {
             0 => Ok(()),
             wait => Err(wait),
         }
@@ -122,11 +123,7 @@ impl Auth {
     pub fn enrollment_failed(&self, addr: Option<&str>) {
         let Some(addr) = addr else { return };
         let mut limiter = self.inner.limiter.lock().expect("limiter lock");
-        let now = Instant::now();
-        window(&mut limiter.enrollments, addr, now).push_back(now);
-        if limiter.enrollments.len() > 100_000 {
-            limiter.enrollments.retain(|_, v| !v.is_empty());
-        }
+        record_failure(&mut limiter.enrollments, addr, Instant::now());
     }
 
     pub fn login_succeeded(&self, username: &str) {
@@ -183,17 +180,19 @@ impl LoginLimiter {
     }
 
     fn fail(&mut self, username: &str, addr: Option<&str>, now: Instant) {
-        window(&mut self.accounts, &username.to_lowercase(), now).push_back(now);
+        record_failure(&mut self.accounts, &username.to_lowercase(), now);
         if let Some(addr) = addr {
-            window(&mut self.addresses, addr, now).push_back(now);
+            record_failure(&mut self.addresses, addr, now);
         }
-        // Keep memory bounded under a spray of usernames.
-        if self.accounts.len() > 100_000 {
-            self.accounts.retain(|_, v| !v.is_empty());
-        }
-        if self.addresses.len() > 100_000 {
-            self.addresses.retain(|_, v| !v.is_empty());
-        }
+    }
+}
+
+/// Notes a failure of `key` at `now`, keeping memory bounded under a spray
+/// of keys (usernames, addresses).
+fn record_failure(map: &mut HashMap<String, VecDeque<Instant>>, key: &str, now: Instant) {
+    window(map, key, now).push_back(now);
+    if map.len() > 100_000 {
+        map.retain(|_, v| !v.is_empty());
     }
 }
 
@@ -393,26 +392,26 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// What the request's credentials prove.
+/// What the request's credentials prove, with the credential itself.
 enum Credentials {
     None,
     /// Presented but unknown, revoked or expired.
     Invalid,
-    Bearer(Principal),
-    Session(SessionView),
+    Bearer(Principal, Credential),
+    Session(SessionView, Credential),
 }
 
 async fn credentials(kernel: &Kernel, auth: &Auth, headers: &HeaderMap) -> ApiResult<Credentials> {
     if let Some(secret) = bearer(headers) {
         return Ok(match kernel.token_principal(secret).await? {
-            Some(p) => Credentials::Bearer(p),
+            Some(p) => Credentials::Bearer(p, Credential::Bearer(secret.into())),
             None => Credentials::Invalid,
         });
     }
     if let Some(secret) = session_cookie(headers) {
         return Ok(
             match kernel.session(secret, auth.settings().session).await? {
-                Some(s) => Credentials::Session(s),
+                Some(s) => Credentials::Session(s, Credential::Session(secret.into())),
                 None => Credentials::Invalid,
             },
         );
@@ -468,15 +467,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(c) => c,
         Err(err) => return err.into_response(),
     };
-    let (principal, session) = match creds {
-        Credentials::Bearer(p) => (Some(p), None),
-        Credentials::Session(s) => (Some(s.principal.clone()), Some(s)),
-        Credentials::None | Credentials::Invalid => (None, None),
-    };
-    let credential = match (&principal, &session) {
-        (Some(_), Some(_)) => session_cookie(req.headers()).map(|s| Credential::Session(s.into())),
-        (Some(_), None) => bearer(req.headers()).map(|s| Credential::Bearer(s.into())),
-        (None, _) => None,
+    let (principal, session, credential) = match creds {
+        Credentials::Bearer(p, c) => (Some(p), None, Some(c)),
+        Credentials::Session(s, c) => (Some(s.principal.clone()), Some(s), Some(c)),
+        Credentials::None | Credentials::Invalid => (None, None, None),
     };
     if let (Some(credential), Some(p)) = (credential, &principal) {
         req.extensions_mut().insert(Recheck {

@@ -51,14 +51,9 @@ pub(crate) async fn login(
         tenant: None,
     };
     if let Err(wait_s) = state.auth.login_allowed(&body.username, from.as_deref()) {
-        let status = StatusCode::TOO_MANY_REQUESTS;
-        record(&state.kernel, audit("rate_limited", status)).await;
-        return Err(ApiError::new(
-            status,
-            "rate_limited",
-            format!("too many failed sign-ins; try again in {wait_s} s"),
-        )
-        .with_details(serde_json::json!({ "retry_after_s": wait_s })));
+        let err = ApiError::rate_limited("failed sign-ins", wait_s);
+        record(&state.kernel, audit("rate_limited", err.status)).await;
+        return Err(err);
     }
     let Some(user) = state
         .kernel

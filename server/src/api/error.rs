@@ -45,6 +45,17 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
     }
 
+    /// `429 rate_limited`: `what` failed too often lately; try again in
+    /// `wait_s` seconds (also said in `Retry-After`).
+    pub fn rate_limited(what: &str, wait_s: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many {what}; try again in {wait_s} s"),
+        )
+        .with_details(serde_json::json!({ "retry_after_s": wait_s }))
+    }
+
     /// A body field out of its range (as the kernel's validations are
     /// answered).
     pub fn invalid(message: impl Into<String>) -> ApiError {

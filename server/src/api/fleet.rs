@@ -63,14 +63,10 @@ pub(crate) async fn register(
     let secret_given = headers.contains_key(ENROLLMENT_HEADER);
     if secret_given {
         if let Err(wait) = state.auth.enrollment_allowed(from.as_deref()) {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many wrong enrollment secrets from this address; try again in {wait} s"
-                ),
-            )
-            .with_details(serde_json::json!({ "retry_after_s": wait })));
+            return Err(ApiError::rate_limited(
+                "wrong enrollment secrets from this address",
+                wait,
+            ));
         }
     }
     let enrolled_by = match (enrollment_ok(&state, &headers), caller) {

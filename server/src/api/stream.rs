@@ -319,8 +319,7 @@ async fn open(
     after: Option<i64>,
     recheck: Option<Recheck>,
 ) -> ApiResult<Response> {
-    let mut stream = Subscription::open(kernel, &live, filter, after).await?;
-    stream.recheck = recheck;
+    let stream = Subscription::open(kernel, &live, filter, after, recheck).await?;
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
         s.next_chunk()
             .await
@@ -599,6 +598,7 @@ impl Subscription {
         live: &LiveStreams,
         filter: Filter,
         after: Option<i64>,
+        recheck: Option<Recheck>,
     ) -> Result<Subscription, kernel::KernelError> {
         let tail = live.tail(&kernel).await?;
         let head = tail.head.subscribe();
@@ -629,7 +629,7 @@ impl Subscription {
             next_heartbeat: Instant::now() + config.heartbeat_every,
             page: config.page.clamp(1, 10_000),
             shutdown: live.shutdown_token(),
-            recheck: None,
+            recheck,
         })
     }
 
@@ -808,7 +808,7 @@ mod tests {
             },
             CancellationToken::new(),
         );
-        let mut sub = Subscription::open(kernel.clone(), &live, Filter::default(), None)
+        let mut sub = Subscription::open(kernel.clone(), &live, Filter::default(), None, None)
             .await
             .unwrap();
         let connected = sub.next_chunk().await.unwrap();
