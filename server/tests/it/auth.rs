@@ -460,30 +460,15 @@ async fn a_tenant_sees_only_its_own_jobs_and_events() {
     let mut buffer = String::new();
     let mut seen_a = Vec::new();
     while !seen_a.contains(&a_later) {
-        let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
-            .await
-            .expect("the stream went silent")
-            .unwrap()
-            .expect("the stream ended");
-        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue;
-            };
-            if !block.lines().any(|l| l.starts_with("id: ")) {
-                continue; // a connection frame
-            }
-            let event: Value = serde_json::from_str(data).unwrap();
-            assert_eq!(event["tenant"], "a", "a foreign event: {event}");
-            let job = event["subject"]["job_id"].as_i64();
-            assert!(
-                !job.is_some_and(|j| b_ids.contains(&j)),
-                "B's event leaked: {event}"
-            );
-            if let Some(job) = job {
-                seen_a.push(job);
-            }
+        let event = next_stream_event(&mut response, &mut buffer).await;
+        assert_eq!(event["tenant"], "a", "a foreign event: {event}");
+        let job = event["subject"]["job_id"].as_i64();
+        assert!(
+            !job.is_some_and(|j| b_ids.contains(&j)),
+            "B's event leaked: {event}"
+        );
+        if let Some(job) = job {
+            seen_a.push(job);
         }
     }
     assert!(seen_a.contains(&a_job), "{seen_a:?}");
@@ -1100,25 +1085,32 @@ async fn stream_types_through_a_new_job(h: &Harness, base: &str, token: &str) ->
     let mut buffer = String::new();
     let mut types = Vec::new();
     loop {
+        let event = next_stream_event(&mut response, &mut buffer).await;
+        types.push(event["type"].as_str().unwrap().to_string());
+        if event["subject"]["job_id"] == marker {
+            return types;
+        }
+    }
+}
+
+/// The next log event of an SSE answer (connection frames, which carry no
+/// `id:`, are skipped); `buffer` keeps what was read beyond it.
+async fn next_stream_event(response: &mut reqwest::Response, buffer: &mut String) -> Value {
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            if block.lines().any(|l| l.starts_with("id: ")) {
+                return serde_json::from_str(data).unwrap();
+            }
+        }
         let chunk = tokio::time::timeout(Duration::from_secs(30), response.chunk())
             .await
             .expect("the stream went silent")
             .unwrap()
             .expect("the stream ended");
         buffer.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
-                continue;
-            };
-            if !block.lines().any(|l| l.starts_with("id: ")) {
-                continue;
-            }
-            let event: Value = serde_json::from_str(data).unwrap();
-            types.push(event["type"].as_str().unwrap().to_string());
-            if event["subject"]["job_id"] == marker {
-                return types;
-            }
-        }
     }
 }

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::common::{client_with, get, wait_ready};
+use crate::common::{client_with, get, post, wait_ready};
 
 const JOBS: usize = 24;
 
@@ -103,15 +103,7 @@ async fn sigkill_mid_workload_loses_nothing_and_completes_nothing_twice() {
                 { "key": "c", "kind": "noop", "depends_on": ["b"] }
             ]
         });
-        let created: Value = client
-            .post(format!("{base}/api/v1/jobs"))
-            .json(&job)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let created = post(&client, format!("{base}/api/v1/jobs"), &job).await;
         ids.push(created["id"].as_i64().expect("job id"));
     }
 

@@ -7,9 +7,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::common::{client_with, get, wait_ready};
+use crate::common::{client_with, get, post, wait_ready};
 
 const CANARY: &str = "enrollment-canary-7f3a9";
 
@@ -93,18 +93,13 @@ async fn an_exec_command_cannot_read_its_workers_secrets() {
     wait_ready(&client, &base).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let script = r"echo reading; tr '\000' '\n' < /proc/$PPID/environ";
-    let job: Value = client
-        .post(format!("{base}/api/v1/jobs"))
-        .json(
-            &json!({ "name": "peek", "tasks": [{ "key": "peek", "kind": "exec",
+    let job = post(
+        &client,
+        format!("{base}/api/v1/jobs"),
+        &json!({ "name": "peek", "tasks": [{ "key": "peek", "kind": "exec",
             "max_attempts": 1, "payload": { "cmd": "sh", "args": ["-c", script] } }] }),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    )
+    .await;
     let id = job["id"].as_i64().expect("a job");
     let detail = loop {
         let detail = get(&client, format!("{base}/api/v1/jobs/{id}")).await;

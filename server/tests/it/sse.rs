@@ -265,16 +265,8 @@ async fn a_resume_point_retention_passed_or_beyond_the_log_is_said_so() {
     server.kernel.submit(job("next")).await.unwrap();
     assert!(sse.next_event().await.seq > head, "the stream goes on");
 
-    let client = reqwest::Client::new();
-    let page: Value = client
-        .get(format!("{}/api/v1/events?after=1", server.base))
-        .bearer_auth(&server.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let client = crate::common::client_with(&server.token);
+    let page = crate::common::get(&client, format!("{}/api/v1/events?after=1", server.base)).await;
     assert_eq!(page["deleted_through"], deleted, "{page}");
     let beyond = client
         .get(format!(
@@ -282,7 +274,6 @@ async fn a_resume_point_retention_passed_or_beyond_the_log_is_said_so() {
             server.base,
             head + 1_000
         ))
-        .bearer_auth(&server.token)
         .send()
         .await
         .unwrap();

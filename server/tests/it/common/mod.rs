@@ -107,3 +107,16 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
 pub async fn get(client: &reqwest::Client, url: String) -> Value {
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// `POST url` with `body` as JSON, the answer read as JSON.
+pub async fn post(client: &reqwest::Client, url: String, body: &Value) -> Value {
+    client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
