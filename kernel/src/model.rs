@@ -813,6 +813,15 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// The id a `next_cursor` stands for (the last of its page), if `cursor`
+/// is one: digits only, no sign, within range.
+pub fn cursor_id(cursor: &str) -> Option<i64> {
+    if cursor.is_empty() || !cursor.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    cursor.parse().ok()
+}
+
 /// Figures for the operator snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

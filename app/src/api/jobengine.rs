@@ -98,8 +98,8 @@ impl JobsQuery {
             }
         }
         if let Some(c) = text(map, "cursor") {
-            // Only what the list's own links carry: an id, digits only.
-            if !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()) && c.parse::<i64>().is_ok() {
+            // Only what the list's own links carry.
+            if kernel::model::cursor_id(&c).is_some() {
                 q.cursor = Some(c);
             } else {
                 q.invalid.push((

@@ -31,7 +31,7 @@ use crate::sql::{args, Conns, Row};
 use super::batch::Batcher;
 use super::dag::{without_nul, JobGraph};
 use super::quotas::{QuotaRow, QUOTA_COLUMNS};
-use super::retention::sqlite_next_id;
+use super::retention::new_id_sql;
 use super::{by_node_and_kinds, error_fingerprint, ClaimTurn, Kernel, Work};
 
 /// Most tasks one claim may lease.
@@ -601,10 +601,7 @@ impl Kernel {
         // The epoch is the task's lease counter, so it is also the attempt's
         // number in the task's history.
         // SQLite numbers them above every attempt retention deleted.
-        let id = match backend {
-            Backend::Postgres => "nextval('attempts_id_seq')".to_string(),
-            Backend::Sqlite => sqlite_next_id("attempts", "ROW_NUMBER() OVER (ORDER BY id)"),
-        };
+        let id = new_id_sql(backend, "attempts", "ROW_NUMBER() OVER (ORDER BY id)");
         let attempts = w
             .tx
             .fetch_all(
@@ -1312,10 +1309,7 @@ impl Kernel {
                     "INSERT INTO dead_letters (id, job_id, task_id, job_name, task_key, kind, tenant, queue, \
                                                error, fingerprint, payload, attempts, status, created_at, updated_at) \
                      VALUES ({}, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $12) RETURNING id",
-                    match w.tx.backend() {
-                        Backend::Postgres => "nextval('dead_letters_id_seq')".to_string(),
-                        Backend::Sqlite => sqlite_next_id("dead_letters", "1"),
-                    }
+                    new_id_sql(w.tx.backend(), "dead_letters", "1")
                 ),
                 args![
                     job_id,

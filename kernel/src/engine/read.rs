@@ -102,18 +102,11 @@ fn node_from_row(r: &Row) -> Result<Node> {
 pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
     match cursor.map(str::trim).filter(|c| !c.is_empty()) {
         None => Ok(None),
-        // Only what `next_cursor` gives: digits (no sign).
-        Some(c) => c
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| c.parse::<i64>().ok())
-            .flatten()
-            .map(Some)
-            .ok_or_else(|| {
-                KernelError::validation(format!(
-                    "invalid cursor {c:?}: pass back a next_cursor value"
-                ))
-            }),
+        Some(c) => crate::model::cursor_id(c).map(Some).ok_or_else(|| {
+            KernelError::validation(format!(
+                "invalid cursor {c:?}: pass back a next_cursor value"
+            ))
+        }),
     }
 }
 

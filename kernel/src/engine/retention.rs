@@ -64,6 +64,16 @@ pub(super) fn sqlite_next_id(table: &str, offset: &str) -> String {
     )
 }
 
+/// The id of a new row of `table`, as an SQL expression: the table's
+/// sequence on Postgres; on SQLite [`sqlite_next_id`], `row` being the
+/// row's 1-based number among those the statement inserts.
+pub(super) fn new_id_sql(backend: Backend, table: &str, row: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("nextval('{table}_id_seq')"),
+        Backend::Sqlite => sqlite_next_id(table, row),
+    }
+}
+
 /// SQLite: keeps the highest id of each [`FLOORED`] table, before
 /// retention deletes rows of them.
 async fn keep_id_floors(tx: &mut crate::sql::Tx, now: i64) -> Result<()> {
